@@ -1,0 +1,26 @@
+"""mlc: run Apple Core ML models anywhere JAX runs."""
+
+from mlc._errors import (
+    MLCError,
+    MLCFeatureTypeError,
+    MLCIOError,
+    MLCParametersError,
+    MLCUnsupportedError,
+    MLCUpdateError,
+)
+from mlc.classification import Classification
+from mlc.model import Model, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Classification",
+    "MLCError",
+    "MLCFeatureTypeError",
+    "MLCIOError",
+    "MLCParametersError",
+    "MLCUnsupportedError",
+    "MLCUpdateError",
+    "Model",
+    "load",
+]

@@ -1,0 +1,48 @@
+"""Errors raised by mlc, with codes that mirror Core ML's ``MLModelError.Code``."""
+
+from __future__ import annotations
+
+
+class MLCError(Exception):
+    """Base class of every error mlc raises on purpose.
+
+    ``code`` mirrors Core ML's ``MLModelError.Code`` so users can branch on it:
+    ``io`` (the file), ``featureType`` (an input or output), ``parameters`` (a value in the
+    model), ``unsupported`` (valid Core ML that mlc cannot run yet), ``update`` (training).
+    """
+
+    code = "generic"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MLCIOError(MLCError):
+    """The file or package cannot be read: missing, corrupt, or escaping its folder."""
+
+    code = "io"
+
+
+class MLCFeatureTypeError(MLCError, ValueError):
+    """An input or output does not match the model's description."""
+
+    code = "featureType"
+
+
+class MLCParametersError(MLCError):
+    """A value inside the model (a weight, an attribute, a shape) is invalid."""
+
+    code = "parameters"
+
+
+class MLCUnsupportedError(MLCError, NotImplementedError):
+    """The model is valid Core ML, but uses something mlc does not run yet."""
+
+    code = "unsupported"
+
+
+class MLCUpdateError(MLCError):
+    """Training or updating a model failed."""
+
+    code = "update"

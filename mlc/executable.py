@@ -1,0 +1,31 @@
+"""What every front end (ML Program, NeuralNetwork, classic) produces for ``Model``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from mlc.features import FeatureDescriptions
+
+
+@dataclasses.dataclass
+class Executable:
+    """A pure ``fn(params, inputs) -> outputs`` plus the features it reads and writes.
+
+    ``fn`` takes program-level arrays (images already as float ``(1, C, H, W)``) and returns
+    program-level values by output name (classifier outputs as ``Classification``).
+    """
+
+    fn: Callable[[dict, dict], dict]
+    params: dict[str, Any]
+    inputs: FeatureDescriptions
+    outputs: FeatureDescriptions
+    eager: bool = False
+    function_name: str | None = None
+    functions: tuple[str, ...] = ()
+    predicted_feature_name: str | None = None
+    predicted_probabilities_name: str | None = None
+    input_dtypes: dict[str, Any] = dataclasses.field(default_factory=dict)  # program-level dtype per input
+    op_histogram: dict[str, int] = dataclasses.field(default_factory=dict)
+    unsupported: dict[str, int] = dataclasses.field(default_factory=dict)
+    kind: str = ""

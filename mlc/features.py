@@ -1,0 +1,272 @@
+"""Features at the model boundary: descriptions, input checks and conversion, outputs.
+
+Follows ``FeatureTypes.proto``: multiarrays have a declared dtype and a default shape, plus
+optionally ``enumeratedShapes`` or ``shapeRange`` (``upperBound == -1`` is unbounded); images
+have a width, height, color space (RGB, BGR, GRAYSCALE, GRAYSCALE_FLOAT16) and optionally
+enumerated sizes or a size range. Image inputs reach the program as float32 ``(1, C, H, W)``
+in the declared channel order; any scale/bias lives in the program (ML Program) or in the
+spec's preprocessing (NeuralNetwork).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from mlc._errors import MLCFeatureTypeError
+
+ARRAY_DTYPES = {
+    65568: np.dtype(np.float32),  # FLOAT32
+    65600: np.dtype(np.float64),  # DOUBLE
+    131104: np.dtype(np.int32),  # INT32
+    131080: np.dtype(np.int8),  # INT8
+    65552: np.dtype(np.float16),  # FLOAT16
+}
+COLOR_SPACES = {10: "GRAYSCALE", 20: "RGB", 30: "BGR", 40: "GRAYSCALE_FLOAT16"}
+_PIL_MODES = {"GRAYSCALE": "L", "RGB": "RGB", "BGR": "RGB", "GRAYSCALE_FLOAT16": "F"}
+
+
+@dataclasses.dataclass
+class Feature:
+    """One input or output as the model's description declares it."""
+
+    name: str
+    kind: str  # multiArray, image, int64, double, string, dictionary, sequence, state
+    short_description: str = ""
+    optional: bool = False
+    dtype: np.dtype | None = None  # multiArray element type
+    shape: tuple[int, ...] = ()  # multiArray default shape, image (H, W)
+    shape_ranges: tuple[tuple[int, int], ...] | None = None  # per dim (lower, upper or -1)
+    enumerated_shapes: tuple[tuple[int, ...], ...] | None = None
+    color_space: str | None = None  # images
+    key_kind: str | None = None  # dictionaries: "int64" or "string"
+
+    def type_string(self) -> str:
+        if self.kind == "multiArray":
+            dtype = self.dtype.name if self.dtype is not None else "?"
+            shape = "x".join(str(d) for d in self.shape) if self.shape else "flexible"
+            extra = ""
+            if self.shape_ranges:
+                extra = " range " + "x".join(f"[{lo},{'inf' if hi < 0 else hi}]" for lo, hi in self.shape_ranges)
+            elif self.enumerated_shapes:
+                extra = " one of " + ", ".join("x".join(map(str, s)) for s in self.enumerated_shapes)
+            return f"MultiArray ({dtype} {shape}{extra})"
+        if self.kind == "image":
+            h, w = self.shape
+            extra = ""
+            if self.shape_ranges:
+                (hl, hh), (wl, wh) = self.shape_ranges
+                extra = f", width in [{wl},{'inf' if wh < 0 else wh}], height in [{hl},{'inf' if hh < 0 else hh}]"
+            elif self.enumerated_shapes:
+                extra = ", sizes " + ", ".join(f"{w_}x{h_}" for h_, w_ in self.enumerated_shapes)
+            return f"Image ({self.color_space} {w}x{h}{extra})"
+        if self.kind == "dictionary":
+            return f"Dictionary ({self.key_kind} -> double)"
+        return self.kind.capitalize() if self.kind != "int64" else "Int64"
+
+    def __str__(self) -> str:
+        desc = f" ({self.short_description})" if self.short_description else ""
+        return f"{self.name}: {self.type_string()}{desc}"
+
+
+def feature_from_proto(fd) -> Feature:
+    t = fd.type
+    kind = t.WhichOneof("Type")
+    f = Feature(fd.name, kind or "unknown", fd.shortDescription, bool(t.isOptional))
+    if kind == "multiArrayType":
+        a = t.multiArrayType
+        f.kind = "multiArray"
+        f.dtype = ARRAY_DTYPES.get(a.dataType)
+        f.shape = tuple(int(d) for d in a.shape)
+        flex = a.WhichOneof("ShapeFlexibility")
+        if flex == "shapeRange":
+            f.shape_ranges = tuple((int(r.lowerBound), int(r.upperBound)) for r in a.shapeRange.sizeRanges)
+        elif flex == "enumeratedShapes":
+            f.enumerated_shapes = tuple(tuple(int(d) for d in s.shape) for s in a.enumeratedShapes.shapes)
+    elif kind == "imageType":
+        im = t.imageType
+        f.kind = "image"
+        f.shape = (int(im.height), int(im.width))
+        f.color_space = COLOR_SPACES.get(im.colorSpace, "RGB")
+        flex = im.WhichOneof("SizeFlexibility")
+        if flex == "imageSizeRange":
+            r = im.imageSizeRange
+            f.shape_ranges = (
+                (int(r.heightRange.lowerBound), int(r.heightRange.upperBound)),
+                (int(r.widthRange.lowerBound), int(r.widthRange.upperBound)),
+            )
+        elif flex == "enumeratedSizes":
+            f.enumerated_shapes = tuple((int(s.height), int(s.width)) for s in im.enumeratedSizes.sizes)
+    elif kind == "int64Type":
+        f.kind = "int64"
+    elif kind == "doubleType":
+        f.kind = "double"
+    elif kind == "stringType":
+        f.kind = "string"
+    elif kind == "dictionaryType":
+        f.kind = "dictionary"
+        f.key_kind = "int64" if t.dictionaryType.WhichOneof("KeyType") == "int64KeyType" else "string"
+    elif kind == "sequenceType":
+        f.kind = "sequence"
+    elif kind == "stateType":
+        f.kind = "state"
+        f.dtype = ARRAY_DTYPES.get(t.stateType.arrayType.dataType)
+        f.shape = tuple(int(d) for d in t.stateType.arrayType.shape)
+    return f
+
+
+class FeatureDescriptions(dict):
+    """Name -> ``Feature``, in declaration order, printed one per line (like coremltools)."""
+
+    def __repr__(self) -> str:
+        return "\n".join(str(f) for f in self.values()) or "(none)"
+
+    __str__ = __repr__
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+def _shape_allowed(feature: Feature, shape: tuple[int, ...]) -> tuple[bool, str]:
+    """Whether ``shape`` is one the feature accepts, and what it accepts."""
+    if feature.shape_ranges is not None:
+        ok = len(shape) == len(feature.shape_ranges) and all(
+            lo <= d and (hi < 0 or d <= hi) for d, (lo, hi) in zip(shape, feature.shape_ranges)
+        )
+        expected = "x".join(f"[{lo},{'inf' if hi < 0 else hi}]" for lo, hi in feature.shape_ranges)
+        return ok, expected
+    if feature.enumerated_shapes:
+        return tuple(shape) in feature.enumerated_shapes, " or ".join(str(s) for s in feature.enumerated_shapes)
+    if not feature.shape:
+        return True, "any shape"
+    return tuple(shape) == feature.shape, str(feature.shape)
+
+
+def _as_array(feature: Feature, value: Any, where: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
+        return np.asarray(value)
+    if isinstance(value, (list, tuple, int, float, bool, np.generic)):
+        arr = np.asarray(value)
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise MLCFeatureTypeError(f"{where}: expected numbers, got a {type(value).__name__} holding {arr.dtype.kind!r} values")
+        return arr
+    raise MLCFeatureTypeError(f"{where}: expected a multiarray (numpy array), got {type(value).__name__}")
+
+
+def multiarray_input(feature: Feature, value: Any, where: str, *, batched: bool = False) -> np.ndarray:
+    arr = _as_array(feature, value, where)
+    if arr.dtype.kind in "USOV":
+        raise MLCFeatureTypeError(f"{where}: expected {feature.type_string()}, got an array of {arr.dtype} (strings or objects)")
+    target = feature.dtype or np.dtype(np.float32)
+    if arr.dtype != target and not np.can_cast(arr.dtype, target, casting="same_kind"):
+        raise MLCFeatureTypeError(
+            f"{where}: dtype {arr.dtype} cannot be converted to the declared {target} without losing its meaning"
+        )
+    example = arr.shape[1:] if batched else arr.shape
+    if batched and arr.ndim == 0:
+        raise MLCFeatureTypeError(f"{where}: predict_batch needs a leading batch axis, got a scalar")
+    ok, expected = _shape_allowed(feature, tuple(example))
+    if not ok:
+        what = "rank" if feature.shape and len(example) != len(feature.shape) and not feature.enumerated_shapes else "shape"
+        raise MLCFeatureTypeError(f"{where}: {what} mismatch: got shape {tuple(example)}, the model expects {expected}")
+    return arr.astype(target, copy=False)
+
+
+def _pil():
+    from PIL import Image
+
+    return Image
+
+
+def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
+    """A PIL image -> float32 array (1, C, H, W) in the declared channel order."""
+    Image = _pil()
+    if not isinstance(value, Image.Image):
+        raise MLCFeatureTypeError(f"{where}: expected a PIL image ({feature.type_string()}), got {type(value).__name__}")
+    mode = _PIL_MODES[feature.color_space]
+    if value.mode != mode:
+        raise MLCFeatureTypeError(
+            f"{where}: image mode {value.mode!r} does not match the declared {feature.color_space} "
+            f"(expected PIL mode {mode!r}; use image.convert({mode!r}))"
+        )
+    w, h = value.size
+    ok, expected = _shape_allowed(feature, (h, w))
+    if feature.shape_ranges is None and not feature.enumerated_shapes:
+        ok, expected = (h, w) == feature.shape, f"{feature.shape[1]}x{feature.shape[0]}"
+    if not ok:
+        raise MLCFeatureTypeError(
+            f"{where}: image is {w}x{h} (width x height), the model expects {expected}; resize it first"
+        )
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+        if feature.color_space == "BGR":
+            arr = arr[::-1]
+    return np.ascontiguousarray(arr[None])
+
+
+def scalar_input(feature: Feature, value: Any, where: str) -> Any:
+    if feature.kind == "int64":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise MLCFeatureTypeError(f"{where}: expected an int64, got {type(value).__name__}")
+        return np.int64(value)
+    if feature.kind == "double":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise MLCFeatureTypeError(f"{where}: expected a double, got {type(value).__name__}")
+        return np.float64(value)
+    if feature.kind == "string":
+        if not isinstance(value, str):
+            raise MLCFeatureTypeError(f"{where}: expected a string, got {type(value).__name__}")
+        return value
+    raise MLCFeatureTypeError(f"{where}: {feature.kind} inputs are not supported by this model type")
+
+
+def convert_input(feature: Feature, value: Any, where: str) -> Any:
+    if feature.kind == "multiArray":
+        return multiarray_input(feature, value, where)
+    if feature.kind == "image":
+        return image_input(feature, value, where)
+    return scalar_input(feature, value, where)
+
+
+def check_input_names(inputs: Any, features: FeatureDescriptions, model: str) -> None:
+    if not isinstance(inputs, dict):
+        raise MLCFeatureTypeError(f"{model}: inputs must be a dict of name -> value, got {type(inputs).__name__}")
+    unknown = [k for k in inputs if k not in features]
+    if unknown:
+        raise MLCFeatureTypeError(f"{model}: unknown input {unknown[0]!r}; the model's inputs are {list(features)}")
+    missing = [n for n, f in features.items() if n not in inputs and not f.optional and f.kind != "state"]
+    if missing:
+        raise MLCFeatureTypeError(f"{model}: missing input {missing[0]!r} ({features[missing[0]].type_string()})")
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+def image_output(arr: np.ndarray, feature: Feature):
+    """(1, C, H, W) or (C, H, W) float -> PIL image in the declared color space."""
+    Image = _pil()
+    a = np.asarray(arr)
+    while a.ndim > 3:
+        a = a[0]
+    if feature.color_space == "GRAYSCALE_FLOAT16":
+        return Image.fromarray(a.reshape(a.shape[-2:]).astype(np.float32), mode="F")
+    a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    if feature.color_space == "GRAYSCALE":
+        return Image.fromarray(a.reshape(a.shape[-2:]), mode="L")
+    if feature.color_space == "BGR":
+        a = a[::-1]
+    return Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)), mode="RGB")
+
+
+def multiarray_output(value: Any, feature: Feature) -> np.ndarray:
+    arr = np.asarray(value)
+    if feature.dtype is not None:
+        arr = arr.astype(feature.dtype, copy=False)
+    return arr

@@ -1,0 +1,135 @@
+"""The MIL weight blob (``weights/weight.bin``), read with numpy memmap.
+
+Layout (coremltools ``mlmodel/src/MILBlob/Blob/StorageFormat.hpp``), little-endian:
+
+* ``storage_header`` (64 bytes): ``uint32 count``, ``uint32 version`` (must be 2), reserved.
+* per blob, 64-byte aligned, a ``blob_metadata`` (64 bytes): ``uint32 sentinel`` (0xDEADBEEF),
+  ``uint32 mil_dtype``, ``uint64 sizeInBytes``, ``uint64 offset`` (of the data),
+  ``uint64 padding_size_in_bits`` (unused bits at the end of sub-byte data), reserved;
+  then the raw data.
+
+A const in a program names the metadata's offset. Sub-byte types (int4, uint1..uint6) are
+packed LSB first: element ``i`` occupies bits ``[i*n, (i+1)*n)`` of the little-endian bit stream.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_dtypes
+import numpy as np
+
+from mlc._errors import MLCIOError, MLCParametersError
+
+HEADER_SIZE = 64
+METADATA_SIZE = 64
+SENTINEL = 0xDEADBEEF
+STORAGE_VERSION = 2
+
+_HEADER = np.dtype([("count", "<u4"), ("version", "<u4"), ("reserved", "<u8", 7)])
+_METADATA = np.dtype(
+    [
+        ("sentinel", "<u4"),
+        ("mil_dtype", "<u4"),
+        ("size", "<u8"),
+        ("offset", "<u8"),
+        ("padding_bits", "<u8"),
+        ("reserved", "<u8", 4),
+    ]
+)
+
+# BlobDataType codes (MILBlob/Blob/BlobDataType.hpp) -> (name, numpy dtype or bit width).
+BLOB_DTYPES: dict[int, tuple[str, object]] = {
+    1: ("fp16", np.dtype("<f2")),
+    2: ("fp32", np.dtype("<f4")),
+    3: ("uint8", np.dtype("u1")),
+    4: ("int8", np.dtype("i1")),
+    5: ("bf16", "bf16"),
+    6: ("int16", np.dtype("<i2")),
+    7: ("uint16", np.dtype("<u2")),
+    8: ("int4", 4),
+    9: ("uint1", 1),
+    10: ("uint2", 2),
+    11: ("uint4", 4),
+    12: ("uint3", 3),
+    13: ("uint6", 6),
+    14: ("int32", np.dtype("<i4")),
+    15: ("uint32", np.dtype("<u4")),
+}
+BLOB_CODE_BY_NAME = {name: code for code, (name, _) in BLOB_DTYPES.items()}
+
+
+def unpack_subbyte(data: np.ndarray, nbits: int, count: int, signed: bool) -> np.ndarray:
+    """Unpack ``count`` ``nbits``-wide integers stored LSB first in ``data`` (uint8)."""
+    bits = np.unpackbits(np.asarray(data, dtype=np.uint8), bitorder="little")[: count * nbits]
+    bits = bits.reshape(count, nbits).astype(np.uint8)
+    weights = (1 << np.arange(nbits, dtype=np.uint16)).astype(np.uint16)
+    values = (bits.astype(np.uint16) * weights).sum(axis=1)
+    if signed:
+        values = values.astype(np.int16)
+        values[values >= (1 << (nbits - 1))] -= 1 << nbits
+        return values.astype(np.int8)
+    return values.astype(np.uint8)
+
+
+class BlobFile:
+    """One weight file; every read checks offsets, sizes, sentinel and dtype."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        try:
+            size = os.path.getsize(self.path)
+        except OSError as e:
+            raise MLCIOError(f"weight file {self.path!r} cannot be read: {e.strerror or e}") from e
+        if size < HEADER_SIZE:
+            raise MLCIOError(f"weight file {self.path!r} is {size} bytes, shorter than its {HEADER_SIZE}-byte storage header")
+        self.size = size
+        self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
+        header = self._data[:HEADER_SIZE].view(_HEADER)[0]
+        if int(header["version"]) != STORAGE_VERSION:
+            raise MLCIOError(
+                f"weight file {self.path!r} has storage version {int(header['version'])}; only version {STORAGE_VERSION} exists"
+            )
+        self.count = int(header["count"])
+
+    def metadata(self, offset: int) -> np.void:
+        where = f"weight file {self.path!r}, blob at offset {offset}"
+        if offset < HEADER_SIZE or offset + METADATA_SIZE > self.size:
+            raise MLCIOError(f"{where}: offset outside the file ({self.size} bytes)")
+        if offset % 64:
+            raise MLCIOError(f"{where}: offset is not 64-byte aligned")
+        meta = self._data[offset : offset + METADATA_SIZE].view(_METADATA)[0]
+        if int(meta["sentinel"]) != SENTINEL:
+            raise MLCIOError(f"{where}: bad sentinel 0x{int(meta['sentinel']):08X} (expected 0xDEADBEEF); the file is corrupt")
+        start, length = int(meta["offset"]), int(meta["size"])
+        if start < offset + METADATA_SIZE or start + length > self.size or length < 0:
+            raise MLCIOError(f"{where}: data [{start}, {start + length}) lies outside the file ({self.size} bytes)")
+        return meta
+
+    def read(self, offset: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Read the blob whose metadata is at ``offset`` as ``dtype`` (a MIL name) and ``shape``."""
+        meta = self.metadata(offset)
+        where = f"weight file {self.path!r}, blob at offset {offset}"
+        code = int(meta["mil_dtype"])
+        if code not in BLOB_DTYPES:
+            raise MLCIOError(f"{where}: unknown blob data type code {code}")
+        blob_name, kind = BLOB_DTYPES[code]
+        if blob_name != dtype:
+            raise MLCParametersError(f"{where}: the blob holds {blob_name} but the program declares {dtype}")
+        count = int(np.prod(shape, dtype=np.int64))
+        start, length = int(meta["offset"]), int(meta["size"])
+        raw = self._data[start : start + length]
+        if isinstance(kind, int):
+            signed = blob_name.startswith("int")
+            padding = int(meta["padding_bits"])
+            if length * 8 - padding != count * kind and -(-count * kind // 8) != length:
+                raise MLCParametersError(f"{where}: {length} bytes of {blob_name} cannot hold shape {tuple(shape)}")
+            return unpack_subbyte(raw, kind, count, signed).reshape(shape)
+        itemsize = 2 if kind == "bf16" else kind.itemsize
+        if length != count * itemsize:
+            raise MLCParametersError(
+                f"{where}: {length} bytes of {blob_name} do not match the declared shape {tuple(shape)} ({count * itemsize} bytes)"
+            )
+        if kind == "bf16":
+            return raw.view(ml_dtypes.bfloat16).reshape(shape)
+        return raw.view(kind).reshape(shape)

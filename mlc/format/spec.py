@@ -1,0 +1,114 @@
+"""Find and parse a model's specification: ``.mlmodel``, ``.mlpackage``, MLModel or proto.
+
+An ``.mlpackage`` is a folder with ``Manifest.json``; its ``rootModelIdentifier`` names an
+item in ``itemInfoEntries`` whose ``path`` (relative to ``Data/``) is the model protobuf.
+ML Program weights live in ``weights/`` beside that file and are referenced from the
+program as ``@model_path/weights/<file>``. No path may leave the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from mlc._errors import MLCIOError
+from mlc._proto import proto
+
+MAX_SPEC_BYTES = 2 << 30  # protobuf's own limit on one message
+
+
+@dataclasses.dataclass
+class LoadedSpec:
+    """A parsed ``Model`` proto and where its files live."""
+
+    spec: Any
+    path: str | None  # what the user gave, for messages
+    model_dir: str | None  # folder against which ``@model_path`` resolves
+
+    @property
+    def name(self) -> str:
+        return self.path or "<in-memory model>"
+
+
+def inside(root: str, relative: str, what: str) -> str:
+    """Join ``relative`` to ``root`` and refuse any result that escapes ``root``."""
+    if os.path.isabs(relative):
+        raise MLCIOError(f"{what}: absolute path {relative!r} is not allowed inside a package")
+    root_real = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(root_real, relative))
+    if os.path.commonpath([root_real, target]) != root_real:
+        raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r}")
+    return target
+
+
+def parse_model_bytes(data: bytes, where: str):
+    if not data:
+        raise MLCIOError(f"{where}: the file is empty, not a Core ML model")
+    spec = proto("Model").Model()
+    try:
+        spec.ParseFromString(data)
+    except Exception as e:  # protobuf raises DecodeError or RuntimeError depending on backend
+        raise MLCIOError(f"{where}: not a Core ML model (the protobuf does not parse: {e})") from e
+    if spec.specificationVersion <= 0 or spec.WhichOneof("Type") is None:
+        raise MLCIOError(f"{where}: not a Core ML model (no specification version or model type)")
+    return spec
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_SPEC_BYTES:
+            raise MLCIOError(f"{path}: {size} bytes is larger than any Core ML specification can be")
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise MLCIOError(f"{path}: cannot be read ({e.strerror or e})") from e
+
+
+def _package_model_path(package: str) -> str:
+    manifest_path = os.path.join(package, "Manifest.json")
+    if not os.path.isfile(manifest_path):
+        raise MLCIOError(f"{package}: not an .mlpackage (no Manifest.json)")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        root_id = manifest["rootModelIdentifier"]
+        entry = manifest["itemInfoEntries"][root_id]
+        relative = entry["path"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MLCIOError(f"{manifest_path}: malformed manifest ({type(e).__name__}: {e})") from e
+    if not isinstance(relative, str):
+        raise MLCIOError(f"{manifest_path}: the root model's path is not a string")
+    model_path = inside(os.path.join(package, "Data"), relative, manifest_path)
+    inside(package, os.path.relpath(model_path, os.path.realpath(package)), manifest_path)
+    if not os.path.isfile(model_path):
+        raise MLCIOError(f"{manifest_path}: root model {relative!r} is missing from the package")
+    return model_path
+
+
+def load_spec(source: Any, weights_dir: str | None = None) -> LoadedSpec:
+    """Load a spec from a path, a coremltools ``MLModel``, or a ``Model`` proto."""
+    Model = proto("Model").Model
+    if isinstance(source, Model):
+        model_dir = os.path.dirname(os.path.abspath(weights_dir)) if weights_dir else None
+        return LoadedSpec(source, None, model_dir)
+    if hasattr(source, "get_spec") and callable(source.get_spec):  # coremltools MLModel
+        spec = source.get_spec()
+        wdir = weights_dir or getattr(source, "weights_dir", None)
+        path = getattr(source, "package_path", None)
+        model_dir = os.path.dirname(os.path.abspath(wdir)) if wdir else None
+        return LoadedSpec(spec, path, model_dir)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise MLCIOError(f"{path}: no such file or package")
+        if os.path.isdir(path):
+            model_path = _package_model_path(path)
+            spec = parse_model_bytes(_read_file(model_path), path)
+            return LoadedSpec(spec, path, os.path.dirname(model_path))
+        spec = parse_model_bytes(_read_file(path), path)
+        model_dir = os.path.dirname(os.path.abspath(weights_dir)) if weights_dir else os.path.dirname(os.path.abspath(path))
+        return LoadedSpec(spec, path, model_dir)
+    raise MLCIOError(f"cannot load a model from {type(source).__name__}; pass a path, a coremltools MLModel or a Model proto")

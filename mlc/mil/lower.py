@@ -1,0 +1,236 @@
+"""Lower a MIL function to a pure JAX function ``fn(params, inputs) -> outputs``.
+
+* Weights are params: float constants with more than one element go into a params dict
+  (keyed by the const's output name), so XLA compiles fast, ``jax.grad`` reaches them, and
+  ``save`` can write them back. Scalars, integer, bool and string constants stay numpy.
+* Static vs traced: an op whose inputs are all static (numpy) is evaluated at trace time
+  under ``jax.ensure_compile_time_eval`` and its result kept as numpy, so the shape
+  arithmetic MIL programs do (``shape`` -> ``gather`` -> ``concat`` -> ``reshape``) folds away.
+  Inputs an op declares ``static`` must be known then, or lowering stops with an error.
+* Debugging: ``MLC_DEBUG=1`` prints every op's outputs (shape, dtype), ``MLC_DEBUG=2`` also
+  their range; ``MLC_LIMIT=n`` stops after the n-th op and returns its outputs. Both run the
+  model op by op, without ``jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlc._errors import MLCError, MLCUnsupportedError
+from mlc.mil import dtypes
+from mlc.mil.ir import Block, Function, Operation, walk
+from mlc.mil.registry import OpDef, lookup
+
+
+@dataclasses.dataclass
+class Lowered:
+    fn: Callable[[dict, dict], dict]
+    params: dict[str, np.ndarray]
+    eager: bool  # some op has a data-dependent output shape: do not jit the whole function
+
+
+def is_static(v: Any) -> bool:
+    if isinstance(v, (np.ndarray, np.generic, int, float, bool, str, type(None))):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(is_static(x) for x in v)
+    return False
+
+
+def _to_numpy(v: Any) -> Any:
+    if isinstance(v, jax.Array):
+        return np.asarray(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_numpy(x) for x in v)
+    return v
+
+
+def _static_const(v: Any) -> Any:
+    """A constant as computed inside: fp16 -> fp32 under that policy, int64 -> int32."""
+    if isinstance(v, np.ndarray) and v.dtype != object:
+        return v.astype(dtypes.compute_array_dtype(v.dtype), copy=False)
+    if isinstance(v, list):
+        return [_static_const(x) for x in v]
+    return v
+
+
+def _debug_level() -> int:
+    try:
+        return int(os.environ.get("MLC_DEBUG", "0"))
+    except ValueError:
+        return 0
+
+
+def _op_limit() -> int | None:
+    limit = os.environ.get("MLC_LIMIT")
+    return int(limit) if limit else None
+
+
+def debugging() -> bool:
+    return _debug_level() > 0 or _op_limit() is not None
+
+
+class _OpLimitReached(Exception):
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+
+class FunctionLowering:
+    """Holds the resolved op definitions and constants of one MIL function."""
+
+    def __init__(self, function: Function, model: str, fp16_as_fp32: bool):
+        self.function = function
+        self.model = model
+        self.fp16_as_fp32 = fp16_as_fp32
+        self.defs: dict[int, OpDef] = {}
+        static_names: set[str] = set()
+        for op in function.iter_operations():
+            if op.type == "const":
+                continue
+            d = lookup(op.type, function.opset, op_name=op.name, model=model)
+            self.defs[id(op)] = d
+            for key in d.static:
+                static_names.update(b.name for b in op.inputs.get(key, ()) if b.name)
+        self.params: dict[str, np.ndarray] = {}
+        self.consts: dict[str, Any] = {}
+        with dtypes.precision(fp16_as_fp32):
+            for op in function.iter_operations():
+                if op.type != "const":
+                    continue
+                if "val" not in op.attributes or len(op.outputs) != 1:
+                    raise MLCError(f"{model}: const operation {op.name!r} has no value")
+                name, value = op.outputs[0].name, op.attributes["val"]
+                if self._is_param(name, value, static_names):
+                    self.params[name] = np.asarray(value, dtype=dtypes.compute_array_dtype(value.dtype))
+                else:
+                    self.consts[name] = _static_const(value)
+
+    @staticmethod
+    def _is_param(name: str, value: Any, static_names: set[str]) -> bool:
+        return (
+            isinstance(value, np.ndarray)
+            and value.dtype != object
+            and dtypes.is_float(value.dtype)
+            and value.size > 1
+            and name not in static_names
+        )
+
+    @property
+    def eager(self) -> bool:
+        return any(d.eager for d in self.defs.values())
+
+    # -- running ---------------------------------------------------------------------------
+    def __call__(self, params: dict, inputs: dict) -> dict:
+        with dtypes.precision(self.fp16_as_fp32):
+            env: dict[str, Any] = dict(inputs)
+            try:
+                self.run_block(self.function.block, env, params, counter=[0])
+            except _OpLimitReached as stop:
+                return stop.outputs
+            return {name: env[name] for name in self.function.block.outputs}
+
+    def run_block(self, block: Block, env: dict, params: dict, counter: list[int]) -> list:
+        """Run ``block`` in ``env`` (updated in place); return its outputs in order."""
+        limit, level = _op_limit(), _debug_level()
+        for op in block.operations:
+            if op.type == "const":
+                name = op.outputs[0].name
+                env[name] = params[name] if name in params else self.consts[name]
+                continue
+            results = self.run_op(op, env, params, counter)
+            for out, value in zip(op.outputs, results):
+                env[out.name] = value
+            counter[0] += 1
+            if level:
+                _print_op(op, results, level)
+            if limit is not None and counter[0] >= limit:
+                raise _OpLimitReached({o.name: v for o, v in zip(op.outputs, results)})
+        return [env[name] for name in block.outputs]
+
+    def _argument(self, op: Operation, key: str, d: OpDef, env: dict) -> Any:
+        values = []
+        for b in op.inputs[key]:
+            if b.name is None:
+                values.append(_static_const(b.value))
+            elif b.name in env:
+                values.append(env[b.name])
+            else:
+                raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) reads {b.name!r}, which is not defined before it")
+        value = tuple(values) if key in d.variadic else (values[0] if len(values) == 1 else tuple(values))
+        if key in d.static and not is_static(value):
+            raise MLCUnsupportedError(
+                f"{self.model}: input {key!r} of operation {op.name!r} ({op.type}) depends on the model's inputs, "
+                f"but mlc needs it at compile time"
+            )
+        return value
+
+    def run_op(self, op: Operation, env: dict, params: dict, counter: list[int]) -> tuple:
+        d = self.defs[id(op)]
+        kwargs = {key: self._argument(op, key, d, env) for key in op.inputs}
+        if op.blocks:
+            kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
+        try:
+            with jax.named_scope(op.name):
+                if is_static(list(kwargs.values())):
+                    with jax.ensure_compile_time_eval():
+                        result = _to_numpy(d.fn(**kwargs))
+                else:
+                    result = d.fn(**kwargs)
+        except MLCError:
+            raise
+        except Exception as e:
+            raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) failed: {type(e).__name__}: {e}") from e
+        results = result if len(op.outputs) > 1 else (result,)
+        if len(results) != len(op.outputs):
+            raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) gave {len(results)} outputs, expected {len(op.outputs)}")
+        return results
+
+    def _block_runner(self, block: Block, env: dict, params: dict, counter: list[int]):
+        """A callable running a nested block with its inputs bound (for control-flow ops)."""
+
+        def run(*block_inputs):
+            inner = dict(env)
+            for nv, v in zip(block.inputs, block_inputs):
+                inner[nv.name] = v
+            return self.run_block(block, inner, params, counter)
+
+        return run
+
+
+def _print_op(op: Operation, results: tuple, level: int) -> None:
+    parts = []
+    for out, v in zip(op.outputs, results):
+        if hasattr(v, "shape") and hasattr(v, "dtype"):
+            desc = f"{out.name}: {v.dtype}{list(v.shape)}"
+            if level > 1 and getattr(v, "size", 0) and not isinstance(v, jax.core.Tracer) and v.dtype != object:
+                a = np.asarray(v, dtype=np.float64)
+                desc += f" min={a.min():.6g} max={a.max():.6g} mean={a.mean():.6g}"
+        else:
+            desc = f"{out.name}: {type(v).__name__}"
+        parts.append(desc)
+    print(f"[mlc] {op.type} {op.name!r} -> {'; '.join(parts)}", file=sys.stderr)
+
+
+def lower_function(function: Function, *, model: str, fp16_as_fp32: bool = True) -> Lowered:
+    lowering = FunctionLowering(function, model, fp16_as_fp32)
+    return Lowered(lowering, lowering.params, lowering.eager)
+
+
+def unsupported_ops(function: Function) -> dict[str, int]:
+    """The op types of ``function`` mlc cannot lower, with their counts (nothing runs)."""
+    from mlc.mil.registry import find
+
+    missing: dict[str, int] = {}
+    for op in function.iter_operations():
+        if op.type != "const" and find(op.type, function.opset) is None:
+            missing[op.type] = missing.get(op.type, 0) + 1
+    return missing
+
+

@@ -1,0 +1,113 @@
+"""Activations (iOS15/iOS17 activation.py)."""
+
+import jax
+import jax.numpy as jnp
+
+from mlc.mil.ops._helpers import static_int, static_str
+from mlc.mil.registry import op
+
+
+def _channel(alpha, x):
+    """Broadcast a per-channel parameter of shape (C,) along axis 1 of ``x`` (N, C, ...)."""
+    alpha = jnp.asarray(alpha)
+    if alpha.ndim == 0:
+        return alpha
+    return alpha.reshape((1, -1) + (1,) * (jnp.ndim(x) - 2))
+
+
+@op("relu")
+def relu(x):
+    return jax.nn.relu(x)
+
+
+@op("relu6")
+def relu6(x):
+    return jnp.clip(x, 0, 6)
+
+
+@op("sigmoid")
+def sigmoid(x):
+    return jax.nn.sigmoid(x)
+
+
+@op("silu")
+def silu(x):
+    return jax.nn.silu(x)
+
+
+@op("softplus")
+def softplus(x):
+    return jax.nn.softplus(x)
+
+
+@op("softsign")
+def softsign(x):
+    return x / (1 + jnp.abs(x))
+
+
+@op("clamped_relu", static=("alpha", "beta"))
+def clamped_relu(x, alpha, beta):
+    """min(beta, x if x >= 0 else alpha * x)."""
+    return jnp.minimum(jnp.where(x >= 0, x, alpha * x), beta)
+
+
+@op("elu", static=("alpha",))
+def elu(x, alpha=1.0):
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+
+
+@op("gelu", static=("mode",))
+def gelu(x, mode="EXACT"):
+    """EXACT (erf), TANH_APPROXIMATION, or SIGMOID_APPROXIMATION (x * sigmoid(1.702 x))."""
+    mode = static_str(mode)
+    if mode == "EXACT":
+        return jax.nn.gelu(x, approximate=False)
+    if mode == "TANH_APPROXIMATION":
+        return jax.nn.gelu(x, approximate=True)
+    if mode == "SIGMOID_APPROXIMATION":
+        return x * jax.nn.sigmoid(1.702 * x)
+    raise ValueError(f"unknown gelu mode {mode!r}")
+
+
+@op("leaky_relu", static=("alpha",))
+def leaky_relu(x, alpha=0.01):
+    return jnp.where(x >= 0, x, alpha * x)
+
+
+@op("linear_activation", static=("alpha", "beta"))
+def linear_activation(x, alpha, beta=0.0):
+    return alpha * x + beta
+
+
+@op("prelu")
+def prelu(x, alpha):
+    """x if x >= 0 else alpha[c] * x, with alpha per channel (axis 1)."""
+    return jnp.where(x >= 0, x, _channel(alpha, x) * x)
+
+
+@op("scaled_tanh", static=("alpha", "beta"))
+def scaled_tanh(x, alpha=1.0, beta=1.0):
+    return alpha * jnp.tanh(beta * x)
+
+
+@op("sigmoid_hard", static=("alpha", "beta"))
+def sigmoid_hard(x, alpha=0.2, beta=0.5):
+    return jnp.clip(alpha * x + beta, 0, 1)
+
+
+@op("softplus_parametric")
+def softplus_parametric(x, alpha, beta):
+    """alpha[c] * log(1 + exp(beta[c] * x)), per channel (axis 1)."""
+    return _channel(alpha, x) * jax.nn.softplus(_channel(beta, x) * x)
+
+
+@op("thresholded_relu", static=("alpha",))
+def thresholded_relu(x, alpha=1.0):
+    return jnp.where(x >= alpha, x, jnp.zeros((), dtype=jnp.result_type(x)))
+
+
+@op("softmax", static=("axis",))
+def softmax(x, axis=-1):
+    return jax.nn.softmax(x, axis=static_int(axis))
+
+

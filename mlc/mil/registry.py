@@ -1,0 +1,90 @@
+"""The MIL op registry: one small function per op, registered with ``@op("name")``.
+
+An op function takes the op's inputs by their MIL names (tensors first, then attributes as
+keyword arguments with the spec's defaults) and returns one value or a tuple for ops with
+several outputs. ``static`` names inputs that must be known at compile time (coremltools'
+``const=True``); ``variadic`` names inputs that are tuples of tensors (``concat``'s ``values``);
+``eager`` marks ops whose output shape depends on data, so a program holding one is not jitted
+whole. Opset-specific variants register with ``since="CoreML7"`` (iOS17) and win for programs
+at or above that opset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from mlc._errors import MLCUnsupportedError
+
+# Function opset names (MIL.proto Function.opset) in order; CoreML5 is iOS15.
+OPSETS = ("CoreML5", "CoreML6", "CoreML7", "CoreML8", "CoreML9")
+OPSET_TARGETS = {"CoreML5": "iOS15", "CoreML6": "iOS16", "CoreML7": "iOS17", "CoreML8": "iOS18", "CoreML9": "iOS26"}
+
+
+@dataclasses.dataclass(frozen=True)
+class OpDef:
+    name: str
+    fn: Callable
+    static: frozenset[str]
+    variadic: frozenset[str]
+    eager: bool
+    since: str
+
+
+_REGISTRY: dict[str, list[OpDef]] = {}
+
+
+def _rank(opset: str) -> int:
+    return OPSETS.index(opset) if opset in OPSETS else len(OPSETS)
+
+
+def op(name: str, *, static=(), variadic=(), eager: bool = False, since: str = "CoreML5"):
+    """Register the decorated function as the lowering of MIL op ``name``."""
+    if since not in OPSETS:
+        raise ValueError(f"unknown opset {since!r}")
+
+    def register(fn: Callable) -> Callable:
+        defs = _REGISTRY.setdefault(name, [])
+        if any(d.since == since for d in defs):
+            raise ValueError(f"MIL op {name!r} is already registered for {since}")
+        defs.append(OpDef(name, fn, frozenset(static), frozenset(variadic), eager, since))
+        defs.sort(key=lambda d: _rank(d.since))
+        return fn
+
+    return register
+
+
+def find(name: str, opset: str = "CoreML9") -> OpDef | None:
+    """The newest lowering of ``name`` valid for ``opset``, or None."""
+    _load_ops()
+    best = None
+    for d in _REGISTRY.get(name, ()):
+        if _rank(d.since) <= _rank(opset):
+            best = d
+    return best
+
+
+def lookup(name: str, opset: str, *, op_name: str, model: str) -> OpDef:
+    found = find(name, opset)
+    if found is None:
+        raise MLCUnsupportedError(
+            f"{model}: MIL op {name!r} (operation {op_name!r}, opset {OPSET_TARGETS.get(opset, opset)}) "
+            f"is not supported by mlc yet; `mlc info MODEL` lists every unsupported op. "
+            f"Supported: {', '.join(supported_ops())}"
+        )
+    return found
+
+
+def supported_ops() -> list[str]:
+    _load_ops()
+    return sorted(_REGISTRY)
+
+
+_loaded = False
+
+
+def _load_ops() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        import mlc.mil.ops  # noqa: F401  (registers every family)

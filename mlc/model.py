@@ -1,0 +1,245 @@
+"""``Model``: a loaded Core ML model with coremltools' ``MLModel`` API, run through XLA."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from mlc import features as F
+from mlc._errors import MLCFeatureTypeError, MLCParametersError, MLCUnsupportedError
+from mlc.classification import Classification
+from mlc.executable import Executable
+from mlc.format.spec import LoadedSpec, load_spec
+from mlc.mil import dtypes
+from mlc.mil.lower import debugging
+
+_PRECISIONS = ("auto", "float32", "float16")
+
+
+def resolve_device(device: Any) -> jax.Device:
+    """``None`` (JAX's default), ``"cpu"``/``"gpu"``/``"tpu"`` or a ``jax.Device``."""
+    if device is None:
+        return jax.devices()[0]
+    if isinstance(device, jax.Device):
+        return device
+    if isinstance(device, str):
+        kind, _, index = device.partition(":")
+        try:
+            devices = jax.devices(kind.lower())
+        except RuntimeError as e:
+            raise MLCParametersError(f"device {device!r} is not available here: {e}") from e
+        i = int(index) if index else 0
+        if i >= len(devices):
+            raise MLCParametersError(f"device {device!r}: only {len(devices)} {kind} device(s) exist")
+        return devices[i]
+    raise MLCParametersError(f"device must be 'cpu', 'gpu', 'tpu' or a jax.Device, got {device!r}")
+
+
+def _build(loaded: LoadedSpec, function_name: str | None, fp16_as_fp32: bool, lower: bool = True) -> Executable:
+    kind = loaded.spec.WhichOneof("Type")
+    if kind == "mlProgram":
+        from mlc.mil.frontend import build
+
+        return build(loaded, function_name=function_name, fp16_as_fp32=fp16_as_fp32, lower=lower)
+    raise MLCUnsupportedError(f"{loaded.name}: Core ML model type {kind!r} is not supported by mlc yet")
+
+
+class Model:
+    """A Core ML model compiled with JAX. Create it with ``mlc.load``."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        function_name: str | None = None,
+        device: Any = None,
+        compute_precision: str = "auto",
+        weights_dir: str | None = None,
+    ):
+        if compute_precision not in _PRECISIONS:
+            raise MLCParametersError(f"compute_precision must be one of {_PRECISIONS}, got {compute_precision!r}")
+        self.device = resolve_device(device)
+        self.compute_precision = compute_precision
+        self._fp16_as_fp32 = compute_precision == "float32" or (compute_precision == "auto" and self.device.platform == "cpu")
+        self._loaded = load_spec(source, weights_dir)
+        self.spec = self._loaded.spec
+        self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
+        self.params = jax.device_put(self._exe.params, self.device)
+        self._jitted = None
+        self._batched = None
+
+    # -- descriptions ------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._loaded.name
+
+    @property
+    def input_description(self) -> F.FeatureDescriptions:
+        return self._exe.inputs
+
+    @property
+    def output_description(self) -> F.FeatureDescriptions:
+        return self._exe.outputs
+
+    @property
+    def short_description(self) -> str:
+        return self.spec.description.metadata.shortDescription
+
+    @property
+    def function_name(self) -> str | None:
+        return self._exe.function_name
+
+    @property
+    def user_defined_metadata(self) -> dict[str, str]:
+        return dict(self.spec.description.metadata.userDefined)
+
+    def __repr__(self) -> str:
+        return (
+            f"mlc.Model({self.name!r}, {self._exe.kind}, device={self.device}, compute_precision={self.compute_precision!r})\n"
+            f"inputs:\n{self.input_description}\noutputs:\n{self.output_description}"
+        )
+
+    # -- the pure function -------------------------------------------------------------------
+    def jax_function(self):
+        """``(fn, params)`` with ``fn(params, inputs) -> outputs`` pure: jit, grad and vmap work.
+
+        ``inputs`` are program-level arrays by name (an image as float32 ``(1, C, H, W)`` in
+        the declared channel order); classifier outputs come back as ``Classification``.
+        """
+        return self._exe.fn, self.params
+
+    def _compiled(self):
+        if self._exe.eager or debugging():
+            return self._exe.fn
+        if self._jitted is None:
+            self._jitted = jax.jit(self._exe.fn)
+        return self._jitted
+
+    def _compiled_batched(self):
+        if self._exe.eager:
+            raise MLCUnsupportedError(f"{self.name}: predict_batch cannot vmap a model whose output shapes depend on data; use predict")
+        if self._batched is None:
+            self._batched = jax.jit(jax.vmap(self._exe.fn, in_axes=(None, 0)))
+        return self._batched
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _program_input(self, name: str, arr: Any) -> Any:
+        mil = self._exe.input_dtypes.get(name)
+        if mil is None or not isinstance(arr, np.ndarray):
+            return arr
+        with dtypes.precision(self._fp16_as_fp32):
+            target = dtypes.compute_dtype(mil)
+        return jax.device_put(arr.astype(target, copy=False), self.device)
+
+    def _prepare(self, data: dict) -> dict:
+        F.check_input_names(data, self.input_description, self.name)
+        out = {}
+        for name, value in data.items():
+            feature = self.input_description[name]
+            arr = F.convert_input(feature, value, f"{self.name}: input {name!r}")
+            out[name] = self._program_input(name, arr)
+        return out
+
+    def _prepare_batch(self, data: dict) -> tuple[dict, int]:
+        F.check_input_names(data, self.input_description, self.name)
+        out, sizes = {}, set()
+        for name, value in data.items():
+            feature = self.input_description[name]
+            where = f"{self.name}: input {name!r}"
+            if feature.kind == "image":
+                if not isinstance(value, (list, tuple)):
+                    raise MLCFeatureTypeError(f"{where}: predict_batch takes a list of PIL images for an image input")
+                arr = np.stack([F.image_input(feature, im, where) for im in value])
+            elif feature.kind == "multiArray":
+                arr = F.multiarray_input(feature, value, where, batched=True)
+            else:
+                raise MLCFeatureTypeError(f"{where}: predict_batch supports multiarray and image inputs, not {feature.kind}")
+            sizes.add(arr.shape[0])
+            out[name] = self._program_input(name, arr)
+        if len(sizes) > 1:
+            raise MLCFeatureTypeError(f"{self.name}: batched inputs have different leading sizes {sorted(sizes)}")
+        return out, sizes.pop() if sizes else 0
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _output(self, name: str, value: Any) -> Any:
+        feature = self.output_description.get(name)
+        if isinstance(value, Classification):
+            if feature is not None and feature.kind == "dictionary":
+                return value.probability_dict()
+            return value.label()
+        if feature is None:
+            return np.asarray(value)
+        if feature.kind == "image":
+            return F.image_output(np.asarray(value), feature)
+        return F.multiarray_output(value, feature)
+
+    def _outputs(self, raw: dict) -> dict:
+        names = list(self.output_description) or list(raw)
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise MLCParametersError(f"{self.name}: the model declares output {missing[0]!r} but its program does not produce it")
+        return {n: self._output(n, raw[n]) for n in names}
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict(self, data: dict | list[dict], state: Any = None) -> dict | list[dict]:
+        """Like ``MLModel.predict``: a dict of inputs -> a dict of outputs (or lists of them)."""
+        if state is not None:
+            raise MLCUnsupportedError(f"{self.name}: stateful prediction is not supported yet")
+        if isinstance(data, (list, tuple)):
+            return [self.predict(d) for d in data]
+        inputs = self._prepare(data)
+        raw = self._compiled()(self.params, inputs)
+        return self._outputs(raw)
+
+    def predict_batch(self, data: dict) -> dict:
+        """Inputs with a leading batch axis -> outputs with one; one compile, vmapped.
+
+        Image inputs take a list of PIL images. Classifier outputs come back as a list of
+        labels and a list of probability dicts.
+        """
+        inputs, n = self._prepare_batch(data)
+        raw = self._compiled_batched()(self.params, inputs)
+        out = {}
+        for name in list(self.output_description) or list(raw):
+            value = raw[name]
+            feature = self.output_description.get(name)
+            if isinstance(value, Classification):
+                out[name] = [self._output(name, c) for c in value.unbatch()]
+            elif feature is not None and feature.kind == "image":
+                out[name] = [F.image_output(v, feature) for v in np.asarray(value)]
+            else:
+                out[name] = self._output(name, value)
+        return out
+
+
+def load(
+    source: Any,
+    *,
+    function_name: str | None = None,
+    device: Any = None,
+    compute_precision: str = "auto",
+    weights_dir: str | os.PathLike | None = None,
+) -> Model:
+    """Load a ``.mlpackage``, ``.mlmodel``, coremltools ``MLModel`` or ``Model`` proto.
+
+    ``device``: ``"cpu"``, ``"gpu"``, ``"tpu"`` or a ``jax.Device`` (default: JAX's default).
+    ``compute_precision``: ``"auto"`` computes fp16 programs in fp32 on CPU and in fp16 on
+    accelerators; ``"float32"`` or ``"float16"`` force one.
+    ``function_name``: which function of a multifunction package (default: the spec's).
+    """
+    return Model(
+        source,
+        function_name=function_name,
+        device=device,
+        compute_precision=compute_precision,
+        weights_dir=None if weights_dir is None else os.fspath(weights_dir),
+    )
+
+
+def inspect(source: Any, *, function_name: str | None = None) -> Executable:
+    """Read a model's description and op histogram without lowering it (for ``mlc info``)."""
+    loaded = load_spec(source)
+    return _build(loaded, function_name, True, lower=False), loaded

@@ -1,0 +1,1 @@
+"""Helpers for testing mlc (and models) against other frameworks."""
