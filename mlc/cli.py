@@ -1,0 +1,210 @@
+"""The ``mlc`` command: ``info``, ``predict`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+DEMO_MODEL = os.path.join(os.path.dirname(__file__), "data", "ColorNet.mlpackage")
+DEMO_IMAGE = os.path.join(os.path.dirname(__file__), "data", "red_ball.png")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlc",
+        description="Run Apple Core ML models (.mlpackage, .mlmodel) anywhere JAX runs.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="describe a model and list the ops mlc cannot run, without running it")
+    info.add_argument("model", help="path to a .mlpackage or .mlmodel")
+    info.add_argument("--function", help="function of a multifunction package (default: the model's default)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    pred = sub.add_parser("predict", help="run a model on inputs given as files or values")
+    pred.add_argument("model", help="path to a .mlpackage or .mlmodel")
+    pred.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input: NAME=file.npy, NAME=image.png (or .jpg, ...), or NAME=<JSON number or list>; repeat per input",
+    )
+    pred.add_argument("--function", help="function of a multifunction package")
+    pred.add_argument("--device", help="cpu, gpu or tpu (default: JAX's default device)")
+    pred.add_argument("--compute-precision", default="auto", choices=["auto", "float32", "float16"])
+    pred.add_argument("--json", action="store_true", help="print outputs as JSON")
+    pred.add_argument("--save", metavar="OUT.npz", help="also write the array outputs to an .npz file")
+
+    sub.add_parser("demo", help="classify the image that ships with mlc using the bundled ColorNet model")
+    return p
+
+
+# -- info ---------------------------------------------------------------------------------------
+
+
+def _info(args) -> int:
+    from mlc.model import inspect
+
+    exe, loaded = inspect(args.model, function_name=args.function)
+    spec = loaded.spec
+    report = {
+        "model": args.model,
+        "type": exe.kind,
+        "specification_version": spec.specificationVersion,
+        "short_description": spec.description.metadata.shortDescription,
+        "functions": list(exe.functions),
+        "function": exe.function_name,
+        "inputs": {n: f.type_string() for n, f in exe.inputs.items()},
+        "outputs": {n: f.type_string() for n, f in exe.outputs.items()},
+        "ops": exe.op_histogram,
+        "unsupported_ops": exe.unsupported,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.model}: {exe.kind}, specification version {spec.specificationVersion}")
+    if report["short_description"]:
+        print(f"  {report['short_description']}")
+    if len(exe.functions) > 1:
+        print(f"functions: {', '.join(exe.functions)} (showing {exe.function_name!r})")
+    print("inputs:")
+    for f in exe.inputs.values():
+        print(f"  {f}")
+    print("outputs:")
+    for f in exe.outputs.values():
+        print(f"  {f}")
+    total = sum(exe.op_histogram.values())
+    print(f"ops ({total}):")
+    for name, count in exe.op_histogram.items():
+        flag = "   <- not supported" if name in exe.unsupported else ""
+        print(f"  {count:6d}  {name}{flag}")
+    if exe.unsupported:
+        print(f"unsupported ops: {', '.join(exe.unsupported)}")
+    else:
+        print("unsupported ops: none")
+    return 0
+
+
+# -- predict ------------------------------------------------------------------------------------
+
+
+def _parse_input(text: str, features) -> tuple[str, Any]:
+    from mlc._errors import MLCFeatureTypeError, MLCIOError
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise MLCFeatureTypeError(f"--input {text!r}: expected NAME=VALUE")
+    feature = features.get(name)
+    if value.lower().endswith(".npy"):
+        try:
+            return name, np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise MLCIOError(f"--input {name}: cannot read {value!r}: {e}") from e
+    if value.lower().endswith(IMAGE_SUFFIXES) or (feature is not None and feature.kind == "image" and os.path.isfile(value)):
+        from PIL import Image
+
+        try:
+            image = Image.open(value)
+            image.load()
+        except OSError as e:
+            raise MLCIOError(f"--input {name}: cannot read image {value!r}: {e}") from e
+        if feature is not None and feature.kind == "image":
+            image = _fit_image(image, feature)
+        return name, image
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        if feature is not None and feature.kind == "string":
+            return name, value
+        raise MLCFeatureTypeError(f"--input {name}: {value!r} is neither a .npy file, an image, nor a JSON value") from None
+    if feature is not None and feature.kind in ("int64", "double", "string"):
+        return name, parsed
+    return name, np.asarray(parsed, dtype=feature.dtype if feature is not None and feature.dtype is not None else None)
+
+
+def _fit_image(image, feature):
+    """Convert the mode and resize to the declared size, as Core ML's image loaders do."""
+    mode = {"GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}.get(feature.color_space, "RGB")
+    if image.mode != mode:
+        image = image.convert(mode)
+    if feature.shape_ranges is None and not feature.enumerated_shapes:
+        h, w = feature.shape
+        if image.size != (w, h):
+            image = image.resize((w, h))
+    return image
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "mode") and hasattr(value, "size"):  # PIL image
+        return {"image": {"mode": value.mode, "size": list(value.size)}}
+    return value
+
+
+def _show(name: str, value: Any) -> str:
+    if isinstance(value, dict):
+        top = sorted(value.items(), key=lambda kv: -kv[1])
+        lines = [f"{name}:"] + [f"  {k}: {v:.4f}" for k, v in top]
+        return "\n".join(lines)
+    if isinstance(value, np.ndarray):
+        with np.printoptions(precision=5, threshold=20, edgeitems=3, suppress=True):
+            return f"{name}: {value.dtype} {list(value.shape)}\n{value}"
+    return f"{name}: {value}"
+
+
+def _predict(args) -> int:
+    import mlc
+
+    model = mlc.load(args.model, function_name=args.function, device=args.device, compute_precision=args.compute_precision)
+    inputs = dict(_parse_input(text, model.input_description) for text in args.input)
+    outputs = model.predict(inputs)
+    if args.save:
+        arrays = {k: v for k, v in outputs.items() if isinstance(v, np.ndarray)}
+        from mlc._atomic import atomic_write
+
+        with atomic_write(args.save) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+    if args.json:
+        print(json.dumps({k: _jsonable(v) for k, v in outputs.items()}, indent=2))
+    else:
+        for name, value in outputs.items():
+            print(_show(name, value))
+    return 0
+
+
+def _demo(args) -> int:
+    print(f"$ mlc predict {DEMO_MODEL} --input image={DEMO_IMAGE}")
+    args.model, args.input = DEMO_MODEL, [f"image={DEMO_IMAGE}"]
+    args.function = args.device = args.save = None
+    args.compute_precision, args.json = "auto", False
+    return _predict(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlc._errors import MLCError
+
+    args = _parser().parse_args(argv)
+    handler = {"info": _info, "predict": _predict, "demo": _demo}[args.command]
+    try:
+        return handler(args)
+    except MLCError as e:
+        print(f"mlc: error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
