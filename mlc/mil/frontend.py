@@ -62,8 +62,12 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool, 
     if not lower:
         return exe
     if missing:
-        names = ", ".join(f"{k} (x{v})" for k, v in missing.items())
-        raise MLCUnsupportedError(f"{loaded.name}: function {function.name!r} uses MIL ops mlc does not support yet: {names}")
+        first = next(op for op in function.iter_operations() if op.type in missing)
+        others = f"; all unsupported ops: {', '.join(f'{k} (x{v})' for k, v in missing.items())}" if len(missing) > 1 else ""
+        raise MLCUnsupportedError(
+            f"{loaded.name}: MIL op {first.type!r} (operation {first.name!r}, function {function.name!r}, "
+            f"opset {function.opset}) is not supported by mlc yet{others}"
+        )
     lowered = lower_function(function, model=loaded.name, fp16_as_fp32=fp16_as_fp32)
     exe.fn, exe.params, exe.eager = lowered.fn, lowered.params, lowered.eager
     return exe
