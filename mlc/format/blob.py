@@ -14,6 +14,7 @@ packed LSB first: element ``i`` occupies bits ``[i*n, (i+1)*n)`` of the little-e
 
 from __future__ import annotations
 
+import math
 import os
 
 import ml_dtypes
@@ -23,6 +24,7 @@ from mlc._errors import MLCIOError, MLCParametersError
 
 HEADER_SIZE = 64
 METADATA_SIZE = 64
+ALIGNMENT = 64
 SENTINEL = 0xDEADBEEF
 STORAGE_VERSION = 2
 
@@ -44,7 +46,7 @@ BLOB_DTYPES: dict[int, tuple[str, object]] = {
     2: ("fp32", np.dtype("<f4")),
     3: ("uint8", np.dtype("u1")),
     4: ("int8", np.dtype("i1")),
-    5: ("bf16", "bf16"),
+    5: ("bf16", np.dtype(ml_dtypes.bfloat16)),
     6: ("int16", np.dtype("<i2")),
     7: ("uint16", np.dtype("<u2")),
     8: ("int4", 4),
@@ -55,6 +57,8 @@ BLOB_DTYPES: dict[int, tuple[str, object]] = {
     13: ("uint6", 6),
     14: ("int32", np.dtype("<i4")),
     15: ("uint32", np.dtype("<u4")),
+    16: ("fp8e4m3fn", np.dtype(ml_dtypes.float8_e4m3fn)),
+    17: ("fp8e5m2", np.dtype(ml_dtypes.float8_e5m2)),
 }
 BLOB_CODE_BY_NAME = {name: code for code, (name, _) in BLOB_DTYPES.items()}
 
@@ -77,14 +81,19 @@ class BlobFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            what = "is not a file" if os.path.exists(self.path) else "does not exist"
+            raise MLCIOError(f"weight file {self.path!r} {what}")
         try:
             size = os.path.getsize(self.path)
+            if size < HEADER_SIZE:
+                raise MLCIOError(
+                    f"weight file {self.path!r} is {size} bytes, shorter than its {HEADER_SIZE}-byte storage header"
+                )
+            self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
         except OSError as e:
             raise MLCIOError(f"weight file {self.path!r} cannot be read: {e.strerror or e}") from e
-        if size < HEADER_SIZE:
-            raise MLCIOError(f"weight file {self.path!r} is {size} bytes, shorter than its {HEADER_SIZE}-byte storage header")
         self.size = size
-        self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
         header = self._data[:HEADER_SIZE].view(_HEADER)[0]
         if int(header["version"]) != STORAGE_VERSION:
             raise MLCIOError(
@@ -93,16 +102,19 @@ class BlobFile:
         self.count = int(header["count"])
 
     def metadata(self, offset: int) -> np.void:
+        """The ``blob_metadata`` at ``offset``, after checking it and its data lie inside the file."""
         where = f"weight file {self.path!r}, blob at offset {offset}"
         if offset < HEADER_SIZE or offset + METADATA_SIZE > self.size:
             raise MLCIOError(f"{where}: offset outside the file ({self.size} bytes)")
-        if offset % 64:
-            raise MLCIOError(f"{where}: offset is not 64-byte aligned")
+        if offset % ALIGNMENT:
+            raise MLCIOError(f"{where}: offset is not {ALIGNMENT}-byte aligned")
         meta = self._data[offset : offset + METADATA_SIZE].view(_METADATA)[0]
         if int(meta["sentinel"]) != SENTINEL:
             raise MLCIOError(f"{where}: bad sentinel 0x{int(meta['sentinel']):08X} (expected 0xDEADBEEF); the file is corrupt")
         start, length = int(meta["offset"]), int(meta["size"])
-        if start < offset + METADATA_SIZE or start + length > self.size or length < 0:
+        if start < offset + METADATA_SIZE:
+            raise MLCIOError(f"{where}: data offset {start} overlaps the storage header or the blob's own metadata")
+        if start + length > self.size:
             raise MLCIOError(f"{where}: data [{start}, {start + length}) lies outside the file ({self.size} bytes)")
         return meta
 
@@ -116,20 +128,31 @@ class BlobFile:
         blob_name, kind = BLOB_DTYPES[code]
         if blob_name != dtype:
             raise MLCParametersError(f"{where}: the blob holds {blob_name} but the program declares {dtype}")
-        count = int(np.prod(shape, dtype=np.int64))
+        if any(int(d) < 0 for d in shape):
+            raise MLCParametersError(f"{where}: declared shape {tuple(shape)} has a negative dimension")
+        count = math.prod(int(d) for d in shape)
         start, length = int(meta["offset"]), int(meta["size"])
         raw = self._data[start : start + length]
         if isinstance(kind, int):
-            signed = blob_name.startswith("int")
-            padding = int(meta["padding_bits"])
-            if length * 8 - padding != count * kind and -(-count * kind // 8) != length:
-                raise MLCParametersError(f"{where}: {length} bytes of {blob_name} cannot hold shape {tuple(shape)}")
-            return unpack_subbyte(raw, kind, count, signed).reshape(shape)
-        itemsize = 2 if kind == "bf16" else kind.itemsize
-        if length != count * itemsize:
+            return self._subbyte(meta, raw, blob_name, kind, count, shape, where)
+        if length != count * kind.itemsize:
             raise MLCParametersError(
-                f"{where}: {length} bytes of {blob_name} do not match the declared shape {tuple(shape)} ({count * itemsize} bytes)"
+                f"{where}: {length} bytes of {blob_name} do not match the declared shape {tuple(shape)} "
+                f"({count * kind.itemsize} bytes)"
             )
-        if kind == "bf16":
-            return raw.view(ml_dtypes.bfloat16).reshape(shape)
         return raw.view(kind).reshape(shape)
+
+    @staticmethod
+    def _subbyte(meta, raw, name: str, nbits: int, count: int, shape, where: str) -> np.ndarray:
+        """Unpack; the byte size must be exact, and a non-zero padding field must agree with it."""
+        length, padding = raw.size, int(meta["padding_bits"])
+        if length != -(-count * nbits // 8):
+            raise MLCParametersError(
+                f"{where}: {length} bytes of {name} do not match the declared shape {tuple(shape)} "
+                f"({count} values need {-(-count * nbits // 8)} bytes)"
+            )
+        if padding and length * 8 - padding != count * nbits:
+            raise MLCParametersError(
+                f"{where}: {length} bytes of {name} with {padding} padding bits do not hold {count} values of shape {tuple(shape)}"
+            )
+        return unpack_subbyte(raw, nbits, count, name.startswith("int")).reshape(shape)

@@ -33,13 +33,13 @@ class LoadedSpec:
 
 
 def inside(root: str, relative: str, what: str) -> str:
-    """Join ``relative`` to ``root`` and refuse any result that escapes ``root``."""
+    """Join ``relative`` to ``root`` and refuse any result that escapes ``root`` (symlinks resolved)."""
     if os.path.isabs(relative):
         raise MLCIOError(f"{what}: absolute path {relative!r} is not allowed inside a package")
     root_real = os.path.realpath(root)
     target = os.path.realpath(os.path.join(root_real, relative))
     if os.path.commonpath([root_real, target]) != root_real:
-        raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r}")
+        raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r} (it resolves to {target!r})")
     return target
 
 
@@ -67,22 +67,38 @@ def _read_file(path: str) -> bytes:
         raise MLCIOError(f"{path}: cannot be read ({e.strerror or e})") from e
 
 
+def _root_item_path(manifest_path: str) -> str:
+    """The root model's ``path`` from ``Manifest.json``, every step checked."""
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except OSError as e:
+        raise MLCIOError(f"{manifest_path}: cannot be read ({e.strerror or e})") from e
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise MLCIOError(f"{manifest_path}: malformed manifest, not JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise MLCIOError(f"{manifest_path}: malformed manifest, not a JSON object")
+    root_id = manifest.get("rootModelIdentifier")
+    if not isinstance(root_id, str):
+        raise MLCIOError(f"{manifest_path}: malformed manifest, no rootModelIdentifier string")
+    entries = manifest.get("itemInfoEntries")
+    entry = entries.get(root_id) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict):
+        raise MLCIOError(f"{manifest_path}: malformed manifest, itemInfoEntries has no entry {root_id!r}")
+    relative = entry.get("path")
+    if not isinstance(relative, str) or not relative:
+        raise MLCIOError(f"{manifest_path}: malformed manifest, the root model's path is not a non-empty string")
+    return relative
+
+
 def _package_model_path(package: str) -> str:
     manifest_path = os.path.join(package, "Manifest.json")
     if not os.path.isfile(manifest_path):
         raise MLCIOError(f"{package}: not an .mlpackage (no Manifest.json)")
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        root_id = manifest["rootModelIdentifier"]
-        entry = manifest["itemInfoEntries"][root_id]
-        relative = entry["path"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MLCIOError(f"{manifest_path}: malformed manifest ({type(e).__name__}: {e})") from e
-    if not isinstance(relative, str):
-        raise MLCIOError(f"{manifest_path}: the root model's path is not a string")
-    model_path = inside(os.path.join(package, "Data"), relative, manifest_path)
-    inside(package, os.path.relpath(model_path, os.path.realpath(package)), manifest_path)
+    inside(package, "Manifest.json", manifest_path)
+    relative = _root_item_path(manifest_path)
+    data_dir = inside(package, "Data", manifest_path)
+    model_path = inside(data_dir, relative, manifest_path)
     if not os.path.isfile(model_path):
         raise MLCIOError(f"{manifest_path}: root model {relative!r} is missing from the package")
     return model_path
