@@ -20,6 +20,7 @@ class Executable:
     params: dict[str, Any]
     inputs: FeatureDescriptions
     outputs: FeatureDescriptions
+    states: FeatureDescriptions = dataclasses.field(default_factory=FeatureDescriptions)
     eager: bool = False
     function_name: str | None = None
     functions: tuple[str, ...] = ()

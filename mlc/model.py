@@ -14,7 +14,7 @@ from mlc.classification import Classification
 from mlc.executable import Executable
 from mlc.format.spec import LoadedSpec, load_spec
 from mlc.mil import dtypes
-from mlc.mil.lower import debugging
+from mlc.mil.lower import STATES, debugging
 
 _PRECISIONS = ("auto", "float32", "float16")
 
@@ -119,6 +119,8 @@ class Model:
         return self._jitted
 
     def _compiled_batched(self):
+        if self._exe.states:
+            raise MLCUnsupportedError(f"{self.name}: predict_batch does not take a state; call predict per example")
         if self._exe.eager:
             raise MLCUnsupportedError(f"{self.name}: predict_batch cannot vmap a model whose output shapes depend on data; use predict")
         if self._batched is None:
@@ -183,15 +185,42 @@ class Model:
             raise MLCParametersError(f"{self.name}: the model declares output {missing[0]!r} but its program does not produce it")
         return {n: self._output(n, raw[n]) for n in names}
 
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def state_description(self) -> F.FeatureDescriptions:
+        return self._exe.states
+
+    def make_state(self) -> State:
+        """A fresh state (zeros) for a stateful model, to pass to ``predict(..., state=)``."""
+        if not self._exe.states:
+            raise MLCParametersError(f"{self.name}: the model has no state; make_state is for stateful (iOS18) models")
+        return State(self, {n: np.zeros(f.shape, f.dtype or np.float32) for n, f in self._exe.states.items()})
+
+    def _with_state(self, inputs: dict, state: State | None) -> dict:
+        if not self._exe.states:
+            if state is not None:
+                raise MLCParametersError(f"{self.name}: the model has no state, but predict was given one")
+            return inputs
+        if not isinstance(state, State) or state.model is not self:
+            raise MLCParametersError(f"{self.name}: a stateful model needs state=model.make_state() of this model")
+        with dtypes.precision(self._fp16_as_fp32):
+            for name, value in state.values.items():
+                inputs[name] = jax.device_put(value.astype(dtypes.compute_array_dtype(value.dtype)), self.device)
+        return inputs
+
     # -- prediction --------------------------------------------------------------------------
-    def predict(self, data: dict | list[dict], state: Any = None) -> dict | list[dict]:
-        """Like ``MLModel.predict``: a dict of inputs -> a dict of outputs (or lists of them)."""
-        if state is not None:
-            raise MLCUnsupportedError(f"{self.name}: stateful prediction is not supported yet")
+    def predict(self, data: dict | list[dict], state: State | None = None) -> dict | list[dict]:
+        """Like ``MLModel.predict``: a dict of inputs -> a dict of outputs (or lists of them).
+
+        Stateful models take ``state=model.make_state()``, which the call updates in place.
+        """
         if isinstance(data, (list, tuple)):
-            return [self.predict(d) for d in data]
-        inputs = self._prepare(data)
+            return [self.predict(d, state=state) for d in data]
+        inputs = self._with_state(self._prepare(data), state)
         raw = self._compiled()(self.params, inputs)
+        if state is not None:
+            for name, value in raw.pop(STATES).items():
+                state.values[name] = np.asarray(value).astype(state.values[name].dtype)
         return self._outputs(raw)
 
     def predict_batch(self, data: dict) -> dict:
@@ -213,6 +242,26 @@ class Model:
             else:
                 out[name] = self._output(name, value)
         return out
+
+
+class State:
+    """The state of a stateful model (Core ML's ``MLState``): named arrays, updated by predict."""
+
+    def __init__(self, model: Model, values: dict[str, np.ndarray]):
+        self.model = model
+        self.values = values
+
+    def read_state(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            raise MLCParametersError(f"{self.model.name}: no state {name!r}; the states are {list(self.values)}")
+        return self.values[name].copy()
+
+    def write_state(self, name: str, value: Any) -> None:
+        current = self.read_state(name)
+        value = np.asarray(value)
+        if value.shape != current.shape:
+            raise MLCFeatureTypeError(f"{self.model.name}: state {name!r} has shape {current.shape}, got {value.shape}")
+        self.values[name] = value.astype(current.dtype)
 
 
 def load(

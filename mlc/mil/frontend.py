@@ -43,6 +43,7 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool, 
     function, fdesc = select_function(loaded, program, function_name)
     inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in fdesc.input)
     outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in fdesc.output)
+    states = FeatureDescriptions((f.name, feature_from_proto(f)) for f in fdesc.state)
     histogram = Counter(op.type for op in function.iter_operations())
     missing = unsupported_ops(function)
     exe = Executable(
@@ -50,6 +51,7 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool, 
         params={},
         inputs=inputs,
         outputs=outputs,
+        states=states,
         function_name=function.name,
         functions=tuple(program.functions),
         predicted_feature_name=fdesc.predictedFeatureName or None,

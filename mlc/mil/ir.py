@@ -194,7 +194,7 @@ class _Parser:
             raw = np.frombuffer(tv.bytes.values, dtype=np.uint8)
             if ttype.dtype in _SUBBYTE_BITS:
                 nbits = _SUBBYTE_BITS[ttype.dtype]
-                if raw.size * 8 < count * nbits:
+                if raw.size != -(-count * nbits // 8):
                     raise MLCParametersError(f"{self.where}: constant {what}: {raw.size} bytes cannot hold {count} {ttype.dtype}")
                 return unpack_subbyte(raw, nbits, count, ttype.dtype.startswith("int")).reshape(shape)
             if raw.size != count * dtype.itemsize:

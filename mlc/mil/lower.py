@@ -25,8 +25,12 @@ import numpy as np
 
 from mlc._errors import MLCError, MLCUnsupportedError
 from mlc.mil import dtypes
-from mlc.mil.ir import Block, Function, Operation, walk
+from mlc.mil.ir import Block, Function, Operation, StateType
+from mlc.mil.ops.state import StateCell
 from mlc.mil.registry import OpDef, lookup
+
+
+STATES = "@states"  # key of the final state values in a stateful function's outputs
 
 
 @dataclasses.dataclass
@@ -127,14 +131,24 @@ class FunctionLowering:
         return any(d.eager for d in self.defs.values())
 
     # -- running ---------------------------------------------------------------------------
+    @property
+    def state_names(self) -> list[str]:
+        return [nv.name for nv in self.function.inputs if isinstance(nv.type, StateType)]
+
     def __call__(self, params: dict, inputs: dict) -> dict:
+        """Outputs by name; a stateful function also returns its final states under ``STATES``."""
         with dtypes.precision(self.fp16_as_fp32):
             env: dict[str, Any] = dict(inputs)
+            cells = {name: StateCell(name, inputs[name]) for name in self.state_names}
+            env.update(cells)
             try:
                 self.run_block(self.function.block, env, params, counter=[0])
             except _OpLimitReached as stop:
                 return stop.outputs
-            return {name: env[name] for name in self.function.block.outputs}
+            outputs = {name: env[name] for name in self.function.block.outputs}
+            if cells:
+                outputs[STATES] = {name: cell.value for name, cell in cells.items()}
+            return outputs
 
     def run_block(self, block: Block, env: dict, params: dict, counter: list[int]) -> list:
         """Run ``block`` in ``env`` (updated in place); return its outputs in order."""
@@ -187,7 +201,7 @@ class FunctionLowering:
             raise
         except Exception as e:
             raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) failed: {type(e).__name__}: {e}") from e
-        results = result if len(op.outputs) > 1 else (result,)
+        results = () if not op.outputs else result if len(op.outputs) > 1 else (result,)
         if len(results) != len(op.outputs):
             raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) gave {len(results)} outputs, expected {len(op.outputs)}")
         return results

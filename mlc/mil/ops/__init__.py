@@ -12,6 +12,7 @@ from mlc.mil.ops import (  # noqa: F401
     pool,
     reduction,
     scatter_gather,
+    state,
     tensor_operation,
     tensor_transformation,
     transformers,
