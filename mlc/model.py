@@ -14,7 +14,7 @@ from mlc.classification import Classification
 from mlc.executable import Executable
 from mlc.format.spec import LoadedSpec, load_spec
 from mlc.mil import dtypes
-from mlc.mil.lower import STATES, debugging
+from mlc.mil.lower import STATES, DataDependentShapeError, debugging
 
 _PRECISIONS = ("auto", "float32", "float16")
 
@@ -111,12 +111,17 @@ class Model:
         """
         return self._exe.fn, self.params
 
-    def _compiled(self):
+    def _run(self, inputs: dict) -> dict:
+        """One call: jitted, or op by op for data-dependent shapes and debugging (MLC_DEBUG)."""
         if self._exe.eager or debugging():
-            return self._exe.fn
+            return self._exe.fn(self.params, inputs)
         if self._jitted is None:
             self._jitted = jax.jit(self._exe.fn)
-        return self._jitted
+        try:
+            return self._jitted(self.params, inputs)
+        except DataDependentShapeError:
+            self._exe.eager = True  # found while tracing: this model runs op by op from now on
+            return self._exe.fn(self.params, inputs)
 
     def _compiled_batched(self):
         if self._exe.states:
@@ -217,7 +222,7 @@ class Model:
         if isinstance(data, (list, tuple)):
             return [self.predict(d, state=state) for d in data]
         inputs = self._with_state(self._prepare(data), state)
-        raw = self._compiled()(self.params, inputs)
+        raw = self._run(inputs)
         if state is not None:
             for name, value in raw.pop(STATES).items():
                 state.values[name] = np.asarray(value).astype(state.values[name].dtype)

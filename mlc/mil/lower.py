@@ -6,7 +6,10 @@
 * Static vs traced: an op whose inputs are all static (numpy) is evaluated at trace time
   under ``jax.ensure_compile_time_eval`` and its result kept as numpy, so the shape
   arithmetic MIL programs do (``shape`` -> ``gather`` -> ``concat`` -> ``reshape``) folds away.
-  Inputs an op declares ``static`` must be known then, or lowering stops with an error.
+* Data-dependent shapes: an input an op declares ``static`` that turns out to be computed
+  from the model's inputs raises ``DataDependentShapeError`` under tracing; ``Model`` then
+  runs that model op by op (eager), where the value is concrete. Ops whose output shape
+  depends on data whatever their inputs (``non_zero``) are marked ``eager`` up front.
 * Debugging: ``MLC_DEBUG=1`` prints every op's outputs (shape, dtype), ``MLC_DEBUG=2`` also
   their range; ``MLC_LIMIT=n`` stops after the n-th op and returns its outputs. Both run the
   model op by op, without ``jit``.
@@ -46,6 +49,16 @@ def is_static(v: Any) -> bool:
     if isinstance(v, (list, tuple)):
         return all(is_static(x) for x in v)
     return False
+
+
+class DataDependentShapeError(MLCUnsupportedError):
+    """An op needs, at compile time, a value that is computed from the model's inputs."""
+
+
+def _has_tracer(v: Any) -> bool:
+    if isinstance(v, (list, tuple)):
+        return any(_has_tracer(x) for x in v)
+    return isinstance(v, jax.core.Tracer)
 
 
 def _to_numpy(v: Any) -> Any:
@@ -179,10 +192,13 @@ class FunctionLowering:
                 raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) reads {b.name!r}, which is not defined before it")
         value = tuple(values) if key in d.variadic else (values[0] if len(values) == 1 else tuple(values))
         if key in d.static and not is_static(value):
-            raise MLCUnsupportedError(
-                f"{self.model}: input {key!r} of operation {op.name!r} ({op.type}) depends on the model's inputs, "
-                f"but mlc needs it at compile time"
-            )
+            if _has_tracer(value):
+                raise DataDependentShapeError(
+                    f"{self.model}: input {key!r} of operation {op.name!r} ({op.type}) is computed from the model's "
+                    f"input values, so the op's output shape depends on data and it cannot run under jit or vmap; "
+                    f"Model.predict runs such a model op by op"
+                )
+            value = _to_numpy(value)  # running op by op: the value is concrete
         return value
 
     def run_op(self, op: Operation, env: dict, params: dict, counter: list[int]) -> tuple:

@@ -204,10 +204,21 @@ def test_range_1d_from_shape_arithmetic():
     same(out, np.arange(6, dtype=np.int32))
 
 
-def test_range_1d_traced_end_is_refused():
+def test_range_1d_with_a_traced_end_runs_op_by_op():
+    """The length depends on input values: predict falls back to eager, jit of the pure function refuses."""
+    import jax
+
+    from mlc.testing.mil_program import mil_model
+
     x = np.array([2, 3], np.int32)
-    with pytest.raises(mlc.MLCError, match="range_1d.*data-dependent"):
-        run_mil(lambda x: mb.range_1d(start=np.int32(0), end=mb.reduce_sum(x=x, axes=[0]), step=np.int32(1)), {"x": x})
+    model = mil_model(lambda x: mb.range_1d(start=np.int32(0), end=mb.reduce_sum(x=x, axes=[0]), step=np.int32(1)), {"x": ((2,), "int32")})
+    (out,) = model.predict({"x": x}).values()
+    same(out, np.arange(5, dtype=np.int32))
+    (out,) = model.predict({"x": np.array([1, 1], np.int32)}).values()
+    same(out, np.arange(2, dtype=np.int32))
+    fn, params = model.jax_function()
+    with pytest.raises(mlc.MLCUnsupportedError, match="range_1d.*output shape depends on data"):
+        jax.jit(fn)(params, {"x": x})
 
 
 # -- one_hot, pad, tile ------------------------------------------------------------------------

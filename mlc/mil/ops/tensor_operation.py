@@ -153,14 +153,9 @@ def pad(x, pad, mode="constant", constant_val=0.0):
     return jnp.pad(x, pairs, mode=_PAD_MODES[mode])
 
 
-@op("range_1d")
+@op("range_1d", static=("end", "start", "step"))
 def range_1d(end, start, step):
-    """numpy arange; its length must be known when compiling (traced start/end/step are refused)."""
-    if any(isinstance(v, jax.core.Tracer) for v in (end, start, step)):
-        raise ValueError(
-            "range_1d's length depends on the model's input values (start, end or step is computed from them), "
-            "so its output shape is data-dependent and cannot be compiled"
-        )
+    """numpy arange; start/end/step computed from input values make the model run op by op."""
     start, end, step = (np.asarray(v) for v in (start, end, step))
     return np.arange(start, end, step, dtype=dtypes.compute_array_dtype(start.dtype))
 
