@@ -1,1 +1,82 @@
-"""placeholder"""
+"""Normalizations (iOS15/iOS17 normalization.py): NC* layout, channel axis 1."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlc.mil.ops._helpers import norm_axes, static_int
+from mlc.mil.registry import op
+
+
+def _f(v) -> float:
+    """A static float attribute as a Python float (weakly typed: keeps x's dtype)."""
+    return float(np.asarray(v).reshape(()))
+
+
+def _channel(p, x):
+    """A per-channel parameter (C,) shaped to broadcast along axis 1 of ``x``, in x's dtype."""
+    return jnp.reshape(p, (1, -1) + (1,) * (jnp.ndim(x) - 2)).astype(jnp.result_type(x))
+
+
+def _scale_shift(y, gamma, beta, shape):
+    if gamma is not None:
+        y = y * jnp.reshape(gamma, shape).astype(y.dtype)
+    if beta is not None:
+        y = y + jnp.reshape(beta, shape).astype(y.dtype)
+    return y
+
+
+@op("batch_norm", static=("epsilon",))
+def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
+    """gamma * (x - mean) / sqrt(variance + epsilon) + beta, per channel."""
+    inv = 1 / jnp.sqrt(_channel(variance, x) + _f(epsilon))
+    y = (x - _channel(mean, x)) * inv
+    return _scale_shift(y, gamma, beta, (1, -1) + (1,) * (jnp.ndim(x) - 2))
+
+
+@op("instance_norm", static=("epsilon",))
+def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
+    """Normalize each (n, c) slice over the spatial axes 2.. (biased variance)."""
+    axes = tuple(range(2, jnp.ndim(x)))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    var = jnp.mean(jnp.square(centered), axis=axes, keepdims=True)
+    y = centered / jnp.sqrt(var + _f(epsilon))
+    return _scale_shift(y, gamma, beta, (1, -1) + (1,) * (jnp.ndim(x) - 2))
+
+
+@op("l2_norm", static=("epsilon",))
+def l2_norm(x, epsilon=1e-6):
+    """x / sqrt(sum(x^2) + epsilon) over the last three axes; leading axes are batch."""
+    axes = tuple(range(max(jnp.ndim(x) - 3, 0), jnp.ndim(x)))
+    return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True) + _f(epsilon))
+
+
+@op("layer_norm", static=("axes", "epsilon"))
+def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+    """Normalize over ``axes`` (default all); gamma/beta have shape x.shape[sorted(axes)]."""
+    rank = jnp.ndim(x)
+    axes = tuple(sorted(set(norm_axes(axes, rank)))) if axes is not None else tuple(range(rank))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    var = jnp.mean(jnp.square(centered), axis=axes, keepdims=True)
+    y = centered / jnp.sqrt(var + _f(epsilon))
+    shape = tuple(jnp.shape(x)[i] if i in axes else 1 for i in range(rank))
+    return _scale_shift(y, gamma, beta, shape)
+
+
+@op("local_response_norm", static=("size", "alpha", "beta", "k"))
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """x / (k + alpha / size * sum of x^2 over a window of ``size`` channels)^beta, like torch.
+
+    The window around channel c spans [c - size // 2, c + (size - 1) // 2].
+    """
+    size = static_int(size)
+    sq = jnp.square(x)
+    pad = [(0, 0)] * jnp.ndim(x)
+    pad[1] = (size // 2, (size - 1) // 2)
+    sq = jnp.pad(sq, pad)
+    channels = jnp.shape(x)[1]
+    window = sum(jax.lax.slice_in_dim(sq, i, i + channels, axis=1) for i in range(size))
+    div = _f(k) + _f(alpha) / size * window
+    return x / jnp.power(div, _f(beta))
