@@ -1,4 +1,8 @@
-"""Activations (iOS15/iOS17 activation.py)."""
+"""Activations (iOS15/iOS17 activation.py).
+
+iOS17 lets ``alpha``/``beta`` have another float dtype than ``x``: they are cast to ``x``'s
+dtype so the output keeps it.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -7,12 +11,17 @@ from mlc.mil.ops._helpers import static_int, static_str
 from mlc.mil.registry import op
 
 
-def _channel(alpha, x):
-    """Broadcast a per-channel parameter of shape (C,) along axis 1 of ``x`` (N, C, ...)."""
-    alpha = jnp.asarray(alpha)
-    if alpha.ndim == 0:
-        return alpha
-    return alpha.reshape((1, -1) + (1,) * (jnp.ndim(x) - 2))
+def _like(v, x):
+    """A scalar attribute as an array of ``x``'s dtype."""
+    return jnp.asarray(v, dtype=jnp.result_type(x))
+
+
+def _channel(v, x):
+    """A per-channel parameter of shape (C,) (or a scalar) broadcast along axis 1 of ``x`` (N, C, ...)."""
+    v = _like(v, x)
+    if v.ndim == 0:
+        return v
+    return v.reshape((1, -1) + (1,) * (jnp.ndim(x) - 2))
 
 
 @op("relu")
@@ -22,7 +31,7 @@ def relu(x):
 
 @op("relu6")
 def relu6(x):
-    return jnp.clip(x, 0, 6)
+    return jnp.clip(x, _like(0, x), _like(6, x))
 
 
 @op("sigmoid")
@@ -48,12 +57,12 @@ def softsign(x):
 @op("clamped_relu", static=("alpha", "beta"))
 def clamped_relu(x, alpha, beta):
     """min(beta, x if x >= 0 else alpha * x)."""
-    return jnp.minimum(jnp.where(x >= 0, x, alpha * x), beta)
+    return jnp.minimum(jnp.where(x >= 0, x, _like(alpha, x) * x), _like(beta, x))
 
 
 @op("elu", static=("alpha",))
-def elu(x, alpha=1.0):
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+def elu(x, alpha):
+    return jnp.where(x > 0, x, _like(alpha, x) * jnp.expm1(jnp.minimum(x, 0)))
 
 
 @op("gelu", static=("mode",))
@@ -65,18 +74,18 @@ def gelu(x, mode="EXACT"):
     if mode == "TANH_APPROXIMATION":
         return jax.nn.gelu(x, approximate=True)
     if mode == "SIGMOID_APPROXIMATION":
-        return x * jax.nn.sigmoid(1.702 * x)
+        return x * jax.nn.sigmoid(_like(1.702, x) * x)
     raise ValueError(f"unknown gelu mode {mode!r}")
 
 
 @op("leaky_relu", static=("alpha",))
-def leaky_relu(x, alpha=0.01):
-    return jnp.where(x >= 0, x, alpha * x)
+def leaky_relu(x, alpha):
+    return jnp.where(x >= 0, x, _like(alpha, x) * x)
 
 
 @op("linear_activation", static=("alpha", "beta"))
-def linear_activation(x, alpha, beta=0.0):
-    return alpha * x + beta
+def linear_activation(x, alpha, beta):
+    return _like(alpha, x) * x + _like(beta, x)
 
 
 @op("prelu")
@@ -86,28 +95,26 @@ def prelu(x, alpha):
 
 
 @op("scaled_tanh", static=("alpha", "beta"))
-def scaled_tanh(x, alpha=1.0, beta=1.0):
-    return alpha * jnp.tanh(beta * x)
+def scaled_tanh(x, alpha, beta):
+    return _like(alpha, x) * jnp.tanh(_like(beta, x) * x)
 
 
 @op("sigmoid_hard", static=("alpha", "beta"))
-def sigmoid_hard(x, alpha=0.2, beta=0.5):
-    return jnp.clip(alpha * x + beta, 0, 1)
+def sigmoid_hard(x, alpha, beta):
+    return jnp.clip(_like(alpha, x) * x + _like(beta, x), _like(0, x), _like(1, x))
 
 
 @op("softplus_parametric")
 def softplus_parametric(x, alpha, beta):
-    """alpha[c] * log(1 + exp(beta[c] * x)), per channel (axis 1)."""
+    """alpha[c] * log(1 + exp(beta[c] * x)), per channel (axis 1), computed without overflow."""
     return _channel(alpha, x) * jax.nn.softplus(_channel(beta, x) * x)
 
 
 @op("thresholded_relu", static=("alpha",))
-def thresholded_relu(x, alpha=1.0):
-    return jnp.where(x >= alpha, x, jnp.zeros((), dtype=jnp.result_type(x)))
+def thresholded_relu(x, alpha):
+    return jnp.where(x >= _like(alpha, x), x, _like(0, x))
 
 
 @op("softmax", static=("axis",))
 def softmax(x, axis=-1):
     return jax.nn.softmax(x, axis=static_int(axis))
-
-

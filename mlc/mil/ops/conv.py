@@ -1,4 +1,4 @@
-"""``conv`` and ``conv_transpose`` (iOS15/iOS17 conv.py), 1-D to 3-D, NC* layout."""
+"""``conv``, ``conv_quantized`` and ``conv_transpose`` (iOS15/iOS17 conv.py), 1-D to 3-D, NC* layout."""
 
 from __future__ import annotations
 
@@ -8,105 +8,147 @@ import jax.numpy as jnp
 from mlc.mil.ops._helpers import static_int, static_ints, static_str
 from mlc.mil.registry import op
 
-_CONV_STATIC = ("strides", "pad_type", "pad", "dilations", "groups", "output_shape")
+_CONV_STATIC = ("strides", "pad_type", "pad", "dilations", "groups")
 
 
-def _spec(nd: int) -> tuple[str, str, str]:
-    sp = "DHW"[-nd:] if nd <= 3 else None
+def _dimension_numbers(nd: int) -> tuple[str, str, str]:
+    if not 1 <= nd <= 3:
+        raise ValueError(f"convolutions have 1 to 3 spatial dimensions, got {nd}")
+    sp = "DHW"[-nd:]
     return ("NC" + sp, "OI" + sp, "NC" + sp)
 
 
-def _same_padding(size: int, kernel: int, stride: int, dilation: int, lower: bool) -> tuple[int, int]:
-    """TensorFlow-style SAME: output ceil(size / stride); the odd pixel goes after (before for same_lower)."""
-    dk = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + dk - size, 0)
+def _per_dim(v, nd: int, default: int) -> tuple[int, ...]:
+    return static_ints(v) if v is not None else (default,) * nd
+
+
+def _custom(pad, nd: int) -> list[tuple[int, int]]:
+    p = _per_dim(pad, 2 * nd, 0)
+    return [(p[2 * i], p[2 * i + 1]) for i in range(nd)]
+
+
+def _same_padding(size: int, dk: int, stride: int, lower: bool) -> tuple[int, int]:
+    """Output ceil(size / stride); the odd pixel goes after (before for same_lower)."""
+    total = max((-(-size // stride) - 1) * stride + dk - size, 0)
     small, big = total // 2, total - total // 2
     return (big, small) if lower else (small, big)
 
 
-def _padding(x_shape, k_shape, strides, dilations, pad_type: str, pad) -> list[tuple[int, int]]:
-    nd = len(k_shape)
+def _conv_padding(sizes, kernel, strides, dilations, pad_type: str, pad) -> list[tuple[int, int]]:
+    nd = len(kernel)
     if pad_type == "valid":
         return [(0, 0)] * nd
     if pad_type == "custom":
-        p = static_ints(pad) if pad is not None else (0,) * (2 * nd)
-        return [(p[2 * i], p[2 * i + 1]) for i in range(nd)]
+        return _custom(pad, nd)
     if pad_type in ("same", "same_lower"):
-        return [
-            _same_padding(x_shape[i], k_shape[i], strides[i], dilations[i], pad_type == "same_lower") for i in range(nd)
-        ]
+        dks = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+        return [_same_padding(sizes[i], dks[i], strides[i], pad_type == "same_lower") for i in range(nd)]
     raise ValueError(f"unknown pad_type {pad_type!r}")
 
 
-@op("conv", static=_CONV_STATIC[:-1])
+def _add_bias(y, bias, nd: int):
+    if bias is None:
+        return y
+    return y + jnp.reshape(jnp.asarray(bias, dtype=y.dtype), (1, -1) + (1,) * nd)
+
+
+@op("conv", static=_CONV_STATIC)
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
-    """Cross-correlation, weight (C_out, C_in / groups, *K)."""
+    """Cross-correlation, weight (C_out, C_in / groups, *K); the output keeps x's dtype."""
     nd = jnp.ndim(x) - 2
-    strides = static_ints(strides) if strides is not None else (1,) * nd
-    dilations = static_ints(dilations) if dilations is not None else (1,) * nd
+    dims = _dimension_numbers(nd)
+    strides, dilations = _per_dim(strides, nd, 1), _per_dim(dilations, nd, 1)
     kernel = tuple(jnp.shape(weight)[2:])
-    padding = _padding(jnp.shape(x)[2:], kernel, strides, dilations, static_str(pad_type), pad)
+    padding = _conv_padding(jnp.shape(x)[2:], kernel, strides, dilations, static_str(pad_type), pad)
     y = jax.lax.conv_general_dilated(
         x,
-        weight.astype(jnp.result_type(x)) if hasattr(weight, "astype") else weight,
+        jnp.asarray(weight, dtype=jnp.result_type(x)),
         window_strides=strides,
         padding=padding,
         rhs_dilation=dilations,
-        dimension_numbers=_spec(nd),
+        dimension_numbers=dims,
         feature_group_count=static_int(groups),
     )
-    if bias is not None:
-        y = y + jnp.reshape(bias, (1, -1) + (1,) * nd).astype(y.dtype)
-    return y
+    return _add_bias(y, bias, nd)
 
 
-@op("conv_transpose", static=_CONV_STATIC)
+@op("conv_quantized", static=_CONV_STATIC + ("quantization_type", "nbits"))
+def conv_quantized(
+    x,
+    weight,
+    quant_scale,
+    quant_bias,
+    quantization_type,
+    bias=None,
+    nbits=8,
+    strides=None,
+    pad_type="valid",
+    pad=None,
+    dilations=None,
+    groups=1,
+):
+    """``conv`` with uint8 weights dequantized as weight * quant_scale + quant_bias ("linear";
+    scale and bias scalar or per output channel)."""
+    kind = static_str(quantization_type)
+    if kind != "linear":
+        raise ValueError(f"conv_quantized: quantization_type {kind!r} is not supported (only 'linear')")
+    dtype = jnp.result_type(x)
+    per_channel = (-1,) + (1,) * (jnp.ndim(weight) - 1)
+    scale = jnp.reshape(jnp.asarray(quant_scale, dtype=dtype), per_channel)
+    shift = jnp.reshape(jnp.asarray(quant_bias, dtype=dtype), per_channel)
+    w = jnp.asarray(weight).astype(dtype) * scale + shift
+    return conv(x, w, bias, strides, pad_type, pad, dilations, groups)
+
+
+def _transpose_crops(sizes, full, strides, pad_type: str, pad) -> list[tuple[int, int]]:
+    """How much of the full transposed output to drop before / after, per spatial dimension.
+    A negative amount extends the output with zeros (plus bias)."""
+    nd = len(sizes)
+    if pad_type == "valid":
+        return [(0, 0)] * nd
+    if pad_type == "custom":
+        return _custom(pad, nd)
+    if pad_type == "same":
+        crops = []
+        for i in range(nd):
+            total = full[i] - sizes[i] * strides[i]  # output is sizes * strides
+            lo = max(total, 0) // 2
+            crops.append((lo, total - lo))
+        return crops
+    raise ValueError(f"unknown pad_type {pad_type!r} for conv_transpose (valid, same or custom)")
+
+
+@op("conv_transpose", static=_CONV_STATIC + ("output_shape",))
 def conv_transpose(
     x, weight, bias=None, pad=None, output_shape=None, pad_type="valid", strides=None, dilations=None, groups=1
 ):
-    """Transposed convolution, weight (C_in, C_out / groups, *K); output_shape pads the end."""
+    """Transposed convolution, weight (C_in, C_out / groups, *K). ``output_shape`` keeps the
+    padding's start and cuts (or zero-extends) the end to the requested size."""
     nd = jnp.ndim(x) - 2
-    strides = static_ints(strides) if strides is not None else (1,) * nd
-    dilations = static_ints(dilations) if dilations is not None else (1,) * nd
+    dims = _dimension_numbers(nd)
+    strides, dilations = _per_dim(strides, nd, 1), _per_dim(dilations, nd, 1)
     groups = static_int(groups)
-    pad_type = static_str(pad_type)
     c_in, c_out_g = jnp.shape(weight)[:2]
     kernel = tuple(jnp.shape(weight)[2:])
-    in_sizes = jnp.shape(x)[2:]
-    # (C_in, C_out/g, K) -> (C_out, C_in/g, K), spatially flipped: a conv over the dilated input.
-    w = jnp.reshape(weight, (groups, c_in // groups, c_out_g) + kernel)
+    sizes = jnp.shape(x)[2:]
+    # (C_in, C_out/g, K) -> (C_out, C_in/g, K), spatially flipped: a conv over the stride-dilated input.
+    w = jnp.reshape(jnp.asarray(weight, dtype=jnp.result_type(x)), (groups, c_in // groups, c_out_g) + kernel)
     w = jnp.swapaxes(w, 1, 2).reshape((groups * c_out_g, c_in // groups) + kernel)
     w = jnp.flip(w, axis=tuple(range(2, 2 + nd)))
-    full = [(in_sizes[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
-    if pad_type == "custom":
-        p = static_ints(pad) if pad is not None else (0,) * (2 * nd)
-        crops = [(p[2 * i], p[2 * i + 1]) for i in range(nd)]
-    elif pad_type == "same":
-        crops = []
-        for i in range(nd):
-            total = max(full[i] - in_sizes[i] * strides[i], 0)
-            crops.append((total // 2, total - total // 2))
-    elif pad_type == "valid":
-        crops = [(0, 0)] * nd
-    else:
-        raise ValueError(f"unknown pad_type {pad_type!r}")
+    edge = [(k - 1) * d for k, d in zip(kernel, dilations)]
+    full = [(sizes[i] - 1) * strides[i] + edge[i] + 1 for i in range(nd)]
+    crops = _transpose_crops(sizes, full, strides, static_str(pad_type), pad)
     if output_shape is not None:
-        want = static_ints(output_shape)[2:]
+        want = static_ints(output_shape)[-nd:]
         crops = [(lo, full[i] - lo - want[i]) for i, (lo, _) in enumerate(crops)]
-    padding = [
-        ((kernel[i] - 1) * dilations[i] - lo, (kernel[i] - 1) * dilations[i] - hi) for i, (lo, hi) in enumerate(crops)
-    ]
     y = jax.lax.conv_general_dilated(
         x,
-        w.astype(jnp.result_type(x)),
+        w,
         window_strides=(1,) * nd,
-        padding=padding,
+        padding=[(edge[i] - lo, edge[i] - hi) for i, (lo, hi) in enumerate(crops)],
         lhs_dilation=strides,
         rhs_dilation=dilations,
-        dimension_numbers=_spec(nd),
+        dimension_numbers=dims,
         feature_group_count=groups,
     )
-    if bias is not None:
-        y = y + jnp.reshape(bias, (1, -1) + (1,) * nd).astype(y.dtype)
-    return y
+    return _add_bias(y, bias, nd)

@@ -1,48 +1,46 @@
-"""Elementwise binary ops (iOS15 elementwise_binary.py), numpy broadcasting."""
+"""Elementwise binary ops (iOS15 elementwise_binary.py), numpy broadcasting.
 
+Integer semantics follow coremltools' value inference: ``floor_div`` rounds toward -inf,
+``mod`` takes the divisor's sign (Python's ``%``), and ``real_div`` on integers is the true
+quotient cast back to int32, i.e. truncated toward zero.
+"""
+
+import jax
 import jax.numpy as jnp
 
 from mlc.mil.registry import op
 
 
-def _same(fn):
-    """Binary op whose output dtype is the inputs' (promoted) dtype."""
+def _is_int(v) -> bool:
+    return jnp.issubdtype(jnp.result_type(v), jnp.integer)
 
+
+def _binary(name, fn):
     def lowering(x, y):
         return fn(x, y)
 
-    lowering.__name__ = fn.__name__
-    return lowering
+    lowering.__name__ = name
+    op(name)(lowering)
 
 
-def _floor_div(x, y):
-    return jnp.floor_divide(x, y)
-
-
-def _real_div(x, y):
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    out = jnp.true_divide(x, y)
-    if jnp.issubdtype(x.dtype, jnp.integer) and jnp.issubdtype(y.dtype, jnp.integer):
-        return out.astype(jnp.result_type(x, y))
-    return out
-
-
-def _mod(x, y):
-    return jnp.mod(x, y)
-
-
-def _pow(x, y):
-    return jnp.power(x, y)
+@op("real_div")
+def real_div(x, y):
+    """x / y; for int32 operands the quotient truncated toward zero (C division)."""
+    if _is_int(x) and _is_int(y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        dtype = jnp.result_type(x, y)
+        x, y = jnp.broadcast_arrays(x.astype(dtype), y.astype(dtype))
+        return jax.lax.div(x, y)
+    return jnp.true_divide(x, y)
 
 
 _BINARY = {
     "add": jnp.add,
     "sub": jnp.subtract,
     "mul": jnp.multiply,
-    "real_div": _real_div,
-    "floor_div": _floor_div,
-    "mod": _mod,
-    "pow": _pow,
+    "floor_div": jnp.floor_divide,
+    "mod": jnp.mod,
+    "pow": jnp.power,
     "maximum": jnp.maximum,
     "minimum": jnp.minimum,
     "equal": jnp.equal,
@@ -57,4 +55,4 @@ _BINARY = {
 }
 
 for _name, _fn in _BINARY.items():
-    op(_name)(_same(_fn))
+    _binary(_name, _fn)

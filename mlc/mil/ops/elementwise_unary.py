@@ -1,4 +1,8 @@
-"""Elementwise unary ops and ``cast`` (iOS15/iOS17 elementwise_unary.py)."""
+"""Elementwise unary ops and ``cast`` (iOS15/iOS17 elementwise_unary.py).
+
+iOS17 lets ``epsilon``/``alpha``/``beta`` have another float dtype than ``x``: they are cast
+to ``x``'s dtype so the output keeps it.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +10,12 @@ import numpy as np
 
 from mlc.mil.ops._helpers import mil_dtype
 from mlc.mil.registry import op
+
+
+def _like(v, x):
+    """A scalar attribute as an array of ``x``'s dtype."""
+    return jnp.asarray(v, dtype=jnp.result_type(x))
+
 
 _UNARY = {
     "abs": jnp.abs,
@@ -18,10 +28,9 @@ _UNARY = {
     "cosh": jnp.cosh,
     "erf": jax.scipy.special.erf,
     "exp": jnp.exp,
-    "exp2": jnp.exp2,
     "floor": jnp.floor,
     "logical_not": jnp.logical_not,
-    "round": jnp.round,
+    "round": jnp.round,  # half to even, like numpy: 0.5 -> 0
     "sign": jnp.sign,
     "sin": jnp.sin,
     "sinh": jnp.sinh,
@@ -32,53 +41,67 @@ _UNARY = {
 }
 
 
-def _unary(fn):
+def _unary(name, fn):
     def lowering(x):
         return fn(x)
 
-    lowering.__name__ = getattr(fn, "__name__", "unary")
-    return lowering
+    lowering.__name__ = name
+    op(name)(lowering)
 
 
 for _name, _fn in _UNARY.items():
-    op(_name)(_unary(_fn))
+    _unary(_name, _fn)
+
+
+@op("exp2")
+def exp2(x):
+    """2 ** x; on int32 the result is truncated back to int32."""
+    dtype = jnp.result_type(x)
+    y = jnp.exp2(x)
+    return y.astype(dtype) if jnp.issubdtype(dtype, jnp.integer) else y
 
 
 @op("clip", static=("alpha", "beta"))
 def clip(x, alpha, beta):
     """min(max(x, alpha), beta)."""
-    return jnp.minimum(jnp.maximum(x, alpha), beta)
+    return jnp.minimum(jnp.maximum(x, _like(alpha, x)), _like(beta, x))
 
 
 @op("threshold", static=("alpha",))
 def threshold(x, alpha):
     """max(x, alpha)."""
-    return jnp.maximum(x, alpha)
+    return jnp.maximum(x, _like(alpha, x))
 
 
 @op("inverse", static=("epsilon",))
 def inverse(x, epsilon=1e-4):
     """1 / (x + epsilon)."""
-    return 1.0 / (x + jnp.asarray(epsilon, dtype=jnp.result_type(x)))
+    return 1 / (x + _like(epsilon, x))
 
 
 @op("log", static=("epsilon",))
 def log(x, epsilon=1e-45):
-    """log(x + epsilon)."""
-    return jnp.log(x + jnp.asarray(epsilon, dtype=jnp.result_type(x)))
+    """log(x + epsilon). XLA flushes a subnormal epsilon (the fp32 default) to zero, so where
+    x + epsilon came out 0 the result is log(epsilon) (about -103.3), as value inference gives."""
+    y = x + _like(epsilon, x)
+    eps = np.asarray(epsilon, dtype=jnp.result_type(x))
+    if not 0 < eps < np.finfo(eps.dtype).tiny:
+        return jnp.log(y)
+    return jnp.where(y == 0, _like(np.log(eps.astype(np.float64)), x), jnp.log(y))
 
 
 @op("rsqrt", static=("epsilon",))
 def rsqrt(x, epsilon=1e-12):
     """1 / sqrt(x + epsilon)."""
-    return jax.lax.rsqrt(x + jnp.asarray(epsilon, dtype=jnp.result_type(x)))
+    return jax.lax.rsqrt(x + _like(epsilon, x))
 
 
 @op("cast", static=("dtype",))
 def cast(x, dtype):
-    """Cast to ``dtype`` (a MIL name: fp16, fp32, int32, bool, ...); fp16 follows the precision policy."""
+    """Cast to ``dtype`` (fp16, fp32, int8/16/32, uint8/16, bool); float -> int truncates toward
+    zero, int -> narrower int wraps; fp16 follows the precision policy."""
     target = mil_dtype(dtype)
-    x = jnp.asarray(x) if not isinstance(x, np.ndarray) else x
+    x = jnp.asarray(x)
     if jnp.issubdtype(target, jnp.integer) and jnp.issubdtype(x.dtype, jnp.floating):
-        x = jnp.trunc(x)  # Core ML truncates toward zero, like C
-    return jnp.asarray(x).astype(target)
+        x = jnp.trunc(x)
+    return x.astype(target)
