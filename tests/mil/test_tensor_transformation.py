@@ -10,7 +10,7 @@ import torch
 from coremltools.converters.mil import Builder as mb
 
 import mlc
-from mlc.testing.mil_program import run_mil
+from mlc.testing.mil_program import mil_model, run_mil
 
 TARGETS = ["iOS15", "iOS17"]
 rng = np.random.default_rng(0)
@@ -79,10 +79,21 @@ def test_reshape_shape_computed_at_trace_time():
     _check(body, x, x.reshape(6, 4), "iOS17")
 
 
-def test_reshape_data_dependent_shape_is_an_error():
+def test_reshape_data_dependent_shape_runs_op_by_op():
+    """A shape computed from input values: predict runs the model eagerly; jit of the pure function refuses."""
     x, s = _rand(2, 3, 4), np.array([6, 4], np.int32)
-    with pytest.raises(mlc.MLCError, match="compile time"):
-        run_mil(lambda x, s: mb.reshape(x=x, shape=s), {"x": x, "s": s}, target="iOS17")
+    _check_data_dependent(lambda x, s: mb.reshape(x=x, shape=s), {"x": x, "s": s}, x.reshape(6, 4))
+
+
+def _check_data_dependent(body, feeds, expected):
+    import jax
+
+    model = mil_model(body, {n: (a.shape, "int32" if a.dtype == np.int32 else "fp32") for n, a in feeds.items()}, target="iOS17")
+    (out,) = model.predict(feeds).values()
+    np.testing.assert_array_equal(out, expected)
+    fn, params = model.jax_function()
+    with pytest.raises(mlc.MLCUnsupportedError, match="output shape depends on data"):
+        jax.jit(fn)(params, feeds)
 
 
 @pytest.mark.parametrize("target", ["iOS16", "iOS17"])
@@ -251,10 +262,9 @@ def test_slice_by_index_static(target):
     _static(lambda: mb.slice_by_index(x=a, **_slice_kwargs(*case[:6])), a[case[6]], target)
 
 
-def test_slice_by_index_data_dependent_begin_is_an_error():
+def test_slice_by_index_data_dependent_begin_runs_op_by_op():
     x, b = _rand(4, 5), np.array([1, 0], np.int32)
-    with pytest.raises(mlc.MLCError, match="compile time"):
-        run_mil(lambda x, b: mb.slice_by_index(x=x, begin=b, end=np.array([3, 5], np.int32)), {"x": x, "b": b}, target="iOS17")
+    _check_data_dependent(lambda x, b: mb.slice_by_index(x=x, begin=b, end=np.array([3, 5], np.int32)), {"x": x, "b": b}, x[1:3, 0:5])
 
 
 @pytest.mark.parametrize(
