@@ -43,8 +43,18 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--json", action="store_true", help="print outputs as JSON")
     pred.add_argument("--save", metavar="OUT.npz", help="also write the array outputs to an .npz file")
 
+    sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
     sub.add_parser("demo", help="classify the image that ships with mlc using the bundled ColorNet model")
     return p
+
+
+def _ops(args) -> int:
+    from mlc.mil.registry import OPSET_TARGETS, lowerings
+
+    for name, defs in lowerings().items():
+        targets = ", ".join(f"{OPSET_TARGETS[d.since]}+" for d in defs)
+        print(f"{name:40s} {targets}")
+    return 0
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -198,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "ops": _ops, "demo": _demo}[args.command]
     try:
         return handler(args)
     except MLCError as e:

@@ -21,8 +21,14 @@ def add_package(tmp_path_factory):
 
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "mlc.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("info", "predict", "demo"):
+    for command in ("info", "predict", "ops", "demo"):
         assert command in out
+
+
+def test_ops_lists_the_registry(capsys):
+    assert main(["ops"]) == 0
+    out = capsys.readouterr().out
+    assert "conv " in out and "scaled_dot_product_attention" in out and "iOS18+" in out
 
 
 def test_info(capsys):

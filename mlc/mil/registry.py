@@ -80,6 +80,12 @@ def supported_ops() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def lowerings() -> dict[str, list[OpDef]]:
+    """Every registered op with its lowerings, oldest opset first."""
+    _load_ops()
+    return {name: list(_REGISTRY[name]) for name in sorted(_REGISTRY)}
+
+
 _loaded = False
 
 
