@@ -102,17 +102,7 @@ def test_predict_batch(loaded, torch_model, name, target):
     _compare(out["y"][:, 0], expected, TOLERANCES["fp32"])
 
 
-# mlc/mil/ops/pool.py builds reduce_window's init value with jnp.array, a tracer under jit, so
-# lax.reduce_window falls back to its generic primitive, which has no reverse-mode rule; a numpy
-# init value lets lax pick the differentiable reduce_window_{sum,max} primitives.
-_POOL_GRAD = "max_pool/avg_pool are not differentiable under jit (reduce_window init is a tracer)"
-GRAD_XFAIL = {"resnet": _POOL_GRAD, "mobilenet_v2": _POOL_GRAD, "unet": _POOL_GRAD}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=[pytest.mark.xfail(reason=GRAD_XFAIL[n], strict=True)] if n in GRAD_XFAIL else []) for n in MODELS],
-)
+@pytest.mark.parametrize("name", MODELS)
 def test_jax_function_jit_and_grad(loaded, torch_model, feeds, name):
     """``jax_function`` jits to predict's result, and its gradients (w.r.t. params and float
     inputs) are finite, nonzero for every param, and equal torch autograd's.

@@ -62,7 +62,7 @@ def _window(x, init, reducer, kernel, strides, pads, outs):
     padding = [(0, 0), (0, 0)]
     for n, k, s, (lo, hi), o in zip(sizes, kernel, strides, pads, outs):
         padding.append((lo, max((o - 1) * s + k - n - lo, hi)))
-    init = jnp.array(init, dtype=jnp.result_type(x))
+    init = np.array(init, dtype=jnp.result_type(x))  # concrete, so lax picks the differentiable reduce_window_{sum,max}
     return jax.lax.reduce_window(x, init, reducer, (1, 1) + tuple(kernel), (1, 1) + tuple(strides), padding)
 
 
