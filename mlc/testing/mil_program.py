@@ -90,3 +90,13 @@ def _mil_dtype(dtype) -> str:
     if dtype == np.bool_:
         return "bool"
     raise ValueError(f"no MIL input type for {dtype}")
+
+
+def assert_outputs(outs, refs, names, **tol) -> None:
+    """Each output has its reference's shape and dtype, and its values within ``tol``."""
+    assert len(outs) == len(refs)
+    for out, ref, name in zip(outs, refs, names):
+        ref = np.asarray(ref)
+        assert out.shape == ref.shape, (name, out.shape, ref.shape)
+        assert out.dtype == ref.dtype, (name, out.dtype, ref.dtype)
+        np.testing.assert_allclose(out, ref, err_msg=name, **tol)

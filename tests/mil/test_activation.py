@@ -6,18 +6,10 @@ import torch
 import torch.nn.functional as F
 from coremltools.converters.mil import Builder as mb
 
+from mlc.testing.mil_program import assert_outputs as _check
 from mlc.testing.mil_program import run_mil
 
 RNG = np.random.default_rng(2)
-
-
-def _check(outs, refs, names, **tol):
-    assert len(outs) == len(refs)
-    for out, ref, name in zip(outs, refs, names):
-        ref = np.asarray(ref)
-        assert out.shape == ref.shape, name
-        assert out.dtype == ref.dtype, (name, out.dtype, ref.dtype)
-        np.testing.assert_allclose(out, ref, err_msg=name, **tol)
 
 
 def _t(fn, x, **kw):

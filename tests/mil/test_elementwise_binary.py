@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from coremltools.converters.mil import Builder as mb
 
+from mlc.testing.mil_program import assert_outputs as _check
 from mlc.testing.mil_program import run_mil
 
 RNG = np.random.default_rng(0)
@@ -33,15 +34,6 @@ LOGICAL = {"logical_and": np.logical_and, "logical_or": np.logical_or, "logical_
 def _nonzero(shape):
     """Values away from zero, of both signs."""
     return (RNG.uniform(0.5, 2.0, shape) * RNG.choice([-1, 1], shape)).astype(np.float32)
-
-
-def _check(outs, refs, names, **tol):
-    assert len(outs) == len(refs)
-    for out, ref, name in zip(outs, refs, names):
-        ref = np.asarray(ref)
-        assert out.shape == ref.shape, name
-        assert out.dtype == ref.dtype, (name, out.dtype, ref.dtype)
-        np.testing.assert_allclose(out, ref, err_msg=name, **tol)
 
 
 @pytest.mark.parametrize("target", TARGETS)

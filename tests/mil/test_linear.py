@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from coremltools.converters.mil import Builder as mb
 
+from mlc.testing.mil_program import assert_outputs as _check
 from mlc.testing.mil_program import run_mil
 
 RNG = np.random.default_rng(4)
@@ -11,15 +12,6 @@ RNG = np.random.default_rng(4)
 
 def _rand(*shape, dtype=np.float32):
     return RNG.standard_normal(shape).astype(dtype)
-
-
-def _check(outs, refs, names, **tol):
-    assert len(outs) == len(refs)
-    for out, ref, name in zip(outs, refs, names):
-        ref = np.asarray(ref)
-        assert out.shape == ref.shape, (name, out.shape, ref.shape)
-        assert out.dtype == ref.dtype, (name, out.dtype, ref.dtype)
-        np.testing.assert_allclose(out, ref, err_msg=name, **tol)
 
 
 def _f32(a):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from coremltools.converters.mil import Builder as mb
 
+from mlc.testing.mil_program import assert_outputs as _check
 from mlc.testing.mil_program import run_mil
 
 RNG = np.random.default_rng(3)
@@ -20,15 +21,6 @@ REDUCTIONS = {
     "reduce_log_sum": lambda x, axis, keepdims: np.log(np.sum(x, axis=axis, keepdims=keepdims)),
     "reduce_log_sum_exp": lambda x, axis, keepdims: np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims)),
 }
-
-
-def _check(outs, refs, names, **tol):
-    assert len(outs) == len(refs)
-    for out, ref, name in zip(outs, refs, names):
-        ref = np.asarray(ref)
-        assert out.shape == ref.shape, (name, out.shape, ref.shape)
-        assert out.dtype == ref.dtype, (name, out.dtype, ref.dtype)
-        np.testing.assert_allclose(out, ref, err_msg=name, **tol)
 
 
 @pytest.mark.parametrize(
