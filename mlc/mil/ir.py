@@ -167,8 +167,7 @@ class _Parser:
                 raise MLCParametersError(f"{self.where}: {what} holds a tensor but is typed {vtype}")
             return self.tensor_value(iv.tensor, vtype, what)
         if kind == "list":
-            elem = vtype.elem if isinstance(vtype, ListType) else None
-            return [self.value(x, what) if elem is None else self.value(x, what) for x in iv.list.values]
+            return [self.value(x, what) for x in iv.list.values]
         if kind == "tuple":
             return tuple(self.value(x, what) for x in iv.tuple.values)
         if kind == "dictionary":

@@ -23,7 +23,6 @@ import sys
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mlc._errors import MLCError, MLCUnsupportedError

@@ -7,7 +7,7 @@ import numpy as np
 from mlc.mil import dtypes
 
 
-def static_ints(v, what: str = "value") -> tuple[int, ...]:
+def static_ints(v) -> tuple[int, ...]:
     """A static int tensor or sequence as a tuple of Python ints."""
     return tuple(int(x) for x in np.asarray(v).reshape(-1))
 
