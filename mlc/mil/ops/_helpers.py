@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from mlc.mil import dtypes
@@ -14,6 +15,11 @@ def static_ints(v) -> tuple[int, ...]:
 
 def static_int(v) -> int:
     return int(np.asarray(v).reshape(()))
+
+
+def static_float(v) -> float:
+    """A static float attribute as a Python float (weakly typed: it keeps x's dtype in arithmetic)."""
+    return float(np.asarray(v).reshape(()))
 
 
 def static_bool(v) -> bool:
@@ -32,3 +38,16 @@ def norm_axes(axes, rank: int) -> tuple[int, ...]:
 def mil_dtype(name) -> np.dtype:
     """A MIL dtype name given to an op ("fp16", "int32", ...) as the dtype computed inside."""
     return dtypes.compute_dtype(static_str(name))
+
+
+def like(v, x):
+    """A scalar attribute as an array of ``x``'s dtype."""
+    return jnp.asarray(v, dtype=jnp.result_type(x))
+
+
+def per_channel(v, x):
+    """A per-channel parameter of shape (C,) (or a scalar) broadcast along axis 1 of ``x`` (N, C, ...), in x's dtype."""
+    v = like(v, x)
+    if v.ndim == 0:
+        return v
+    return v.reshape((1, -1) + (1,) * (jnp.ndim(x) - 2))

@@ -7,21 +7,8 @@ dtype so the output keeps it.
 import jax
 import jax.numpy as jnp
 
-from mlc.mil.ops._helpers import static_int, static_str
+from mlc.mil.ops._helpers import like, per_channel, static_int, static_str
 from mlc.mil.registry import op
-
-
-def _like(v, x):
-    """A scalar attribute as an array of ``x``'s dtype."""
-    return jnp.asarray(v, dtype=jnp.result_type(x))
-
-
-def _channel(v, x):
-    """A per-channel parameter of shape (C,) (or a scalar) broadcast along axis 1 of ``x`` (N, C, ...)."""
-    v = _like(v, x)
-    if v.ndim == 0:
-        return v
-    return v.reshape((1, -1) + (1,) * (jnp.ndim(x) - 2))
 
 
 @op("relu")
@@ -31,7 +18,7 @@ def relu(x):
 
 @op("relu6")
 def relu6(x):
-    return jnp.clip(x, _like(0, x), _like(6, x))
+    return jnp.clip(x, like(0, x), like(6, x))
 
 
 @op("sigmoid")
@@ -57,12 +44,12 @@ def softsign(x):
 @op("clamped_relu", static=("alpha", "beta"))
 def clamped_relu(x, alpha, beta):
     """min(beta, x if x >= 0 else alpha * x)."""
-    return jnp.minimum(jnp.where(x >= 0, x, _like(alpha, x) * x), _like(beta, x))
+    return jnp.minimum(jnp.where(x >= 0, x, like(alpha, x) * x), like(beta, x))
 
 
 @op("elu", static=("alpha",))
 def elu(x, alpha):
-    return jnp.where(x > 0, x, _like(alpha, x) * jnp.expm1(jnp.minimum(x, 0)))
+    return jnp.where(x > 0, x, like(alpha, x) * jnp.expm1(jnp.minimum(x, 0)))
 
 
 @op("gelu", static=("mode",))
@@ -74,45 +61,45 @@ def gelu(x, mode="EXACT"):
     if mode == "TANH_APPROXIMATION":
         return jax.nn.gelu(x, approximate=True)
     if mode == "SIGMOID_APPROXIMATION":
-        return x * jax.nn.sigmoid(_like(1.702, x) * x)
+        return x * jax.nn.sigmoid(like(1.702, x) * x)
     raise ValueError(f"unknown gelu mode {mode!r}")
 
 
 @op("leaky_relu", static=("alpha",))
 def leaky_relu(x, alpha):
-    return jnp.where(x >= 0, x, _like(alpha, x) * x)
+    return jnp.where(x >= 0, x, like(alpha, x) * x)
 
 
 @op("linear_activation", static=("alpha", "beta"))
 def linear_activation(x, alpha, beta):
-    return _like(alpha, x) * x + _like(beta, x)
+    return like(alpha, x) * x + like(beta, x)
 
 
 @op("prelu")
 def prelu(x, alpha):
     """x if x >= 0 else alpha[c] * x, with alpha per channel (axis 1)."""
-    return jnp.where(x >= 0, x, _channel(alpha, x) * x)
+    return jnp.where(x >= 0, x, per_channel(alpha, x) * x)
 
 
 @op("scaled_tanh", static=("alpha", "beta"))
 def scaled_tanh(x, alpha, beta):
-    return _like(alpha, x) * jnp.tanh(_like(beta, x) * x)
+    return like(alpha, x) * jnp.tanh(like(beta, x) * x)
 
 
 @op("sigmoid_hard", static=("alpha", "beta"))
 def sigmoid_hard(x, alpha, beta):
-    return jnp.clip(_like(alpha, x) * x + _like(beta, x), _like(0, x), _like(1, x))
+    return jnp.clip(like(alpha, x) * x + like(beta, x), like(0, x), like(1, x))
 
 
 @op("softplus_parametric")
 def softplus_parametric(x, alpha, beta):
     """alpha[c] * log(1 + exp(beta[c] * x)), per channel (axis 1), computed without overflow."""
-    return _channel(alpha, x) * jax.nn.softplus(_channel(beta, x) * x)
+    return per_channel(alpha, x) * jax.nn.softplus(per_channel(beta, x) * x)
 
 
 @op("thresholded_relu", static=("alpha",))
 def thresholded_relu(x, alpha):
-    return jnp.where(x >= _like(alpha, x), x, _like(0, x))
+    return jnp.where(x >= like(alpha, x), x, like(0, x))
 
 
 @op("softmax", static=("axis",))

@@ -8,13 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlc.mil.ops._helpers import mil_dtype
+from mlc.mil.ops._helpers import like, mil_dtype
 from mlc.mil.registry import op
-
-
-def _like(v, x):
-    """A scalar attribute as an array of ``x``'s dtype."""
-    return jnp.asarray(v, dtype=jnp.result_type(x))
 
 
 _UNARY = {
@@ -64,36 +59,36 @@ def exp2(x):
 @op("clip", static=("alpha", "beta"))
 def clip(x, alpha, beta):
     """min(max(x, alpha), beta)."""
-    return jnp.minimum(jnp.maximum(x, _like(alpha, x)), _like(beta, x))
+    return jnp.minimum(jnp.maximum(x, like(alpha, x)), like(beta, x))
 
 
 @op("threshold", static=("alpha",))
 def threshold(x, alpha):
     """max(x, alpha)."""
-    return jnp.maximum(x, _like(alpha, x))
+    return jnp.maximum(x, like(alpha, x))
 
 
 @op("inverse", static=("epsilon",))
 def inverse(x, epsilon=1e-4):
     """1 / (x + epsilon)."""
-    return 1 / (x + _like(epsilon, x))
+    return 1 / (x + like(epsilon, x))
 
 
 @op("log", static=("epsilon",))
 def log(x, epsilon=1e-45):
     """log(x + epsilon). XLA flushes a subnormal epsilon (the fp32 default) to zero, so where
     x + epsilon came out 0 the result is log(epsilon) (about -103.3), as value inference gives."""
-    y = x + _like(epsilon, x)
+    y = x + like(epsilon, x)
     eps = np.asarray(epsilon, dtype=jnp.result_type(x))
     if not 0 < eps < np.finfo(eps.dtype).tiny:
         return jnp.log(y)
-    return jnp.where(y == 0, _like(np.log(eps.astype(np.float64)), x), jnp.log(y))
+    return jnp.where(y == 0, like(np.log(eps.astype(np.float64)), x), jnp.log(y))
 
 
 @op("rsqrt", static=("epsilon",))
 def rsqrt(x, epsilon=1e-12):
     """1 / sqrt(x + epsilon)."""
-    return jax.lax.rsqrt(x + _like(epsilon, x))
+    return jax.lax.rsqrt(x + like(epsilon, x))
 
 
 @op("cast", static=("dtype",))

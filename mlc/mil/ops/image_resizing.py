@@ -21,14 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlc.mil.ops._helpers import static_bool, static_int, static_ints, static_str
+from mlc.mil.ops._helpers import static_bool, static_float, static_int, static_ints, static_str
 from mlc.mil.registry import op
 
 SAMPLING_MODES = ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS", "DEFAULT", "OFFSET_CORNERS", "UNALIGN_CORNERS")
-
-
-def _float(v) -> float:
-    return float(np.asarray(v).reshape(()))
 
 
 def _grid(mode: str, n: float, m: int) -> np.ndarray:
@@ -244,14 +240,14 @@ def _crop_resize(x, boxes, box_indices, target_height, target_width, normalized_
         raise ValueError(f"crop_resize needs a rank-4 input (B, C, H, W), got rank {jnp.ndim(x)}")
     _, _, h, w = jnp.shape(x)
     mode = static_str(sampling_mode)
-    boxes = jnp.asarray(boxes, jnp.float32) * _float(spatial_scale)
+    boxes = jnp.asarray(boxes, jnp.float32) * static_float(spatial_scale)
     h0, w0, h1, w1 = _box_corners(boxes, static_str(box_coordinate_mode))
     if static_bool(normalized_coordinates):
         h0, h1, w0, w1 = h0 * (h - 1), h1 * (h - 1), w0 * (w - 1), w1 * (w - 1)
     ys = _box_grid(h0, h1, static_int(target_height), mode)
     xs = _box_grid(w0, w1, static_int(target_width), mode)
     images = jnp.take(x, jnp.asarray(box_indices).astype(jnp.int32), axis=0)
-    return jax.vmap(_bilinear_padded, in_axes=(0, 0, 0, None))(images, ys, xs, _float(pad_value))
+    return jax.vmap(_bilinear_padded, in_axes=(0, 0, 0, None))(images, ys, xs, static_float(pad_value))
 
 
 _CROP_RESIZE_STATIC = ("target_height", "target_width", "normalized_coordinates", "spatial_scale",
@@ -358,7 +354,7 @@ def _resample(x, cx, cy, sampling_mode, padding_mode, padding_value, coordinates
     px = _pad_positions(_unnormalize(cx, w, coords, align), w, padding)
     py = _pad_positions(_unnormalize(cy, h, coords, align), h, padding)
     sample = jax.vmap(_sample_image, in_axes=(0, 0, 0, None, None))
-    return sample(x, px, py, sampling == "bilinear", _float(padding_value))
+    return sample(x, px, py, sampling == "bilinear", static_float(padding_value))
 
 
 _RESAMPLE_STATIC = ("sampling_mode", "padding_mode", "padding_value", "coordinates_mode", "align_corners")

@@ -2,20 +2,9 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from mlc.mil.ops._helpers import norm_axes, static_int
+from mlc.mil.ops._helpers import norm_axes, per_channel, static_float, static_int
 from mlc.mil.registry import op
-
-
-def _f(v) -> float:
-    """A static float attribute as a Python float (weakly typed: keeps x's dtype)."""
-    return float(np.asarray(v).reshape(()))
-
-
-def _channel(p, x):
-    """A per-channel parameter (C,) shaped to broadcast along axis 1 of ``x``, in x's dtype."""
-    return jnp.reshape(p, (1, -1) + (1,) * (jnp.ndim(x) - 2)).astype(jnp.result_type(x))
 
 
 def _scale_shift(y, gamma, beta, shape):
@@ -29,8 +18,8 @@ def _scale_shift(y, gamma, beta, shape):
 @op("batch_norm", static=("epsilon",))
 def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
     """gamma * (x - mean) / sqrt(variance + epsilon) + beta, per channel."""
-    inv = 1 / jnp.sqrt(_channel(variance, x) + _f(epsilon))
-    y = (x - _channel(mean, x)) * inv
+    inv = 1 / jnp.sqrt(per_channel(variance, x) + static_float(epsilon))
+    y = (x - per_channel(mean, x)) * inv
     return _scale_shift(y, gamma, beta, (1, -1) + (1,) * (jnp.ndim(x) - 2))
 
 
@@ -41,7 +30,7 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
     mean = jnp.mean(x, axis=axes, keepdims=True)
     centered = x - mean
     var = jnp.mean(jnp.square(centered), axis=axes, keepdims=True)
-    y = centered / jnp.sqrt(var + _f(epsilon))
+    y = centered / jnp.sqrt(var + static_float(epsilon))
     return _scale_shift(y, gamma, beta, (1, -1) + (1,) * (jnp.ndim(x) - 2))
 
 
@@ -49,7 +38,7 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
 def l2_norm(x, epsilon=1e-6):
     """x / sqrt(sum(x^2) + epsilon) over the last three axes; leading axes are batch."""
     axes = tuple(range(max(jnp.ndim(x) - 3, 0), jnp.ndim(x)))
-    return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True) + _f(epsilon))
+    return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True) + static_float(epsilon))
 
 
 @op("layer_norm", static=("axes", "epsilon"))
@@ -60,7 +49,7 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
     mean = jnp.mean(x, axis=axes, keepdims=True)
     centered = x - mean
     var = jnp.mean(jnp.square(centered), axis=axes, keepdims=True)
-    y = centered / jnp.sqrt(var + _f(epsilon))
+    y = centered / jnp.sqrt(var + static_float(epsilon))
     shape = tuple(jnp.shape(x)[i] if i in axes else 1 for i in range(rank))
     return _scale_shift(y, gamma, beta, shape)
 
@@ -78,5 +67,5 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     sq = jnp.pad(sq, pad)
     channels = jnp.shape(x)[1]
     window = sum(jax.lax.slice_in_dim(sq, i, i + channels, axis=1) for i in range(size))
-    div = _f(k) + _f(alpha) / size * window
-    return x / jnp.power(div, _f(beta))
+    div = static_float(k) + static_float(alpha) / size * window
+    return x / jnp.power(div, static_float(beta))
