@@ -142,7 +142,9 @@ def _parse_input(text: str, features) -> tuple[str, Any]:
 
 def _fit_image(image, feature):
     """Convert the mode and resize to the declared size, as Core ML's image loaders do."""
-    mode = {"GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}.get(feature.color_space, "RGB")
+    from mlc.features import PIL_MODES
+
+    mode = PIL_MODES[feature.color_space]
     if image.mode != mode:
         image = image.convert(mode)
     if feature.shape_ranges is None and not feature.enumerated_shapes:

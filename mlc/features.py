@@ -25,7 +25,7 @@ ARRAY_DTYPES = {
     65552: np.dtype(np.float16),  # FLOAT16
 }
 COLOR_SPACES = {10: "GRAYSCALE", 20: "RGB", 30: "BGR", 40: "GRAYSCALE_FLOAT16"}
-_PIL_MODES = {"GRAYSCALE": "L", "RGB": "RGB", "BGR": "RGB", "GRAYSCALE_FLOAT16": "F"}
+PIL_MODES = {"GRAYSCALE": "L", "RGB": "RGB", "BGR": "RGB", "GRAYSCALE_FLOAT16": "F"}
 
 
 @dataclasses.dataclass
@@ -187,7 +187,7 @@ def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
     Image = _pil()
     if not isinstance(value, Image.Image):
         raise MLCFeatureTypeError(f"{where}: expected a PIL image ({feature.type_string()}), got {type(value).__name__}")
-    mode = _PIL_MODES[feature.color_space]
+    mode = PIL_MODES[feature.color_space]
     if value.mode != mode:
         raise MLCFeatureTypeError(
             f"{where}: image mode {value.mode!r} does not match the declared {feature.color_space} "

@@ -63,6 +63,11 @@ BLOB_DTYPES: dict[int, tuple[str, object]] = {
 BLOB_CODE_BY_NAME = {name: code for code, (name, _) in BLOB_DTYPES.items()}
 
 
+def packed_size(count: int, nbits: int) -> int:
+    """Bytes holding ``count`` ``nbits``-wide values packed back to back."""
+    return -(-count * nbits // 8)
+
+
 def unpack_subbyte(data: np.ndarray, nbits: int, count: int, signed: bool) -> np.ndarray:
     """Unpack ``count`` ``nbits``-wide integers stored LSB first in ``data`` (uint8)."""
     bits = np.unpackbits(np.asarray(data, dtype=np.uint8), bitorder="little")[: count * nbits]
@@ -146,10 +151,10 @@ class BlobFile:
     def _subbyte(meta, raw, name: str, nbits: int, count: int, shape, where: str) -> np.ndarray:
         """Unpack; the byte size must be exact, and a non-zero padding field must agree with it."""
         length, padding = raw.size, int(meta["padding_bits"])
-        if length != -(-count * nbits // 8):
+        if length != packed_size(count, nbits):
             raise MLCParametersError(
                 f"{where}: {length} bytes of {name} do not match the declared shape {tuple(shape)} "
-                f"({count} values need {-(-count * nbits // 8)} bytes)"
+                f"({count} values need {packed_size(count, nbits)} bytes)"
             )
         if padding and length * 8 - padding != count * nbits:
             raise MLCParametersError(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlc._errors import MLCIOError, MLCParametersError, MLCUnsupportedError
-from mlc.format.blob import BlobFile, unpack_subbyte
+from mlc.format.blob import BlobFile, packed_size, unpack_subbyte
 from mlc.format.spec import inside
 from mlc.mil.dtypes import MIL_DTYPE_NAMES, NUMPY_DTYPES
 
@@ -193,7 +193,7 @@ class _Parser:
             raw = np.frombuffer(tv.bytes.values, dtype=np.uint8)
             if ttype.dtype in _SUBBYTE_BITS:
                 nbits = _SUBBYTE_BITS[ttype.dtype]
-                if raw.size != -(-count * nbits // 8):
+                if raw.size != packed_size(count, nbits):
                     raise MLCParametersError(f"{self.where}: constant {what}: {raw.size} bytes cannot hold {count} {ttype.dtype}")
                 return unpack_subbyte(raw, nbits, count, ttype.dtype.startswith("int")).reshape(shape)
             if raw.size != count * dtype.itemsize:
