@@ -3,6 +3,10 @@
 * Weights are params: float constants with more than one element go into a params dict
   (keyed by the const's output name), so XLA compiles fast, ``jax.grad`` reaches them, and
   ``save`` can write them back. Scalars, integer, bool and string constants stay numpy.
+* Compressed weights stay compressed: the data of ``constexpr_*`` ops (indices, LUTs, scales,
+  masks; inputs from iOS18 on, attributes in iOS16/17) are params of whatever dtype, and the
+  op decompresses them inside the jitted function. (As numpy constants XLA would fold the
+  decompression at compile time and hold the dense weight.)
 * Static vs traced: an op whose inputs are all static (numpy) is evaluated at trace time
   under ``jax.ensure_compile_time_eval`` and its result kept as numpy, so the shape
   arithmetic MIL programs do (``shape`` -> ``gather`` -> ``concat`` -> ``reshape``) folds away.
@@ -107,24 +111,33 @@ class FunctionLowering:
         self.fp16_as_fp32 = fp16_as_fp32
         self.defs: dict[int, OpDef] = {}
         static_names: set[str] = set()
+        compressed_names: set[str] = set()
         for op in function.iter_operations():
             if op.type == "const":
                 continue
             d = lookup(op.type, function.opset, op_name=op.name, model=model)
             self.defs[id(op)] = d
-            for key in d.static:
-                static_names.update(b.name for b in op.inputs.get(key, ()) if b.name)
+            for key, bindings in op.inputs.items():
+                names = {b.name for b in bindings if b.name}
+                if key in d.static:
+                    static_names.update(names)
+                elif is_constexpr(op):
+                    compressed_names.update(names)
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, Any] = {}
         with dtypes.precision(fp16_as_fp32):
             for op in function.iter_operations():
+                if is_constexpr(op):
+                    for key, value in constexpr_attributes(op).items():
+                        if _is_array(value):
+                            self.params[attribute_param(op, key)] = _param_array(value)
                 if op.type != "const":
                     continue
                 if "val" not in op.attributes or len(op.outputs) != 1:
                     raise MLCError(f"{model}: const operation {op.name!r} has no value")
                 name, value = op.outputs[0].name, op.attributes["val"]
-                if self._is_param(name, value, static_names):
-                    self.params[name] = np.asarray(value, dtype=dtypes.compute_array_dtype(value.dtype))
+                if self._is_param(name, value, static_names) or (name in compressed_names and _is_array(value)):
+                    self.params[name] = _param_array(value)
                 else:
                     self.consts[name] = _static_const(value)
 
@@ -203,6 +216,9 @@ class FunctionLowering:
     def run_op(self, op: Operation, env: dict, params: dict, counter: list[int]) -> tuple:
         d = self.defs[id(op)]
         kwargs = {key: self._argument(op, key, d, env) for key in op.inputs}
+        if is_constexpr(op):
+            for key, value in constexpr_attributes(op).items():
+                kwargs[key] = params[attribute_param(op, key)] if _is_array(value) else _static_const(value)
         if op.blocks:
             kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
         try:
@@ -231,6 +247,28 @@ class FunctionLowering:
             return self.run_block(block, inner, params, counter)
 
         return run
+
+
+def is_constexpr(op: Operation) -> bool:
+    return op.type.startswith("constexpr_")
+
+
+def constexpr_attributes(op: Operation) -> dict[str, Any]:
+    """The data an iOS16/17 ``constexpr_*`` op carries as attributes rather than inputs."""
+    return {k: v for k, v in op.attributes.items() if k != "name" and k not in op.inputs}
+
+
+def attribute_param(op: Operation, key: str) -> str:
+    """The params key of a constexpr op's attribute ``key``."""
+    return f"{op.name}@{key}"
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype != object and value.size > 1
+
+
+def _param_array(value: np.ndarray) -> np.ndarray:
+    return np.asarray(value, dtype=dtypes.compute_array_dtype(value.dtype))
 
 
 def _print_op(op: Operation, results: tuple, level: int) -> None:

@@ -1,0 +1,79 @@
+"""A pytest plugin that runs coremltools' own test suites against mlc.
+
+    python -m pytest -p mlc.testing.coremltools_plugin --pyargs \\
+        coremltools.converters.mil.mil.ops.tests.iOS17.test_activation
+
+coremltools ships its op tests inside the wheel. On macOS each case converts a program and
+compares Core ML's prediction with the expected values Apple wrote; elsewhere the comparison is
+skipped (``_IS_MACOS`` is false and ``MLModel.predict`` raises). This plugin makes the suite
+behave as on a Mac whose Core ML is mlc. It patches exactly these, before any test module is
+imported, and nothing in the test files:
+
+- ``coremltools._deps._IS_MACOS`` and ``coremltools.converters.mil.testing_utils._IS_MACOS``
+  are True, so ``compare_backend`` / ``compare_shapes`` run the prediction. (coremltools' library
+  code that read ``_IS_MACOS`` at its own import keeps the real value.)
+- ``coremltools.models.utils._macos_version`` reports macOS ``MACOS_VERSION`` (15.0, the release
+  that runs iOS18 programs), so no case is skipped as "needs a newer macOS". Library modules that
+  imported the function by name keep the original.
+- ``MLModel.predict`` and ``MLModel.make_state`` run through mlc (``mlc.coremltools_backend``);
+  the state is an ``mlc.State``, whose ``read_state`` / ``write_state`` match ``MLState``'s.
+  ``compute_units=CPU_ONLY`` selects JAX's CPU device; other compute units use JAX's default.
+
+Environment variables coremltools reads keep their meaning: ``INCLUDE_MIL_FP32_UNIT_TESTS=1``
+adds the fp32 mlprogram backends, ``PYMIL_TEST_TARGETS=mlprogram`` drops the neuralnetwork one.
+"""
+
+from __future__ import annotations
+
+import os
+
+MACOS_VERSION = (15, 0)
+
+_PATCHED: dict[tuple[object, str], object] = {}
+
+
+def _patch(owner, name: str, value) -> None:
+    _PATCHED.setdefault((owner, name), getattr(owner, name))
+    setattr(owner, name, value)
+
+
+def _macos_version():
+    return MACOS_VERSION
+
+
+def install() -> None:
+    """Apply the patches (idempotent)."""
+    if _PATCHED:
+        return
+    os.environ.setdefault("TQDM_DISABLE", "1")  # conversion progress bars
+    from mlc import coremltools_backend
+    from mlc._proto import import_coremltools
+
+    import_coremltools()
+    import coremltools._deps as deps
+    import coremltools.converters.mil.testing_utils as testing_utils
+    import coremltools.models.utils as model_utils
+
+    _patch(deps, "_IS_MACOS", True)
+    _patch(testing_utils, "_IS_MACOS", True)
+    _patch(model_utils, "_macos_version", _macos_version)
+    coremltools_backend.install()
+
+
+def uninstall() -> None:
+    """Undo every patch."""
+    from mlc import coremltools_backend
+
+    for (owner, name), value in _PATCHED.items():
+        setattr(owner, name, value)
+    _PATCHED.clear()
+    coremltools_backend.uninstall()
+
+
+def pytest_configure(config) -> None:
+    install()
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+
+
+def pytest_unconfigure(config) -> None:
+    uninstall()
