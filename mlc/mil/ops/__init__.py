@@ -1,19 +1,11 @@
-"""MIL op lowerings, one module per op family (mirroring coremltools' ``ops/defs``)."""
+"""MIL op lowerings, one module per op family (mirroring coremltools' ``ops/defs``).
 
-from mlc.mil.ops import (  # noqa: F401
-    activation,
-    classify,
-    conv,
-    elementwise_binary,
-    elementwise_unary,
-    image_resizing,
-    linear,
-    normalization,
-    pool,
-    reduction,
-    scatter_gather,
-    state,
-    tensor_operation,
-    tensor_transformation,
-    transformers,
-)
+Importing this package imports every family module in it, which registers its ops.
+"""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
