@@ -19,6 +19,9 @@ imported, and nothing in the test files:
   the state is an ``mlc.State``, whose ``read_state`` / ``write_state`` match ``MLState``'s.
   ``compute_units=CPU_ONLY`` selects JAX's CPU device; other compute units use JAX's default.
 
+Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
+it ran (``scripts/conformance.py`` counts results per op with it).
+
 Environment variables coremltools reads keep their meaning: ``INCLUDE_MIL_FP32_UNIT_TESTS=1``
 adds the fp32 mlprogram backends, ``PYMIL_TEST_TARGETS=mlprogram`` drops the neuralnetwork one.
 """
@@ -27,9 +30,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 MACOS_VERSION = (15, 0)
 
 _PATCHED: dict[tuple[object, str], object] = {}
+_OPS_RUN: set[str] = set()  # op types of the programs the current test ran
 
 
 def _patch(owner, name: str, value) -> None:
@@ -57,7 +63,19 @@ def install() -> None:
     _patch(deps, "_IS_MACOS", True)
     _patch(testing_utils, "_IS_MACOS", True)
     _patch(model_utils, "_macos_version", _macos_version)
+    _patch(coremltools_backend, "_mlc_model", _recording(coremltools_backend._mlc_model))
     coremltools_backend.install()
+
+
+def _recording(mlc_model):
+    """Wrap ``coremltools_backend._mlc_model`` to note the op types each prediction runs."""
+
+    def wrapped(mlmodel):
+        model = mlc_model(mlmodel)
+        _OPS_RUN.update(model._exe.op_histogram)
+        return model
+
+    return wrapped
 
 
 def uninstall() -> None:
@@ -77,3 +95,10 @@ def pytest_configure(config) -> None:
 
 def pytest_unconfigure(config) -> None:
     uninstall()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    _OPS_RUN.clear()
+    yield
+    item.user_properties.append(("mlc_ops", ",".join(sorted(_OPS_RUN))))

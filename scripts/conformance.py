@@ -1,0 +1,273 @@
+"""Run coremltools' own op tests against mlc and write the conformance report.
+
+    python scripts/conformance.py                 # whole MIL op suite, fp16 + fp32 -> conformance/mil.md
+    python scripts/conformance.py iOS17/test_conv.py iOS18   # rerun some files/folders, then rewrite the report
+    python scripts/conformance.py --report-only   # rewrite the report from the stored results
+
+The suite runs from the installed coremltools wheel (nothing is copied), through the pytest
+plugin ``mlc.testing.coremltools_plugin``, in parallel with pytest-xdist. Results are kept per
+test case in ``conformance/.results/<suite>.json`` (not committed), so a partial rerun updates
+only its cases. The report gives pass / fail / error / skip counts per test file and per MIL op,
+one line per failure with its reason, and the CI sample (``conformance/<suite>_sample.tsv``):
+for every test class and precision the first case, with the outcome recorded here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "conformance"
+PLUGIN = "mlc.testing.coremltools_plugin"
+
+# suite -> (folder inside the coremltools package, environment for coremltools' test settings)
+SUITES = {
+    "mil": (
+        "converters/mil/mil/ops/tests",
+        {"INCLUDE_MIL_FP32_UNIT_TESTS": "1", "PYMIL_TEST_TARGETS": "mlprogram"},
+    ),
+}
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+IGNORED_OPS = {"const", "cast"}  # in nearly every program: counting them says nothing
+
+
+def coremltools_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("coremltools")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("coremltools is not installed in this environment")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@dataclasses.dataclass
+class Case:
+    nodeid: str  # relative to the coremltools package: converters/.../test_x.py::TestY::test_z[...]
+    outcome: str
+    reason: str = ""
+    ops: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def file(self) -> str:
+        return self.nodeid.split("::")[0]
+
+    @property
+    def test_class(self) -> str:
+        parts = self.nodeid.split("::")
+        return "::".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+    @property
+    def precision(self) -> str:
+        m = re.search(r"precision='(fp16|fp32)'|\('mlprogram', '(fp16|fp32)'\)", self.nodeid)
+        return (m.group(1) or m.group(2)) if m else "n/a"
+
+
+# -- running ---------------------------------------------------------------------------------
+def run_pytest(suite: str, selection: list[str], workers: int, timeout: int, junit: Path, extra: list[str]) -> int:
+    folder, env_extra = SUITES[suite]
+    base = coremltools_dir() / folder
+    targets = [str(base / s) for s in selection] if selection else [str(base)]
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", PLUGIN, "-p", "no:cacheprovider", "-q",
+        "--rootdir", str(coremltools_dir().parent), "-o", "addopts=", "-o", "testpaths=",
+        f"--timeout={timeout}", f"--junitxml={junit}", *targets, *extra,
+    ]
+    if workers > 1:
+        cmd += ["-n", str(workers)]
+    env = {**os.environ, **env_extra, "TQDM_DISABLE": "1"}
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=env, cwd=str(coremltools_dir().parent))
+
+
+def one_line(text: str, limit: int = 220) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("ACTUAL", "DESIRED", "x:", "y:"))]
+    s = " / ".join(lines[:3]) if lines else "(no message)"
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def parse_junit(path: Path) -> list[Case]:
+    cases = []
+    for tc in ET.parse(path).iter("testcase"):
+        cls = tc.get("classname", "")
+        # classname is the dotted path from the rootdir: coremltools.converters...test_x.TestY
+        parts = cls.split(".")
+        module_end = max(i for i, p in enumerate(parts) if p.startswith("test_")) if any(p.startswith("test_") for p in parts) else len(parts) - 1
+        module = "/".join(parts[1 : module_end + 1]) + ".py"
+        nodeid = "::".join([module, *parts[module_end + 1 :], tc.get("name", "")])
+        outcome, reason = "passed", ""
+        for child in tc:
+            if child.tag == "failure":
+                outcome, reason = "failed", one_line(child.get("message") or child.text)
+            elif child.tag == "error":
+                outcome, reason = "error", one_line(child.get("message") or child.text)
+            elif child.tag == "skipped":
+                kind = child.get("type", "")
+                outcome = "xfailed" if kind == "pytest.xfail" else "skipped"
+                reason = one_line(child.get("message") or "")
+        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+        ops = tuple(o for o in (props.get("mlc_ops") or "").split(",") if o)
+        cases.append(Case(nodeid, outcome, reason, ops, float(tc.get("time") or 0)))
+    return cases
+
+
+# -- storing ---------------------------------------------------------------------------------
+def store_path(suite: str) -> Path:
+    return OUT / ".results" / f"{suite}.json"
+
+
+def load_store(suite: str) -> dict[str, Case]:
+    path = store_path(suite)
+    if not path.exists():
+        return {}
+    return {d["nodeid"]: Case(**{**d, "ops": tuple(d["ops"])}) for d in json.loads(path.read_text())}
+
+
+def save_store(suite: str, cases: dict[str, Case]) -> None:
+    path = store_path(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([dataclasses.asdict(c) for c in cases.values()]))
+    os.replace(tmp, path)
+
+
+# -- reporting -------------------------------------------------------------------------------
+def counts(cases) -> collections.Counter:
+    return collections.Counter(c.outcome for c in cases)
+
+
+def rate(cnt: collections.Counter) -> str:
+    ran = cnt["passed"] + cnt["failed"] + cnt["error"]
+    return f"{100.0 * cnt['passed'] / ran:.2f}%" if ran else "n/a"
+
+
+def table_row(name: str, cnt: collections.Counter) -> str:
+    return f"| {name} | " + " | ".join(str(cnt[o]) for o in OUTCOMES) + f" | {rate(cnt)} |"
+
+
+TABLE_HEAD = "| | " + " | ".join(OUTCOMES) + " | pass rate |\n|---|" + "---:|" * (len(OUTCOMES) + 1)
+
+
+def op_keys(case: Case) -> list[str]:
+    ops = [o for o in case.ops if o not in IGNORED_OPS] or list(case.ops)
+    return ops or [f"({case.test_class.split('::')[-1]})"]
+
+
+def machine() -> str:
+    import jax
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"jax {jax.__version__} ({jax.default_backend()}), coremltools {coremltools_version()}"
+    )
+
+
+def coremltools_version() -> str:
+    from importlib.metadata import version
+
+    return version("coremltools")
+
+
+def report(suite: str, cases: list[Case]) -> str:
+    folder = SUITES[suite][0]
+    by_precision = collections.defaultdict(list)
+    for c in cases:
+        by_precision[c.precision].append(c)
+    lines = [
+        f"# mlc conformance: coremltools' `{folder}` ({suite})",
+        "",
+        f"Written by `scripts/conformance.py` on {datetime.date.today()} ({machine()}).",
+        "Each case converts a program with coremltools and compares mlc's prediction with the",
+        "expected values in coremltools' test (Apple's tolerances). Pass rate = passed / (passed + failed + error).",
+        "",
+        "## Totals",
+        "",
+        TABLE_HEAD,
+        table_row("**all**", counts(cases)),
+    ]
+    for p in sorted(by_precision):
+        lines.append(table_row(f"precision {p}", counts(by_precision[p])))
+    lines += ["", "## Per test file", "", TABLE_HEAD]
+    by_file = collections.defaultdict(list)
+    for c in cases:
+        by_file[c.file].append(c)
+    for f in sorted(by_file):
+        lines.append(table_row(f"`{f.removeprefix(folder + '/')}`", counts(by_file[f])))
+    lines += ["", "## Per MIL op", "", "A case counts for every op of the program it ran (besides const and cast); "
+              "cases that never reached a prediction count under their test class.", "", TABLE_HEAD]
+    by_op = collections.defaultdict(list)
+    for c in cases:
+        for k in op_keys(c):
+            by_op[k].append(c)
+    for k in sorted(by_op):
+        lines.append(table_row(f"`{k}`", counts(by_op[k])))
+    failures = sorted((c for c in cases if c.outcome in ("failed", "error")), key=lambda c: c.nodeid)
+    lines += ["", f"## Failures ({len(failures)})", ""]
+    lines += [f"- `{c.nodeid.removeprefix(folder + '/')}`: {c.reason}" for c in failures] or ["None."]
+    skip_reasons = collections.Counter(c.reason for c in cases if c.outcome in ("skipped", "xfailed"))
+    lines += ["", "## Skip and xfail reasons (coremltools' own)", "", "| reason | cases |", "|---|---:|"]
+    lines += [f"| {r or '(none given)'} | {n} |" for r, n in skip_reasons.most_common()]
+    return "\n".join(lines) + "\n"
+
+
+def sample(cases: list[Case]) -> list[Case]:
+    """The first case (by node id) of every test class and precision that reached an outcome."""
+    first: dict[tuple[str, str], Case] = {}
+    for c in sorted(cases, key=lambda c: c.nodeid):
+        if c.outcome in ("passed", "failed", "error"):
+            first.setdefault((c.test_class, c.precision), c)
+    return list(first.values())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("selection", nargs="*", help="test files or folders inside the suite folder (default: all)")
+    ap.add_argument("--suite", default="mil", choices=sorted(SUITES))
+    ap.add_argument("-n", "--workers", type=int, default=2)
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per test case")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
+    ap.add_argument("--fresh", action="store_true", help="forget stored results first")
+    ap.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k ...)")
+    args = ap.parse_args(argv)
+    store = {} if args.fresh else load_store(args.suite)
+    if not args.report_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            junit = Path(tmp) / "junit.xml"
+            extra = [a for a in args.pytest_args if a != "--"]
+            run_pytest(args.suite, args.selection, args.workers, args.timeout, junit, extra)
+            if not junit.exists():
+                print("pytest wrote no results", file=sys.stderr)
+                return 1
+            for c in parse_junit(junit):
+                store[c.nodeid] = c
+        save_store(args.suite, store)
+    cases = list(store.values())
+    write_atomic(OUT / f"{args.suite}.md", report(args.suite, cases))
+    write_atomic(OUT / f"{args.suite}_sample.tsv", "".join(f"{c.nodeid}\t{c.outcome}\n" for c in sample(cases)))
+    cnt = counts(cases)
+    print(f"{args.suite}: {dict(cnt)} pass rate {rate(cnt)} -> {OUT / (args.suite + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
