@@ -28,6 +28,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from mlc.testing.coremltools_plugin import junit_nodeid
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "conformance"
 PLUGIN = "mlc.testing.coremltools_plugin"
@@ -102,12 +104,7 @@ def one_line(text: str, limit: int = 220) -> str:
 def parse_junit(path: Path) -> list[Case]:
     cases = []
     for tc in ET.parse(path).iter("testcase"):
-        cls = tc.get("classname", "")
-        # classname is the dotted path from the rootdir: coremltools.converters...test_x.TestY
-        parts = cls.split(".")
-        module_end = max(i for i, p in enumerate(parts) if p.startswith("test_")) if any(p.startswith("test_") for p in parts) else len(parts) - 1
-        module = "/".join(parts[1 : module_end + 1]) + ".py"
-        nodeid = "::".join([module, *parts[module_end + 1 :], tc.get("name", "")])
+        nodeid = junit_nodeid(tc.get("classname", ""), tc.get("name", ""))
         outcome, reason = "passed", ""
         for child in tc:
             if child.tag == "failure":

@@ -102,3 +102,15 @@ def pytest_runtest_call(item):
     _OPS_RUN.clear()
     yield
     item.user_properties.append(("mlc_ops", ",".join(sorted(_OPS_RUN))))
+
+
+def junit_nodeid(classname: str, name: str) -> str:
+    """The node id, relative to the coremltools package, of a junit ``testcase``.
+
+    With pytest's rootdir at site-packages, a case's junit ``classname`` is the dotted path
+    ``coremltools.converters.mil.mil.ops.tests.iOS14.test_activation.TestReLU``.
+    """
+    parts = classname.split(".")
+    modules = [i for i, p in enumerate(parts) if p.startswith("test_")]
+    end = modules[-1] if modules else len(parts) - 1
+    return "::".join(["/".join(parts[1 : end + 1]) + ".py", *parts[end + 1 :], name])
