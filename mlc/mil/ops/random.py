@@ -1,12 +1,13 @@
 """Random ops (iOS15 random.py; unchanged in later opsets), with ``jax.random``.
 
 A ``seed`` >= 0 keys the op with ``jax.random.key(seed)``: every call gives the same values
-(two ops with the same seed give the same stream, as their inputs say). The default seed -1
-asks for fresh values on every call: the key's bits are then read from ``os.urandom`` by an
-``io_callback``, a host call that XLA runs on every execution of the compiled function (it is
-effectful, so it is neither cached nor merged with another op's), and that works under jit,
-grad and vmap. Under vmap it is called once per batch, so the examples of a batch share the
-key (and ``random_categorical``'s noise).
+(and two ops with the same seed and shape the same ones). The default seed -1 asks for fresh
+values on every call: the key's bits are then read from ``os.urandom`` by an ``io_callback``,
+a host call that XLA runs on every execution of the compiled function (it is effectful, so it
+is neither cached nor merged with another op's); it works under jit, grad and vmap. Under vmap
+it is called once per batch, so the examples of a batch share the key. Caveat: an op whose
+inputs are all constants (a constant shape) is evaluated once at trace time by the lowering,
+so under jit its seed -1 values are fresh per compile, not per call.
 """
 
 import math
@@ -21,11 +22,11 @@ from mlc.mil import dtypes
 from mlc.mil.ops._helpers import static_int, static_ints, static_str
 from mlc.mil.registry import op
 
-_KEY_DATA = jax.ShapeDtypeStruct((2,), jnp.uint32)  # threefry2x32 key bits
+_KEY_DATA = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # the default PRNG's key bits
 
 
 def _entropy() -> np.ndarray:
-    return np.frombuffer(os.urandom(8), dtype=np.uint32)
+    return np.frombuffer(os.urandom(_KEY_DATA.size * 4), dtype=np.uint32).reshape(_KEY_DATA.shape)
 
 
 def _key(seed):
