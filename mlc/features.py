@@ -157,12 +157,20 @@ def _as_array(feature: Feature, value: Any, where: str) -> np.ndarray:
     raise MLCFeatureTypeError(f"{where}: expected a multiarray (numpy array), got {type(value).__name__}")
 
 
+def _whole_numbers(arr: np.ndarray, target: np.dtype) -> bool:
+    """Floats that hold whole numbers in range, given for an int input: Core ML converts them."""
+    if arr.dtype.kind != "f" or target.kind not in "iu" or not np.all(np.isfinite(arr)):
+        return False
+    info = np.iinfo(target)
+    return bool(np.array_equal(arr, np.trunc(arr)) and np.all((arr >= info.min) & (arr <= info.max)))
+
+
 def multiarray_input(feature: Feature, value: Any, where: str, *, batched: bool = False) -> np.ndarray:
     arr = _as_array(feature, value, where)
     if arr.dtype.kind in "USOV":
         raise MLCFeatureTypeError(f"{where}: expected {feature.type_string()}, got an array of {arr.dtype} (strings or objects)")
     target = feature.dtype or np.dtype(np.float32)
-    if arr.dtype != target and not np.can_cast(arr.dtype, target, casting="same_kind"):
+    if arr.dtype != target and not np.can_cast(arr.dtype, target, casting="same_kind") and not _whole_numbers(arr, target):
         raise MLCFeatureTypeError(
             f"{where}: dtype {arr.dtype} cannot be converted to the declared {target} without losing its meaning"
         )

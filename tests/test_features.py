@@ -67,9 +67,17 @@ def test_bad_inputs_are_named(add_model, feeds, match):
     assert info.value.code == "featureType"
 
 
-def test_float_into_int_input_is_refused(int_model):
+def test_fractional_float_into_int_input_is_refused(int_model):
     with pytest.raises(mlc.MLCFeatureTypeError, match=r"input 'n'.*float64 cannot be converted to the declared int32"):
-        int_model.predict({"n": np.ones(4)})
+        int_model.predict({"n": np.full(4, 1.5)})
+    with pytest.raises(mlc.MLCFeatureTypeError, match=r"input 'n'.*float32 cannot be converted"):
+        int_model.predict({"n": np.array([1, 2, np.nan, 4], np.float32)})
+
+
+def test_whole_number_floats_into_int_input_are_converted(int_model):
+    """Core ML converts them (coremltools' test harness feeds every input as float32)."""
+    (out,) = int_model.predict({"n": np.arange(4, dtype=np.float32)}).values()
+    np.testing.assert_array_equal(out, np.arange(1, 5))
 
 
 def test_inputs_must_be_a_dict(add_model):

@@ -223,7 +223,7 @@ class FunctionLowering:
             kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
         try:
             with jax.named_scope(op.name):
-                if is_static(list(kwargs.values())):
+                if d.fold and is_static(list(kwargs.values())):
                     with jax.ensure_compile_time_eval():
                         result = _to_numpy(d.fn(**kwargs))
                 else:

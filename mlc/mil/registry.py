@@ -29,6 +29,7 @@ class OpDef:
     variadic: frozenset[str]
     eager: bool
     since: str
+    fold: bool = True  # False: never evaluated at trace time (random ops draw anew on every call)
 
 
 _REGISTRY: dict[str, list[OpDef]] = {}
@@ -38,7 +39,7 @@ def _rank(opset: str) -> int:
     return OPSETS.index(opset) if opset in OPSETS else len(OPSETS)
 
 
-def op(name: str, *, static=(), variadic=(), eager: bool = False, since: str = "CoreML5"):
+def op(name: str, *, static=(), variadic=(), eager: bool = False, since: str = "CoreML5", fold: bool = True):
     """Register the decorated function as the lowering of MIL op ``name``."""
     if since not in OPSETS:
         raise ValueError(f"unknown opset {since!r}")
@@ -47,7 +48,7 @@ def op(name: str, *, static=(), variadic=(), eager: bool = False, since: str = "
         defs = _REGISTRY.setdefault(name, [])
         if any(d.since == since for d in defs):
             raise ValueError(f"MIL op {name!r} is already registered for {since}")
-        defs.append(OpDef(name, fn, frozenset(static), frozenset(variadic), eager, since))
+        defs.append(OpDef(name, fn, frozenset(static), frozenset(variadic), eager, since, fold))
         defs.sort(key=lambda d: _rank(d.since))
         return fn
 

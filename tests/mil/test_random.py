@@ -228,11 +228,6 @@ def test_categorical_seed_reproducible_and_unseeded_fresh():
     assert not np.array_equal(categorical(unseeded, x), categorical(unseeded, x))  # chance 10**-128
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lower.py evaluates an op whose inputs are all constants at trace time, so under jit a "
-    "seed -1 random op with a constant shape is folded into the compiled function once",
-)
 def test_unseeded_static_shape_fresh_per_call():
     model = all_ops_model(-1)
     first, second = samples(model), samples(model)

@@ -5,9 +5,9 @@ A ``seed`` >= 0 keys the op with ``jax.random.key(seed)``: every call gives the 
 values on every call: the key's bits are then read from ``os.urandom`` by an ``io_callback``,
 a host call that XLA runs on every execution of the compiled function (it is effectful, so it
 is neither cached nor merged with another op's); it works under jit, grad and vmap. Under vmap
-it is called once per batch, so the examples of a batch share the key. Caveat: an op whose
-inputs are all constants (a constant shape) is evaluated once at trace time by the lowering,
-so under jit its seed -1 values are fresh per compile, not per call.
+it is called once per batch, so the examples of a batch share the key.
+The ops register with ``fold=False``: the lowering never evaluates them at trace time, even
+when every input is a constant, so a compiled function draws anew on every call.
 """
 
 import math
@@ -53,21 +53,21 @@ def _sample(draw, seed, shape, dtype, **kwargs):
     return draw(_key(seed), (math.prod(shape),), dtype, **kwargs).reshape(shape)
 
 
-@op("random_bernoulli", static=("shape", "seed"))
+@op("random_bernoulli", static=("shape", "seed"), fold=False)
 def random_bernoulli(shape, prob=0.5, seed=-1):
     """1 with probability ``prob``, else 0, in prob's dtype."""
     u = _sample(jax.random.uniform, seed, static_ints(shape), jnp.float32)
     return (u < jnp.asarray(prob, jnp.float32)).astype(_float_dtype(prob))
 
 
-@op("random_normal", static=("shape", "seed"))
+@op("random_normal", static=("shape", "seed"), fold=False)
 def random_normal(shape, mean=0.0, stddev=1.0, seed=-1):
     dtype = _float_dtype(mean, stddev)
     z = _sample(jax.random.normal, seed, static_ints(shape), dtype)
     return jnp.asarray(mean, dtype) + jnp.asarray(stddev, dtype) * z
 
 
-@op("random_uniform", static=("shape", "seed"))
+@op("random_uniform", static=("shape", "seed"), fold=False)
 def random_uniform(shape, low=0.0, high=1.0, seed=-1):
     """Uniform on [low, high); ``low`` everywhere when high == low."""
     dtype = _float_dtype(low, high)
@@ -75,7 +75,7 @@ def random_uniform(shape, low=0.0, high=1.0, seed=-1):
     return _sample(jax.random.uniform, seed, static_ints(shape), dtype, minval=low, maxval=high)
 
 
-@op("random_categorical", static=("mode", "size", "seed"))
+@op("random_categorical", static=("mode", "size", "seed"), fold=False)
 def random_categorical(x, mode="logits", size=1, seed=-1):
     """``size`` draws (with replacement) of a class index along x's last axis, as x's dtype;
     x holds logits, or probabilities with mode "probs". Gumbel-max: argmax(logits + Gumbel noise)."""

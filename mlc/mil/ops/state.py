@@ -20,6 +20,11 @@ class StateCell:
         self.value = value
 
 
+def _stored(state: StateCell, value):
+    """``value`` as Core ML's fp16 state storage holds it (states are fp16 only), in the state's dtype."""
+    return jnp.asarray(value).astype(jnp.float16).astype(jnp.result_type(state.value))
+
+
 @op("read_state", since="CoreML8")
 def read_state(input):
     return input.value
@@ -28,11 +33,11 @@ def read_state(input):
 @op("coreml_update_state", since="CoreML8")
 def coreml_update_state(state, value):
     """Write ``value`` into ``state`` and return it."""
-    state.value = jnp.asarray(value).astype(jnp.result_type(state.value))
+    state.value = _stored(state, value)
     return state.value
 
 
 @op("write_state", since="CoreML8")
 def write_state(input, data):
     """Serialized form of ``coreml_update_state``: store ``data`` in state ``input``; no outputs."""
-    input.value = jnp.asarray(data).astype(jnp.result_type(input.value))
+    input.value = _stored(input, data)

@@ -145,15 +145,35 @@ def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, s
     return jnp.asarray(x)[_index(jnp.shape(x), begin, end, stride, begin_mask, end_mask, squeeze_mask)]
 
 
-@op("slice_update", static=_SLICE_STATIC, since="CoreML8")
+@op("slice_update", static=("stride", "begin_mask", "end_mask", "squeeze_mask"), since="CoreML8")
 def slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
-    """x with x[slice] = update, the slice as in slice_by_index."""
+    """x with x[slice] = update, the slice as in slice_by_index. A begin/end computed at run time
+    (a KV cache's write position) needs unit strides; the update's shape sizes the slice."""
     x = jnp.asarray(x)
+    if not (isinstance(begin, (np.ndarray, np.generic)) and isinstance(end, (np.ndarray, np.generic))):
+        return _dynamic_slice_update(x, update, begin, stride, begin_mask, squeeze_mask)
     index = _index(x.shape, begin, end, stride, begin_mask, end_mask, squeeze_mask)
     target = jnp.shape(x[index])
     if math.prod(target) != jnp.size(update):
         raise ValueError(f"slice_update: update of shape {jnp.shape(update)} does not fit the slice of shape {target}")
     return x.at[index].set(jnp.reshape(update, target).astype(x.dtype))
+
+
+def _dynamic_slice_update(x, update, begin, stride, begin_mask, squeeze_mask):
+    """slice_update at a traced ``begin``: lax.dynamic_update_slice (which clamps so the update fits)."""
+    rank = x.ndim
+    stride, begin_mask, squeeze_mask = _per_axis(stride, rank, 1), _per_axis(begin_mask, rank, 0), _per_axis(squeeze_mask, rank, 0)
+    if any(s != 1 for s in stride):
+        raise ValueError("slice_update with a begin or end computed at run time needs unit strides")
+    begin = jnp.asarray(begin, jnp.int32).reshape(-1)
+    sizes = list(jnp.shape(update))
+    for i in range(rank):
+        if squeeze_mask[i]:
+            sizes.insert(i, 1)
+    if len(sizes) != rank:
+        raise ValueError(f"slice_update: update of shape {jnp.shape(update)} does not match x's rank {rank}")
+    starts = [0 if begin_mask[i] else jnp.where(begin[i] < 0, begin[i] + x.shape[i], begin[i]) for i in range(rank)]
+    return lax.dynamic_update_slice(x, jnp.reshape(update, sizes).astype(x.dtype), starts)
 
 
 @op("slice_by_size", static=("size",))
