@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc.testing.coremltools_plugin import junit_nodeid
+from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE, junit_nodeid
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "conformance" / "mil_sample.tsv"
@@ -32,13 +32,19 @@ def _coremltools_dir() -> Path:
 
 
 def _outcomes(junit: Path) -> dict[str, str]:
-    """Outcome by test name (file::class::test) from a junit file written with rootdir = site-packages."""
+    """Outcome by test name (file::class::test) from a junit file written with rootdir = site-packages.
+
+    A case the plugin marks xfail as FP16_AT_FP32_TOLERANCE (fp16 program, fp32 tolerance; it
+    passed at fp16 tolerance) counts as passed: with unseeded random data such a case can land
+    on either side of the fp32 tolerance from one run to the next.
+    """
     out = {}
     for tc in ET.parse(junit).iter("testcase"):
         nodeid = junit_nodeid(tc.get("classname", ""), tc.get("name", ""))
         failed = any(child.tag in ("failure", "error") for child in tc)
-        skipped = any(child.tag == "skipped" for child in tc)
-        out[nodeid] = "failed" if failed else "skipped" if skipped else "passed"
+        skips = [child for child in tc if child.tag == "skipped"]
+        fp16 = any(FP16_AT_FP32_TOLERANCE in (child.get("message") or "") for child in skips)
+        out[nodeid] = "failed" if failed else "skipped" if skips and not fp16 else "passed"
     return out
 
 

@@ -19,6 +19,15 @@ imported, and nothing in the test files:
   the state is an ``mlc.State``, whose ``read_state`` / ``write_state`` match ``MLState``'s.
   ``compute_units=CPU_ONLY`` selects JAX's CPU device; other compute units use JAX's default.
 
+- ``compare_backend`` (as the op tests' ``testing_utils`` imported it) is wrapped for one case
+  no runtime can pass: a program whose tensors are typed fp16, run on an fp32 backend, is held to
+  fp32 tolerance (atol 1e-4) against an expected value computed in fp32, while its fp16 result
+  alone is rounded by up to 4.9e-4 near 1.0. Apple's default test run has no fp32 backend
+  (``INCLUDE_MIL_FP32_UNIT_TESTS`` is opt-in), so Apple never meets these. When such a case fails
+  at fp32 tolerance it is checked again at the tolerance coremltools applies to every fp16
+  computation, and reported as xfail (``FP16_AT_FP32_TOLERANCE``) if that passes; otherwise it
+  stays a failure.
+
 Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
 it ran (``scripts/conformance.py`` counts results per op with it).
 
@@ -33,6 +42,10 @@ import os
 import pytest
 
 MACOS_VERSION = (15, 0)
+FP16_AT_FP32_TOLERANCE = (
+    "fp16-typed program held to fp32 tolerance: fp16 rounding exceeds atol 1e-4 on any runtime; "
+    "passes at coremltools' fp16 tolerance"
+)
 
 _PATCHED: dict[tuple[object, str], object] = {}
 _OPS_RUN: set[str] = set()  # op types of the programs the current test ran
@@ -58,11 +71,13 @@ def install() -> None:
     import_coremltools()
     import coremltools._deps as deps
     import coremltools.converters.mil.testing_utils as testing_utils
+    import coremltools.converters.mil.mil.ops.tests.testing_utils as op_testing_utils
     import coremltools.models.utils as model_utils
 
     _patch(deps, "_IS_MACOS", True)
     _patch(testing_utils, "_IS_MACOS", True)
     _patch(model_utils, "_macos_version", _macos_version)
+    _patch(op_testing_utils, "compare_backend", _fp16_aware(op_testing_utils.compare_backend))
     _patch(coremltools_backend, "_mlc_model", _recording(coremltools_backend._mlc_model))
     coremltools_backend.install()
 
@@ -76,6 +91,40 @@ def _recording(mlc_model):
         return model
 
     return wrapped
+
+
+def _fp16_aware(compare_backend):
+    """Wrap ``compare_backend``: see FP16_AT_FP32_TOLERANCE in the module docstring."""
+
+    def wrapped(mlmodel, input_key_values, expected_outputs, dtype="fp32", *args, **kwargs):
+        try:
+            return compare_backend(mlmodel, input_key_values, expected_outputs, dtype, *args, **kwargs)
+        except AssertionError:
+            if dtype != "fp32" or kwargs.get("state") is not None or not _has_fp16_tensors(mlmodel):
+                raise
+        compare_backend(mlmodel, input_key_values, expected_outputs, "fp16", *args, **kwargs)
+        pytest.xfail(FP16_AT_FP32_TOLERANCE)
+
+    return wrapped
+
+
+def _has_fp16_tensors(mlmodel) -> bool:
+    """Whether any input, output or op result of the ML Program is typed fp16."""
+    spec = mlmodel.get_spec()
+    if spec.WhichOneof("Type") != "mlProgram":
+        return False
+    from mlc._proto import import_coremltools
+
+    ct = import_coremltools()
+    fp16 = ct.proto.MIL_pb2.DataType.FLOAT16
+    for function in spec.mlProgram.functions.values():
+        if any(v.type.tensorType.dataType == fp16 for v in function.inputs):
+            return True
+        for block in function.block_specializations.values():
+            for operation in block.operations:
+                if any(v.type.tensorType.dataType == fp16 for v in operation.outputs):
+                    return True
+    return False
 
 
 def uninstall() -> None:
