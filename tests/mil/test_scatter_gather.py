@@ -197,3 +197,35 @@ def test_scatter_nd(target, mode, depth):
         target=target,
     )
     close(out, _ref_scatter(data, tuple(np.moveaxis(indices, -1, 0)), updates, mode))
+
+
+# -- negative scatter indices: wrapped up to iOS16, out of bounds (dropped) from iOS17 --------
+@pytest.mark.parametrize("target, wrapped", [("iOS16", True), ("iOS17", False)])
+def test_scatter_negative_index_wraps_before_ios17_only(target, wrapped):
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    updates = np.full((2, 3), 10, np.float32)
+    indices = np.array([-1, 0], np.int32)
+    (out,) = run_mil(
+        lambda data, updates, indices: mb.scatter(data=data, indices=indices, updates=updates, mode="add"),
+        {"data": data, "updates": updates, "indices": indices},
+        target=target,
+    )
+    expected = data.copy()
+    expected[0] += 10
+    if wrapped:
+        expected[1] += 10
+    same(out, expected)
+
+
+@pytest.mark.parametrize("op", ["scatter_along_axis", "scatter_nd"])
+def test_ios17_negative_scatter_indices_are_dropped(op):
+    data = np.arange(4, dtype=np.float32)
+    updates = np.array([5, 7], np.float32)
+    if op == "scatter_nd":
+        indices = np.array([[-1], [2]], np.int32)
+        build = lambda data, updates, indices: mb.scatter_nd(data=data, indices=indices, updates=updates, mode="update")
+    else:
+        indices = np.array([-1, 2], np.int32)
+        build = lambda data, updates, indices: mb.scatter_along_axis(data=data, indices=indices, updates=updates, mode="update")
+    (out,) = run_mil(build, {"data": data, "updates": updates, "indices": indices}, target="iOS17")
+    same(out, np.array([0, 1, 7, 3], np.float32))

@@ -1,8 +1,10 @@
 """Gather and scatter (iOS15/iOS16/iOS17 scatter_gather.py).
 
-Negative indices wrap as in numpy (iOS15/16; iOS17 calls them out of bounds, with undefined
-results). Out-of-bounds indices are undefined in Core ML: gathers fill (NaN for floats) and
-scatters drop them. ``validate_indices`` is checked when the indices are known at compile time.
+Negative indices wrap as in numpy up to iOS16. iOS17 calls them out of bounds, with undefined
+results unless ``validate_indices``: gathers still wrap them, iOS17 scatters drop their updates
+(Apple's iOS17 test checks that a negative scatter index is not wrapped). Other out-of-bounds
+indices are undefined in Core ML: gathers fill (NaN for floats) and scatters drop them.
+``validate_indices`` is checked when the indices are known at compile time.
 """
 
 import jax
@@ -54,50 +56,84 @@ def gather_nd(x, indices, batch_dims=0, validate_indices=False):
     return _batched(take, b)(jnp.asarray(x), jnp.asarray(indices))
 
 
-def _scatter(data, index, updates, mode):
-    """``data`` with ``updates`` combined in at ``data[index]`` by ``mode``; repeated indices accumulate."""
+def _scatter(data, index, updates, mode, wrap: bool = True):
+    """``data`` with ``updates`` combined in at ``data[index]`` by ``mode``; repeated indices accumulate.
+
+    Out-of-bounds updates are dropped; negative indices wrap only when ``wrap``.
+    """
     mode = static_str(mode)
     data, updates = jnp.asarray(data), jnp.asarray(updates)
     at = data.at[index]
+    kw = dict(mode="drop", wrap_negative_indices=wrap)
     if mode == "update":
-        return at.set(updates)
+        return at.set(updates, **kw)
     if mode == "add":
-        return at.add(updates)
+        return at.add(updates, **kw)
     if mode == "sub":
-        return at.add(-updates)
+        return at.add(-updates, **kw)
     if mode == "mul":
-        return at.multiply(updates)
+        return at.multiply(updates, **kw)
     if mode == "div":
-        return at.divide(updates).astype(data.dtype)  # int data: truncated
+        return at.divide(updates, **kw).astype(data.dtype)  # int data: truncated
     if mode == "max":
-        return at.max(updates)
+        return at.max(updates, **kw)
     if mode == "min":
-        return at.min(updates)
+        return at.min(updates, **kw)
     raise ValueError(f"unknown scatter mode {mode!r}")
+
+
+def _scatter_axis(data, indices, updates, axis, mode, validate_indices, wrap):
+    axis = norm_axes(axis, jnp.ndim(data))[0]
+    _check_indices(indices, jnp.shape(data)[axis], validate_indices)
+    return _scatter(data, (slice(None),) * axis + (jnp.asarray(indices),), updates, mode, wrap)
+
+
+def _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wrap):
+    axis = norm_axes(axis, jnp.ndim(data))[0]
+    _check_indices(indices, jnp.shape(data)[axis], validate_indices)
+    grid = list(jnp.indices(jnp.shape(indices), sparse=True))
+    grid[axis] = jnp.asarray(indices)
+    return _scatter(data, tuple(grid), updates, mode, wrap)
+
+
+def _scatter_nd(data, indices, updates, mode, validate_indices, wrap):
+    k = jnp.shape(indices)[-1]
+    _check_indices(indices, jnp.shape(data)[:k], validate_indices)
+    indices = jnp.asarray(indices)
+    return _scatter(data, tuple(indices[..., d] for d in range(k)), updates, mode, wrap)
 
 
 @op("scatter", static=("axis", "mode", "validate_indices"))
 def scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
     """1-D indices along axis; updates have shape data.shape[:axis] + [len(indices)] + data.shape[axis+1:]."""
-    axis = norm_axes(axis, jnp.ndim(data))[0]
-    _check_indices(indices, jnp.shape(data)[axis], validate_indices)
-    return _scatter(data, (slice(None),) * axis + (jnp.asarray(indices),), updates, mode)
+    return _scatter_axis(data, indices, updates, axis, mode, validate_indices, wrap=True)
+
+
+@op("scatter", static=("axis", "mode", "validate_indices"), since="CoreML7")
+def scatter_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """iOS17: negative indices are out of bounds (their updates are dropped)."""
+    return _scatter_axis(data, indices, updates, axis, mode, validate_indices, wrap=False)
 
 
 @op("scatter_along_axis", static=("axis", "mode", "validate_indices"))
 def scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False):
     """updates[p] goes to data[p with p[axis] replaced by indices[p]]."""
-    axis = norm_axes(axis, jnp.ndim(data))[0]
-    _check_indices(indices, jnp.shape(data)[axis], validate_indices)
-    grid = list(jnp.indices(jnp.shape(indices), sparse=True))
-    grid[axis] = jnp.asarray(indices)
-    return _scatter(data, tuple(grid), updates, mode)
+    return _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wrap=True)
+
+
+@op("scatter_along_axis", static=("axis", "mode", "validate_indices"), since="CoreML7")
+def scatter_along_axis_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """iOS17: negative indices are out of bounds (their updates are dropped)."""
+    return _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wrap=False)
 
 
 @op("scatter_nd", static=("mode", "validate_indices"))
 def scatter_nd(data, indices, updates, mode="add", validate_indices=False):
     """updates[i] goes to data[indices[i]], with indices[i] addressing the leading indices.shape[-1] axes."""
-    k = jnp.shape(indices)[-1]
-    _check_indices(indices, jnp.shape(data)[:k], validate_indices)
-    indices = jnp.asarray(indices)
-    return _scatter(data, tuple(indices[..., d] for d in range(k)), updates, mode)
+    return _scatter_nd(data, indices, updates, mode, validate_indices, wrap=True)
+
+
+@op("scatter_nd", static=("mode", "validate_indices"), since="CoreML7")
+def scatter_nd_ios17(data, indices, updates, mode="add", validate_indices=False):
+    """iOS17: negative indices are out of bounds (their updates are dropped)."""
+    return _scatter_nd(data, indices, updates, mode, validate_indices, wrap=False)
