@@ -6,6 +6,7 @@ from mlc._errors import (
     MLCIOError,
     MLCParametersError,
     MLCUnsupportedError,
+    MLCPredictionError,
     MLCUpdateError,
 )
 from mlc.classification import Classification
@@ -20,6 +21,7 @@ __all__ = [
     "MLCIOError",
     "MLCParametersError",
     "MLCUnsupportedError",
+    "MLCPredictionError",
     "MLCUpdateError",
     "Model",
     "load",

@@ -42,6 +42,13 @@ class MLCUnsupportedError(MLCError, NotImplementedError):
     code = "unsupported"
 
 
+class MLCPredictionError(MLCError, RuntimeError):
+    """The model is valid but refused these input values when it ran (Core ML's run-time
+    errors, such as out-of-bounds indices under ``validate_indices``)."""
+
+    code = "generic"
+
+
 class MLCUpdateError(MLCError):
     """Training or updating a model failed."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -13,7 +14,7 @@ from mlc._errors import MLCFeatureTypeError, MLCParametersError, MLCUnsupportedE
 from mlc.classification import Classification
 from mlc.executable import Executable
 from mlc.format.spec import LoadedSpec, load_spec
-from mlc.mil import dtypes
+from mlc.mil import checks, dtypes
 from mlc.mil.lower import STATES, DataDependentShapeError, debugging
 
 _PRECISIONS = ("auto", "float32", "float16")
@@ -109,10 +110,18 @@ class Model:
         ``inputs`` are program-level arrays by name (an image as float32 ``(1, C, H, W)`` in
         the declared channel order); classifier outputs come back as ``Classification``.
         """
-        return self._exe.fn, self.params
+        return _without_checks(self._exe.fn), self.params
 
     def _run(self, inputs: dict) -> dict:
-        """One call: jitted, or op by op for data-dependent shapes and debugging (MLC_DEBUG)."""
+        """One call: jitted, or op by op for data-dependent shapes and debugging (MLC_DEBUG).
+
+        Run-time checks the program asserted (``mlc.mil.checks``) raise here.
+        """
+        raw = self._call(inputs)
+        checks.raise_failed(raw.pop(checks.CHECKS, {}))
+        return raw
+
+    def _call(self, inputs: dict) -> dict:
         if self._exe.eager or debugging():
             return self._exe.fn(self.params, inputs)
         if self._jitted is None:
@@ -236,6 +245,7 @@ class Model:
         """
         inputs, n = self._prepare_batch(data)
         raw = self._compiled_batched()(self.params, inputs)
+        checks.raise_failed(raw.pop(checks.CHECKS, {}))
         out = {}
         for name in list(self.output_description) or list(raw):
             value = raw[name]
@@ -267,6 +277,19 @@ class State:
         if value.shape != current.shape:
             raise MLCFeatureTypeError(f"{self.model.name}: state {name!r} has shape {current.shape}, got {value.shape}")
         self.values[name] = value.astype(current.dtype)
+
+
+def _without_checks(fn):
+    """``fn`` without the run-time check flags in its outputs (a pure function cannot raise on them)."""
+
+    @functools.wraps(fn)
+    def pure(params, inputs):
+        out = fn(params, inputs)
+        if isinstance(out, dict) and checks.CHECKS in out:
+            out = {k: v for k, v in out.items() if k != checks.CHECKS}
+        return out
+
+    return pure
 
 
 def load(

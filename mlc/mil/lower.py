@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from mlc._errors import MLCError, MLCUnsupportedError
-from mlc.mil import dtypes
+from mlc.mil import checks, dtypes
 from mlc.mil.ir import Block, Function, Operation, StateType
 from mlc.mil.ops.state import StateCell
 from mlc.mil.registry import OpDef, lookup
@@ -161,8 +161,9 @@ class FunctionLowering:
         return [nv.name for nv in self.function.inputs if isinstance(nv.type, StateType)]
 
     def __call__(self, params: dict, inputs: dict) -> dict:
-        """Outputs by name; a stateful function also returns its final states under ``STATES``."""
-        with dtypes.precision(self.fp16_as_fp32):
+        """Outputs by name; a stateful function also returns its final states under ``STATES``,
+        and one with run-time checks (``mlc.mil.checks``) their flags under ``CHECKS``."""
+        with dtypes.precision(self.fp16_as_fp32), checks.collecting() as flags:
             env: dict[str, Any] = dict(inputs)
             cells = {name: StateCell(name, inputs[name]) for name in self.state_names}
             env.update(cells)
@@ -173,6 +174,8 @@ class FunctionLowering:
             outputs = {name: env[name] for name in self.function.block.outputs}
             if cells:
                 outputs[STATES] = {name: cell.value for name, cell in cells.items()}
+            if flags:
+                outputs[checks.CHECKS] = dict(flags)
             return outputs
 
     def run_block(self, block: Block, env: dict, params: dict, counter: list[int]) -> list:
@@ -222,7 +225,7 @@ class FunctionLowering:
         if op.blocks:
             kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
         try:
-            with jax.named_scope(op.name):
+            with jax.named_scope(op.name), checks.operation(f"{self.model}: operation {op.name!r} ({op.type})"):
                 if d.fold and is_static(list(kwargs.values())):
                     with jax.ensure_compile_time_eval():
                         result = _to_numpy(d.fn(**kwargs))
@@ -244,7 +247,8 @@ class FunctionLowering:
             inner = dict(env)
             for nv, v in zip(block.inputs, block_inputs):
                 inner[nv.name] = v
-            return self.run_block(block, inner, params, counter)
+            with checks.not_collecting():
+                return self.run_block(block, inner, params, counter)
 
         return run
 

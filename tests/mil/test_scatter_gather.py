@@ -229,3 +229,37 @@ def test_ios17_negative_scatter_indices_are_dropped(op):
         build = lambda data, updates, indices: mb.scatter_along_axis(data=data, indices=indices, updates=updates, mode="update")
     (out,) = run_mil(build, {"data": data, "updates": updates, "indices": indices}, target="iOS17")
     same(out, np.array([0, 1, 7, 3], np.float32))
+
+
+# -- validate_indices on indices that are model inputs: checked when the model runs ------------
+def _validating_scatter_model():
+    from mlc.testing.mil_program import mil_model
+
+    build = lambda data, updates, indices: mb.scatter(data=data, indices=indices, updates=updates, validate_indices=True)
+    return mil_model(build, {"data": ((2, 3), "fp32"), "updates": ((2, 3), "fp32"), "indices": ((2,), "int32")}, target="iOS17")
+
+
+def test_validate_indices_refuses_out_of_bounds_input_indices_at_run_time():
+    import mlc
+
+    model = _validating_scatter_model()
+    data, updates = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+    (name,) = model.output_description
+    ok = model.predict({"data": data, "updates": updates, "indices": np.array([1, 0], np.int32)})
+    same(ok[name], np.ones((2, 3), np.float32))
+    for bad in ([-1, 0], [2, 0]):
+        with pytest.raises(mlc.MLCPredictionError, match=r"Unable to compute the prediction using ML Program: .*scatter.*validate_indices"):
+            model.predict({"data": data, "updates": updates, "indices": np.array(bad, np.int32)})
+    batch = {"data": np.stack([data, data]), "updates": np.stack([updates, updates]), "indices": np.array([[1, 0], [0, 5]], np.int32)}
+    with pytest.raises(mlc.MLCPredictionError):
+        model.predict_batch(batch)
+
+
+def test_jax_function_has_no_check_outputs():
+    """Under jit the pure function cannot raise on traced indices; it returns just the outputs."""
+    import jax
+
+    model = _validating_scatter_model()
+    fn, params = model.jax_function()
+    out = jax.jit(fn)(params, {"data": np.zeros((2, 3), np.float32), "updates": np.ones((2, 3), np.float32), "indices": np.array([7, 0], np.int32)})
+    assert set(out) == set(model.output_description)

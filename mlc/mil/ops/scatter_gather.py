@@ -11,16 +11,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlc.mil.checks import require
 from mlc.mil.ops._helpers import norm_axes, static_bool, static_int, static_str
 from mlc.mil.registry import op
 
 
 def _check_indices(indices, upper, validate) -> None:
-    """With ``validate_indices``, static indices must lie in [0, upper) (upper broadcasts over the last axis)."""
-    if static_bool(validate) and not isinstance(indices, jax.Array):
-        indices = np.asarray(indices)
-        if np.any((indices < 0) | (indices >= np.asarray(upper))):
-            raise IndexError(f"indices out of bounds: expected values in [0, {upper}), got {indices.tolist()}")
+    """With ``validate_indices``, indices must lie in [0, upper) (upper broadcasts over the last axis).
+
+    Indices known at compile time are checked then; indices computed from the inputs are
+    checked when the model runs (``mlc.mil.checks``), as Core ML does.
+    """
+    if not static_bool(validate):
+        return
+    xp = np if isinstance(indices, np.ndarray) else jnp
+    ok = (indices >= 0) & (indices < xp.asarray(upper, dtype=indices.dtype))
+    require(ok, f"validate_indices is set and an index lies outside [0, {tuple(upper) if np.ndim(upper) else upper})")
 
 
 def _batched(fn, batch_dims: int):
