@@ -28,7 +28,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from mlc.testing.coremltools_plugin import junit_nodeid
+from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE, junit_nodeid
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "conformance"
@@ -42,6 +42,30 @@ SUITES = {
     ),
 }
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+# Failures whose cause was traced to the test rather than to mlc: (pattern, why). The pattern is
+# searched in "<node id> => <failure message>"; the report prints the explanation after the message.
+KNOWN_FAILURES = [
+    (
+        r"iOS1[67]/test_image_resizing\.py::TestCropResize::test_builder_to_backend_ios1[67]\[.*precision='fp32'",
+        "Apple's expected value 7.899 is the bilinear value 7.9 (row 1.5, column 0.9 of 4*r+c+1) "
+        "written to three decimals; it holds at fp16 tolerance only",
+    ),
+    (
+        r"iOS15/test_image_resizing\.py::TestCropResize::test_builder_to_backend_smoke\[",
+        "box [2, 2, 1, 1] (normalized, inverted, outside the image): the spec requires [0, 1]; "
+        "Apple's expected value is a resize of the whole image, a behaviour the spec does not define",
+    ),
+    (
+        r"iOS1[56]/test_image_resizing\.py::TestResample::test_builder_to_backend_smoke.*precision='fp32'.* => assert 0 == 2",
+        "the test counts the program's cast ops (2, inserted by the fp16 conversion pass); the fp32 "
+        "backend's program has none. The prediction itself matched",
+    ),
+    (
+        r"'neuralnetwork'|TestSliceByIndex::test_slice_by_index_slice_squeeze_separate",
+        "the case converts to a NeuralNetwork model, which is issue 4 (mlc runs ML Programs only)",
+    ),
+]
 IGNORED_OPS = {"const", "cast"}  # in nearly every program: counting them says nothing
 
 
@@ -197,6 +221,14 @@ def report(suite: str, cases: list[Case]) -> str:
     ]
     for p in sorted(by_precision):
         lines.append(table_row(f"precision {p}", counts(by_precision[p])))
+    fp16_xfails = [c for c in cases if c.outcome == "xfailed" and FP16_AT_FP32_TOLERANCE in c.reason]
+    if fp16_xfails:
+        lines += ["", f"{len(fp16_xfails)} of the xfails are the plugin's fp16-typed programs on the fp32 backend "
+                  "(see the reasons below). Counted as failures instead, the pass rates would be:", ""]
+        for p in sorted(by_precision):
+            cnt = counts(by_precision[p])
+            cnt["failed"] += sum(1 for c in fp16_xfails if c.precision == p)
+            lines.append(f"- precision {p}: {rate(cnt)}")
     lines += ["", "## Per test file", "", TABLE_HEAD]
     by_file = collections.defaultdict(list)
     for c in cases:
@@ -213,11 +245,24 @@ def report(suite: str, cases: list[Case]) -> str:
         lines.append(table_row(f"`{k}`", counts(by_op[k])))
     failures = sorted((c for c in cases if c.outcome in ("failed", "error")), key=lambda c: c.nodeid)
     lines += ["", f"## Failures ({len(failures)})", ""]
-    lines += [f"- `{c.nodeid.removeprefix(folder + '/')}`: {c.reason}" for c in failures] or ["None."]
+    lines += [f"- `{c.nodeid.removeprefix(folder + '/')}`: {c.reason}{known_cause(c)}" for c in failures] or ["None."]
     skip_reasons = collections.Counter(c.reason for c in cases if c.outcome in ("skipped", "xfailed"))
-    lines += ["", "## Skip and xfail reasons (coremltools' own)", "", "| reason | cases |", "|---|---:|"]
+    lines += [
+        "", "## Skip and xfail reasons", "",
+        "coremltools' own marks, plus one of mlc's plugin (`FP16_AT_FP32_TOLERANCE` in "
+        "`mlc/testing/coremltools_plugin.py`): an fp16-typed program on the fp32 backend that fails only "
+        "at fp32 tolerance and passes at coremltools' fp16 tolerance.",
+        "", "| reason | cases |", "|---|---:|",
+    ]
     lines += [f"| {r or '(none given)'} | {n} |" for r, n in skip_reasons.most_common()]
     return "\n".join(lines) + "\n"
+
+
+def known_cause(case: Case) -> str:
+    for pattern, why in KNOWN_FAILURES:
+        if re.search(pattern, f"{case.nodeid} => {case.reason}"):
+            return f" — **cause:** {why}"
+    return ""
 
 
 def sample(cases: list[Case]) -> list[Case]:
