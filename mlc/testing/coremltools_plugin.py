@@ -37,6 +37,7 @@ adds the fp32 mlprogram backends, ``PYMIL_TEST_TARGETS=mlprogram`` drops the neu
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -140,6 +141,14 @@ def uninstall() -> None:
 def pytest_configure(config) -> None:
     install()
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+
+
+def pytest_collection_finish(session) -> None:
+    """Move every object alive after collection (jax, torch, coremltools, the test modules) to
+    the permanent generation. ``ct.convert`` ends with ``gc.collect()``, which otherwise walks
+    that whole heap on every conversion: about 0.4 s of each 0.6 s conversion here."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_unconfigure(config) -> None:
