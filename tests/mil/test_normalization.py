@@ -116,8 +116,9 @@ def test_layer_norm_static_gamma_only():
     np.testing.assert_allclose(out, F.layer_norm(t(c), (4,), t(g)).numpy(), **TOL)
 
 
-@pytest.mark.parametrize("target, shape", [("iOS15", (2, 6, 5)), ("iOS17", (2, 7, 3, 4))])
+@pytest.mark.parametrize("target, shape", [("iOS15", (6, 2, 5)), ("iOS17", (2, 7, 3, 4))])
 def test_local_response_norm(target, shape):
+    """Channels are axis -3: a rank-3 input is one (C, H, W) image, torch's (1, C, H, W)."""
     x = rand(*shape) * 3
     sizes = [(1, 1e-4, 0.75, 1.0), (2, 0.1, 0.5, 2.0), (3, 1e-4, 0.75, 1.0), (4, 0.3, 0.9, 1.5), (5, 0.2, 0.75, 1.0)]
     outs = run_mil(
@@ -127,5 +128,6 @@ def test_local_response_norm(target, shape):
         target=target,
     )
     for out, (s, a, b, k) in zip(outs, sizes[1:] + sizes[:1]):
-        want = F.local_response_norm(t(x), s, alpha=a, beta=b, k=k).numpy()
+        batched = x if x.ndim == 4 else x[None]
+        want = F.local_response_norm(t(batched), s, alpha=a, beta=b, k=k).numpy().reshape(x.shape)
         np.testing.assert_allclose(out, want, **TOL)

@@ -58,14 +58,19 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     """x / (k + alpha / size * sum of x^2 over a window of ``size`` channels)^beta, like torch.
 
+    The channels are axis -3, the C of a trailing (C, H, W), as in NeuralNetwork's LRN layer:
+    a rank-3 input is one (C, H, W) image, not (n, C, D). Apple's expected values in
+    coremltools' iOS14 ``TestNormalizationLocalResponseNorm`` smoke test (a (1, 3, 2) input, each
+    element normalized by itself alone) pin this down; a rank-4 input has C at axis 1 as usual.
     The window around channel c spans [c - size // 2, c + (size - 1) // 2].
     """
     size = static_int(size)
+    axis = jnp.ndim(x) - 3
     sq = jnp.square(x)
     pad = [(0, 0)] * jnp.ndim(x)
-    pad[1] = (size // 2, (size - 1) // 2)
+    pad[axis] = (size // 2, (size - 1) // 2)
     sq = jnp.pad(sq, pad)
-    channels = jnp.shape(x)[1]
-    window = sum(jax.lax.slice_in_dim(sq, i, i + channels, axis=1) for i in range(size))
+    channels = jnp.shape(x)[axis]
+    window = sum(jax.lax.slice_in_dim(sq, i, i + channels, axis=axis) for i in range(size))
     div = static_float(k) + static_float(alpha) / size * window
     return x / jnp.power(div, static_float(beta))
