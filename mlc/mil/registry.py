@@ -29,7 +29,7 @@ class OpDef:
     variadic: frozenset[str]
     eager: bool
     since: str
-    fold: bool = True  # False: never evaluated at trace time (random ops draw anew on every call)
+    fold: bool = True  # False: never evaluated at trace time (random ops draw anew; constexpr ops compile once)
 
 
 _REGISTRY: dict[str, list[OpDef]] = {}

@@ -9,7 +9,9 @@ nonzero_data)``, to be densified by ``constexpr_sparse_to_dense``.
 
 Each op's work is one jitted function taking its static arguments as Python values: a model run
 op by op compiles it once per op rather than once per jax.numpy call, and inside a jitted
-program it is simply inlined.
+program it is simply inlined. The ops never fold at trace time (``fold=False``), even when their
+data are inline values rather than params: folding would compile each helper on its own, once
+per shape (seconds for the sparse ones), where tracing adds it to the one program being compiled.
 """
 
 import functools
@@ -125,13 +127,13 @@ def _affine_dequantize(quantized_data, zero_point, scale, axis: int):
     return (data * along_axis(scale, rank, axis).astype(jnp.float32)).astype(_out_dtype(scale))
 
 
-@op("constexpr_affine_dequantize", static=("axis",), since="CoreML6")
+@op("constexpr_affine_dequantize", static=("axis",), since="CoreML6", fold=False)
 def constexpr_affine_dequantize(quantized_data, zero_point, scale, axis):
     """scale * (quantized_data - zero_point), computed in fp32; scale/zero_point scalars or vectors along ``axis``."""
     return _affine_dequantize(quantized_data, zero_point, scale, static_int(axis))
 
 
-@op("constexpr_cast", static=("output_dtype",), since="CoreML6")
+@op("constexpr_cast", static=("output_dtype",), since="CoreML6", fold=False)
 def constexpr_cast(source_val, output_dtype):
     return jnp.asarray(source_val).astype(mil_dtype(output_dtype))
 
@@ -147,7 +149,7 @@ def _lut_to_dense_ios16(indices, lut, shape: tuple[int, ...]):
     return jnp.take(jnp.reshape(lut, -1), _unpack_bits(indices, nbits, count)).reshape(shape)
 
 
-@op("constexpr_lut_to_dense", static=("shape",), since="CoreML6")
+@op("constexpr_lut_to_dense", static=("shape",), since="CoreML6", fold=False)
 def constexpr_lut_to_dense(indices, lut, shape):
     """``indices`` are log2(lut.size)-bit values packed LSB first in uint8 bytes."""
     return _lut_to_dense_ios16(indices, lut, _static_shape(shape))
@@ -161,7 +163,7 @@ def _sparse_to_dense_ios16(nonzero_data, mask, shape: tuple[int, ...]):
     return _sparse_to_dense(nonzero_data, _unpack_bits(mask, 1, count).reshape(shape))
 
 
-@op("constexpr_sparse_to_dense", static=("shape",), since="CoreML6")
+@op("constexpr_sparse_to_dense", static=("shape",), since="CoreML6", fold=False)
 def constexpr_sparse_to_dense(nonzero_data, mask, shape):
     """``mask`` holds one bit per output element, packed LSB first in uint8 bytes."""
     return _sparse_to_dense_ios16(nonzero_data, mask, _static_shape(shape))
@@ -170,19 +172,19 @@ def constexpr_sparse_to_dense(nonzero_data, mask, shape):
 # -- iOS18 ---------------------------------------------------------------------------------
 
 
-@op("constexpr_blockwise_shift_scale", since="CoreML8")
+@op("constexpr_blockwise_shift_scale", since="CoreML8", fold=False)
 def constexpr_blockwise_shift_scale(data, scale, offset=None):
     """scale * (data - offset); scale/offset have data's rank and each entry covers a block."""
     return _shift_scale_jit(data, scale, offset)
 
 
-@op("constexpr_lut_to_dense", static=("vector_axis",), since="CoreML8")
+@op("constexpr_lut_to_dense", static=("vector_axis",), since="CoreML8", fold=False)
 def constexpr_lut_to_dense_ios18(indices, lut, vector_axis=None):
     """lut is (groups..., NUM_PALETTES, VECTOR_SIZE): per-grouped-channel and vector palettization."""
     return _lut_to_dense_jit(indices, lut, _optional_axis(vector_axis))
 
 
-@op("constexpr_sparse_to_dense", since="CoreML8")
+@op("constexpr_sparse_to_dense", since="CoreML8", fold=False)
 def constexpr_sparse_to_dense_ios18(nonzero_data, mask):
     """``mask`` (uint1) has the output's shape."""
     return _sparse_to_dense_jit(nonzero_data, mask)
@@ -196,7 +198,7 @@ def _lut_to_sparse(indices_mask, indices_nonzero_data, lut, vector_axis: int | N
     return mask, _gather_set(dense, mask, jnp.size(indices_nonzero_data) * vector)
 
 
-@op("constexpr_lut_to_sparse", static=("vector_axis",), since="CoreML8")
+@op("constexpr_lut_to_sparse", static=("vector_axis",), since="CoreML8", fold=False)
 def constexpr_lut_to_sparse(indices_mask, indices_nonzero_data, lut, vector_axis=None):
     """(mask repeated VECTOR_SIZE times along vector_axis, the looked-up nonzero values in row-major order)."""
     return _lut_to_sparse(indices_mask, indices_nonzero_data, lut, _optional_axis(vector_axis))
@@ -208,7 +210,7 @@ def _sparse_shift_scale(data_mask, nonzero_data, scale, offset):
     return data_mask, _gather_set(dense, data_mask, jnp.size(nonzero_data))
 
 
-@op("constexpr_sparse_blockwise_shift_scale", since="CoreML8")
+@op("constexpr_sparse_blockwise_shift_scale", since="CoreML8", fold=False)
 def constexpr_sparse_blockwise_shift_scale(data_mask, nonzero_data, scale, offset=None):
     """(data_mask, scale * (nonzero_data - offset)), each value scaled as at its dense position."""
     return _sparse_shift_scale(data_mask, nonzero_data, scale, offset)
