@@ -3,11 +3,13 @@
     python scripts/conformance.py                 # whole MIL op suite, fp16 + fp32 -> conformance/mil.md
     python scripts/conformance.py iOS17/test_conv.py iOS18   # rerun some files/folders, then rewrite the report
     python scripts/conformance.py --report-only   # rewrite the report from the stored results
+    python scripts/conformance.py --missing       # resume: run only cases without a stored result
 
 The suite runs from the installed coremltools wheel (nothing is copied), through the pytest
-plugin ``mlc.testing.coremltools_plugin``, in parallel with pytest-xdist. Results are kept per
-test case in ``conformance/.results/<suite>.json`` (not committed), so a partial rerun updates
-only its cases. The report gives pass / fail / error / skip counts per test file and per MIL op,
+plugin ``mlc.testing.coremltools_plugin``, in parallel with pytest-xdist. The plugin appends each
+case's outcome to ``conformance/.results/<suite>.log.jsonl`` as it finishes; the results are kept
+per test case in ``conformance/.results/<suite>.json`` (not committed), so a partial or
+interrupted run keeps what it did and a rerun updates only its cases. The report gives pass / fail / error / skip counts per test file and per MIL op,
 one line per failure with its reason, and the CI sample (``conformance/<suite>_sample.tsv``):
 for every test class and precision the first case, with the outcome recorded here.
 """
@@ -25,10 +27,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE, junit_nodeid
+from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "conformance"
@@ -62,7 +63,7 @@ KNOWN_FAILURES = [
         "backend's program has none. The prediction itself matched",
     ),
     (
-        r"'neuralnetwork'|TestSliceByIndex::test_slice_by_index_slice_squeeze_separate",
+        r"=> .*Core ML model type 'neuralNetwork' is not supported",
         "the case converts to a NeuralNetwork model, which is issue 4 (mlc runs ML Programs only)",
     ),
 ]
@@ -102,18 +103,46 @@ class Case:
 
 
 # -- running ---------------------------------------------------------------------------------
-def run_pytest(suite: str, selection: list[str], workers: int, timeout: int, junit: Path, extra: list[str]) -> int:
-    folder, env_extra = SUITES[suite]
-    base = coremltools_dir() / folder
-    targets = [str(base / s) for s in selection] if selection else [str(base)]
+def pytest_base(suite: str) -> tuple[list[str], dict]:
+    """The pytest command line (up to the targets) and environment every run of ``suite`` uses."""
     cmd = [
         sys.executable, "-m", "pytest", "-p", PLUGIN, "-p", "no:cacheprovider", "-q",
         "--rootdir", str(coremltools_dir().parent), "-o", "addopts=", "-o", "testpaths=",
-        f"--timeout={timeout}", f"--junitxml={junit}", *targets, *extra,
     ]
+    return cmd, {**os.environ, **SUITES[suite][1], "TQDM_DISABLE": "1"}
+
+
+def targets_of(suite: str, selection: list[str]) -> list[str]:
+    base = coremltools_dir() / SUITES[suite][0]
+    return [str(base / s) for s in selection] if selection else [str(base)]
+
+
+def collect(suite: str, selection: list[str]) -> list[str]:
+    """Node ids (relative to the coremltools package, as stored) of the cases in ``selection``."""
+    cmd, env = pytest_base(suite)
+    out = subprocess.run(
+        [*cmd, "--collect-only", *targets_of(suite, selection)], env=env, cwd=str(coremltools_dir().parent),
+        capture_output=True, text=True,
+    ).stdout
+    return [line.strip().removeprefix("coremltools/") for line in out.splitlines() if "::" in line]
+
+
+def missing_targets(suite: str, selection: list[str], store: dict, tmp: Path) -> list[str]:
+    """An ``@file`` target naming the cases of ``selection`` that have no stored result."""
+    todo = [n for n in collect(suite, selection) if n not in store]
+    print(f"{len(todo)} cases without a stored result", flush=True)
+    args_file = tmp / "missing.txt"
+    args_file.write_text("".join(f"{coremltools_dir() / n}\n" for n in todo))
+    return [f"@{args_file}"] if todo else []
+
+
+def run_pytest(suite: str, targets: list[str], workers: int, timeout: int, extra: list[str]) -> int:
+    """Run the cases; the plugin appends each outcome to the suite's log as it is known."""
+    cmd, env = pytest_base(suite)
+    cmd = [*cmd, f"--timeout={timeout}", *targets, *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
-    env = {**os.environ, **env_extra, "TQDM_DISABLE": "1"}
+    env["MLC_CONFORMANCE_LOG"] = str(log_path(suite))
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, env=env, cwd=str(coremltools_dir().parent))
 
@@ -125,29 +154,33 @@ def one_line(text: str, limit: int = 220) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def parse_junit(path: Path) -> list[Case]:
+def read_log(path: Path) -> list[Case]:
+    """The cases a (possibly interrupted) run appended to its log; a torn last line is ignored."""
     cases = []
-    for tc in ET.parse(path).iter("testcase"):
-        nodeid = junit_nodeid(tc.get("classname", ""), tc.get("name", ""))
-        outcome, reason = "passed", ""
-        for child in tc:
-            if child.tag == "failure":
-                outcome, reason = "failed", one_line(child.get("message") or child.text)
-            elif child.tag == "error":
-                outcome, reason = "error", one_line(child.get("message") or child.text)
-            elif child.tag == "skipped":
-                kind = child.get("type", "")
-                outcome = "xfailed" if kind == "pytest.xfail" else "skipped"
-                reason = one_line(child.get("message") or "")
-        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
-        ops = tuple(o for o in (props.get("mlc_ops") or "").split(",") if o)
-        cases.append(Case(nodeid, outcome, reason, ops, float(tc.get("time") or 0)))
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        cases.append(Case(d["nodeid"], d["outcome"], one_line(d["reason"]), tuple(d["ops"]), d["seconds"]))
     return cases
 
 
 # -- storing ---------------------------------------------------------------------------------
 def store_path(suite: str) -> Path:
     return OUT / ".results" / f"{suite}.json"
+
+
+def log_path(suite: str) -> Path:
+    return OUT / ".results" / f"{suite}.log.jsonl"
+
+
+def merge_log(suite: str, store: dict[str, Case]) -> None:
+    """Fold the run log into the store, save it, then start a new log."""
+    for c in read_log(log_path(suite)):
+        store[c.nodeid] = c
+    save_store(suite, store)
+    log_path(suite).unlink(missing_ok=True)
 
 
 def load_store(suite: str) -> dict[str, Case]:
@@ -289,20 +322,25 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=600, help="seconds per test case")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
     ap.add_argument("--fresh", action="store_true", help="forget stored results first")
+    ap.add_argument("--missing", action="store_true", help="run only the selected cases that have no stored result (resume)")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k ...)")
     args = ap.parse_args(argv)
     store = {} if args.fresh else load_store(args.suite)
+    if args.fresh:
+        log_path(args.suite).unlink(missing_ok=True)
+    merge_log(args.suite, store)  # what an interrupted earlier run left
     if not args.report_only:
         with tempfile.TemporaryDirectory() as tmp:
-            junit = Path(tmp) / "junit.xml"
             extra = [a for a in args.pytest_args if a != "--"]
-            run_pytest(args.suite, args.selection, args.workers, args.timeout, junit, extra)
-            if not junit.exists():
-                print("pytest wrote no results", file=sys.stderr)
-                return 1
-            for c in parse_junit(junit):
-                store[c.nodeid] = c
-        save_store(args.suite, store)
+            if args.missing:
+                targets = missing_targets(args.suite, args.selection, store, Path(tmp))
+            else:
+                targets = targets_of(args.suite, args.selection)
+            if targets:
+                try:
+                    run_pytest(args.suite, targets, args.workers, args.timeout, extra)
+                finally:
+                    merge_log(args.suite, store)
     cases = list(store.values())
     write_atomic(OUT / f"{args.suite}.md", report(args.suite, cases))
     write_atomic(OUT / f"{args.suite}_sample.tsv", "".join(f"{c.nodeid}\t{c.outcome}\n" for c in sample(cases)))

@@ -31,6 +31,10 @@ imported, and nothing in the test files:
 Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
 it ran (``scripts/conformance.py`` counts results per op with it).
 
+With ``MLC_CONFORMANCE_LOG=path``, each case's outcome is appended to that file as one JSON
+line the moment it is known (by the xdist controller, or the single process), so an interrupted
+run keeps everything it finished (``scripts/conformance.py`` resumes from it).
+
 Environment variables coremltools reads keep their meaning: ``INCLUDE_MIL_FP32_UNIT_TESTS=1``
 adds the fp32 mlprogram backends, ``PYMIL_TEST_TARGETS=mlprogram`` drops the neuralnetwork one.
 """
@@ -38,6 +42,7 @@ adds the fp32 mlprogram backends, ``PYMIL_TEST_TARGETS=mlprogram`` drops the neu
 from __future__ import annotations
 
 import gc
+import json
 import os
 
 import pytest
@@ -138,7 +143,12 @@ def uninstall() -> None:
     coremltools_backend.uninstall()
 
 
+_CONFIG = None
+
+
 def pytest_configure(config) -> None:
+    global _CONFIG
+    _CONFIG = config
     install()
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
 
@@ -160,6 +170,51 @@ def pytest_runtest_call(item):
     _OPS_RUN.clear()
     yield
     item.user_properties.append(("mlc_ops", ",".join(sorted(_OPS_RUN))))
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Append the case's outcome to ``MLC_CONFORMANCE_LOG`` at its deciding report."""
+    path = os.environ.get("MLC_CONFORMANCE_LOG")
+    if not path or hasattr(_CONFIG, "workerinput"):  # xdist workers: the controller writes
+        return
+    record = case_record(report)
+    if record is not None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def case_record(report) -> dict | None:
+    """``{nodeid, outcome, reason, ops, seconds}`` from the report that decides a case, else None.
+
+    The call phase decides, unless setup did not pass (an error, or a skip); teardown failures
+    are not recorded.
+    """
+    if report.when == "setup" and report.passed:
+        return None
+    if report.when == "teardown":
+        return None
+    xfail = getattr(report, "wasxfail", None)
+    if report.when == "setup":
+        outcome = "skipped" if report.skipped else "error"
+        if report.skipped and xfail is not None:
+            outcome = "xfailed"
+    elif report.skipped:
+        outcome = "xfailed" if xfail is not None else "skipped"
+    elif report.passed:
+        outcome = "xpassed" if xfail is not None else "passed"
+    else:
+        outcome = "failed"
+    if outcome == "xfailed":
+        reason = xfail or ""
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+    else:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else (str(report.longrepr) if report.failed else "")
+    ops = dict(report.user_properties).get("mlc_ops", "")
+    nodeid = report.nodeid.split("coremltools/", 1)[-1]
+    return {"nodeid": nodeid, "outcome": outcome, "reason": reason, "ops": [o for o in ops.split(",") if o],
+            "seconds": round(report.duration, 3)}
 
 
 def junit_nodeid(classname: str, name: str) -> str:
