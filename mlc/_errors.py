@@ -49,6 +49,12 @@ class MLCPredictionError(MLCError, RuntimeError):
     code = "generic"
 
 
+class DataDependentShapeError(MLCUnsupportedError):
+    """An op needs, at compile time, a value that is computed from the model's inputs (its output
+    shape depends on data). ``Model.predict`` then runs the program op by op; under ``jit`` or
+    ``vmap`` of the pure function it is an error."""
+
+
 class MLCUpdateError(MLCError):
     """Training or updating a model failed."""
 

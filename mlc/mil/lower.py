@@ -29,7 +29,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from mlc._errors import MLCError, MLCUnsupportedError
+from mlc._errors import DataDependentShapeError, MLCError
 from mlc.mil import checks, dtypes
 from mlc.mil.ir import Block, Function, Operation, StateType
 from mlc.mil.ops.state import StateCell
@@ -52,10 +52,6 @@ def is_static(v: Any) -> bool:
     if isinstance(v, (list, tuple)):
         return all(is_static(x) for x in v)
     return False
-
-
-class DataDependentShapeError(MLCUnsupportedError):
-    """An op needs, at compile time, a value that is computed from the model's inputs."""
 
 
 def _has_tracer(v: Any) -> bool:

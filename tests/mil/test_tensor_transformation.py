@@ -445,3 +445,12 @@ def test_space_to_batch(x_shape, block, pads, target):
 def test_batch_to_space(x_shape, block, crops, target):
     x = _rand(*x_shape)
     _check(lambda x: mb.batch_to_space(x=x, block_shape=block, crops=crops), x, _batch_to_space(x, block, crops), target)
+
+
+def test_slice_by_size_to_the_end_from_an_input_begin_runs_op_by_op():
+    """size -1 with a run-time begin: the output shape depends on begin, so predict runs eagerly."""
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for begin in ([1, 2], [3, 0]):
+        b = np.array(begin, np.int32)
+        (out,) = run_mil(lambda x, b: mb.slice_by_size(x=x, begin=b, size=np.array([-1, 3], np.int32)), {"x": x, "b": b})
+        np.testing.assert_array_equal(out, x[begin[0] :, begin[1] : begin[1] + 3])

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlc._errors import DataDependentShapeError
 from mlc.mil import dtypes
 from mlc.mil.ops._helpers import mil_dtype, static_int, static_ints
 from mlc.mil.ops.quantization import along_axis
@@ -31,8 +32,6 @@ _jit = functools.partial(jax.jit, static_argnums=(-1,))  # the last argument is 
 def _static_shape(shape) -> tuple[int, ...]:
     """An iOS16 ``shape`` attribute as ints; under jit it is a traced param, so ask predict to run op by op."""
     if isinstance(shape, jax.core.Tracer):
-        from mlc.mil.lower import DataDependentShapeError
-
         raise DataDependentShapeError(
             "the 'shape' attribute of an iOS16 constexpr op reached the op as a traced param; it must be static"
         )

@@ -25,13 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlc._errors import DataDependentShapeError
 from mlc.mil.ops._helpers import mil_dtype, static_bool, static_int
 from mlc.mil.registry import op
 
 
 def _data_dependent(message: str) -> Exception:
-    from mlc.mil.lower import DataDependentShapeError  # lower imports the ops package
-
     return DataDependentShapeError(message + "; Model.predict runs such a model op by op")
 
 

@@ -2,10 +2,12 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mlc._errors import DataDependentShapeError
 from mlc.mil.ops._helpers import norm_axes, static_bool, static_int, static_ints
 from mlc.mil.registry import op
 
@@ -183,9 +185,12 @@ def slice_by_size(x, begin, size):
     x_shape, size = jnp.shape(x), static_ints(size)
     if len(size) != len(x_shape):
         raise ValueError(f"slice_by_size size {size} must have one entry per axis of x {x_shape}")
-    if not isinstance(begin, (np.ndarray, np.generic)):
+    if isinstance(begin, jax.core.Tracer):
         if -1 in size:
-            raise ValueError("slice_by_size with a size of -1 needs begin known at compile time")
+            raise DataDependentShapeError(
+                "slice_by_size with a size of -1 and a begin computed from the inputs has a data-dependent "
+                "output shape; Model.predict runs such a model op by op"
+            )
         begin = jnp.asarray(begin).astype(jnp.int32).reshape(-1)
         begin = jnp.where(begin < 0, begin + jnp.asarray(x_shape, jnp.int32), begin)
         return lax.dynamic_slice(x, tuple(begin[i] for i in range(len(size))), size)
