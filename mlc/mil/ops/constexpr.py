@@ -76,10 +76,25 @@ def _sparse_to_dense(nonzero_data, mask):
     return jnp.where(set_, values, jnp.zeros((), values.dtype))
 
 
-def _gather_set(dense, mask, count: int):
-    """The ``count`` entries of ``dense`` where ``mask`` is set, in row-major order."""
-    (where,) = jnp.nonzero(jnp.reshape(mask, -1), size=count)
+def _gather_set(dense, mask, count: int, where=None):
+    """The ``count`` entries of ``dense`` where ``mask`` is set, in row-major order.
+
+    ``where`` gives those positions when the mask was known before tracing (``set_positions``):
+    a constant gather then, rather than a nonzero search compiled into the program.
+    """
+    if where is None:
+        (where,) = jnp.nonzero(jnp.reshape(mask, -1), size=count)
     return jnp.take(jnp.reshape(dense, -1), where)
+
+
+def set_positions(mask, repeat: int = 1, axis: int | None = None):
+    """Row-major positions of the set entries of a static ``mask`` (repeated ``repeat`` times along
+    ``axis``); None for a traced mask."""
+    if not isinstance(mask, np.ndarray):
+        return None
+    if repeat > 1:
+        mask = np.repeat(mask, repeat, axis=axis % mask.ndim)
+    return np.flatnonzero(mask).astype(np.int32)
 
 
 def _lut_to_dense(indices, lut, vector_axis: int | None):
@@ -190,26 +205,28 @@ def constexpr_sparse_to_dense_ios18(nonzero_data, mask):
 
 
 @_jit
-def _lut_to_sparse(indices_mask, indices_nonzero_data, lut, vector_axis: int | None):
+def _lut_to_sparse(indices_mask, indices_nonzero_data, lut, where, vector_axis: int | None):
     dense = _lut_to_dense(_sparse_to_dense(indices_nonzero_data, indices_mask), lut, vector_axis)
     vector = jnp.shape(lut)[-1]
     mask = indices_mask if vector == 1 else jnp.repeat(indices_mask, vector, axis=vector_axis % jnp.ndim(indices_mask))
-    return mask, _gather_set(dense, mask, jnp.size(indices_nonzero_data) * vector)
+    return mask, _gather_set(dense, mask, jnp.size(indices_nonzero_data) * vector, where)
 
 
 @op("constexpr_lut_to_sparse", static=("vector_axis",), since="CoreML8", fold=False)
 def constexpr_lut_to_sparse(indices_mask, indices_nonzero_data, lut, vector_axis=None):
     """(mask repeated VECTOR_SIZE times along vector_axis, the looked-up nonzero values in row-major order)."""
-    return _lut_to_sparse(indices_mask, indices_nonzero_data, lut, _optional_axis(vector_axis))
+    axis = _optional_axis(vector_axis)
+    where = set_positions(indices_mask, jnp.shape(lut)[-1], axis)
+    return _lut_to_sparse(indices_mask, indices_nonzero_data, lut, where, axis)
 
 
 @jax.jit
-def _sparse_shift_scale(data_mask, nonzero_data, scale, offset):
+def _sparse_shift_scale(data_mask, nonzero_data, scale, offset, where):
     dense = _shift_scale(_sparse_to_dense(nonzero_data, data_mask), scale, offset)
-    return data_mask, _gather_set(dense, data_mask, jnp.size(nonzero_data))
+    return data_mask, _gather_set(dense, data_mask, jnp.size(nonzero_data), where)
 
 
 @op("constexpr_sparse_blockwise_shift_scale", since="CoreML8", fold=False)
 def constexpr_sparse_blockwise_shift_scale(data_mask, nonzero_data, scale, offset=None):
     """(data_mask, scale * (nonzero_data - offset)), each value scaled as at its dense position."""
-    return _sparse_shift_scale(data_mask, nonzero_data, scale, offset)
+    return _sparse_shift_scale(data_mask, nonzero_data, scale, offset, set_positions(data_mask))
