@@ -323,15 +323,17 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
     ap.add_argument("--fresh", action="store_true", help="forget stored results first")
     ap.add_argument("--missing", action="store_true", help="run only the selected cases that have no stored result (resume)")
-    ap.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k ...)")
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:split])
+    args.pytest_args = argv[split + 1 :]  # after --: more pytest arguments (-k ...)
     store = {} if args.fresh else load_store(args.suite)
     if args.fresh:
         log_path(args.suite).unlink(missing_ok=True)
     merge_log(args.suite, store)  # what an interrupted earlier run left
     if not args.report_only:
         with tempfile.TemporaryDirectory() as tmp:
-            extra = [a for a in args.pytest_args if a != "--"]
+            extra = args.pytest_args
             if args.missing:
                 targets = missing_targets(args.suite, args.selection, store, Path(tmp))
             else:

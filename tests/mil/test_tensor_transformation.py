@@ -335,6 +335,23 @@ def test_slice_update(case):
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.parametrize("case", _UPDATES, ids=range(len(_UPDATES)))
+def test_slice_update_at_input_begin_and_end(case):
+    """begin/end are model inputs (run-time values), strided and reversed slices included."""
+    x, index = _rand(4, 5), case[6]
+    update = _rand(*x[index].shape)
+    expected = x.copy()
+    expected[index] = update
+    kwargs = _slice_kwargs(*case[:6])
+    begin, end = kwargs.pop("begin"), kwargs.pop("end")
+    out, = run_mil(
+        lambda x, u, b, e: mb.slice_update(x=x, update=u, begin=b, end=e, **kwargs),
+        {"x": x, "u": update, "b": np.asarray(begin, np.int32), "e": np.asarray(end, np.int32)},
+        target="iOS18",
+    )
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_slice_update_static():
     a, u = np.arange(20, dtype=np.int32).reshape(4, 5), np.array([[-1, -2]], np.int32)
     expected = a.copy()

@@ -149,8 +149,8 @@ def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, s
 
 @op("slice_update", static=("stride", "begin_mask", "end_mask", "squeeze_mask"), since="CoreML8")
 def slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
-    """x with x[slice] = update, the slice as in slice_by_index. A begin/end computed at run time
-    (a KV cache's write position) needs unit strides; the update's shape sizes the slice."""
+    """x with x[slice] = update, the slice as in slice_by_index. With a begin/end computed at run
+    time (a KV cache's write position) the update's shape sizes the slice."""
     x = jnp.asarray(x)
     if not (isinstance(begin, (np.ndarray, np.generic)) and isinstance(end, (np.ndarray, np.generic))):
         return _dynamic_slice_update(x, update, begin, stride, begin_mask, squeeze_mask)
@@ -162,11 +162,13 @@ def slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=N
 
 
 def _dynamic_slice_update(x, update, begin, stride, begin_mask, squeeze_mask):
-    """slice_update at a traced ``begin``: lax.dynamic_update_slice (which clamps so the update fits)."""
+    """slice_update at a ``begin`` computed at run time: the update's shape gives the count per axis.
+
+    Unit strides become lax.dynamic_update_slice (which clamps so the update fits, as a KV cache
+    write wants); other strides scatter to ``start + k * stride``, dropping positions outside x.
+    """
     rank = x.ndim
     stride, begin_mask, squeeze_mask = _per_axis(stride, rank, 1), _per_axis(begin_mask, rank, 0), _per_axis(squeeze_mask, rank, 0)
-    if any(s != 1 for s in stride):
-        raise ValueError("slice_update with a begin or end computed at run time needs unit strides")
     begin = jnp.asarray(begin, jnp.int32).reshape(-1)
     sizes = list(jnp.shape(update))
     for i in range(rank):
@@ -174,8 +176,17 @@ def _dynamic_slice_update(x, update, begin, stride, begin_mask, squeeze_mask):
             sizes.insert(i, 1)
     if len(sizes) != rank:
         raise ValueError(f"slice_update: update of shape {jnp.shape(update)} does not match x's rank {rank}")
-    starts = [0 if begin_mask[i] else jnp.where(begin[i] < 0, begin[i] + x.shape[i], begin[i]) for i in range(rank)]
-    return lax.dynamic_update_slice(x, jnp.reshape(update, sizes).astype(x.dtype), starts)
+    update = jnp.reshape(update, sizes).astype(x.dtype)
+    starts = []
+    for i in range(rank):
+        if begin_mask[i]:
+            starts.append(0 if stride[i] > 0 else x.shape[i] - 1)
+        else:
+            starts.append(jnp.where(begin[i] < 0, begin[i] + x.shape[i], begin[i]))
+    if all(s == 1 for s in stride):
+        return lax.dynamic_update_slice(x, update, starts)
+    positions = [start + jnp.arange(n) * s for start, n, s in zip(starts, sizes, stride)]
+    return x.at[jnp.ix_(*positions)].set(update, mode="drop", wrap_negative_indices=False)
 
 
 @op("slice_by_size", static=("size",))
