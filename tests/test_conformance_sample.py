@@ -53,15 +53,19 @@ def test_conformance_sample(tmp_path):
     sample = _sample()
     expected_pass = sorted(n for n, outcome in sample.items() if outcome == "passed")
     assert expected_pass, "the sample has no passing case"
-    args_file = tmp_path / "cases.txt"
+    select = tmp_path / "cases.txt"
+    select.write_text("".join(f"{n}\n" for n in expected_pass))
     package = _coremltools_dir()
-    args_file.write_text("".join(f"{package / n}\n" for n in expected_pass))
+    files = sorted({str(package / n.split("::")[0]) for n in expected_pass})
     junit = tmp_path / "junit.xml"
-    env = {**os.environ, "INCLUDE_MIL_FP32_UNIT_TESTS": "1", "PYMIL_TEST_TARGETS": "mlprogram", "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ, "INCLUDE_MIL_FP32_UNIT_TESTS": "1", "PYMIL_TEST_TARGETS": "mlprogram", "TQDM_DISABLE": "1",
+        "MLC_CONFORMANCE_SELECT": str(select),
+    }
     cmd = [
         sys.executable, "-m", "pytest", "-p", "mlc.testing.coremltools_plugin", "-p", "no:cacheprovider",
         "-q", "--rootdir", str(package.parent), "-o", "addopts=", "-o", "testpaths=",
-        f"--junitxml={junit}", f"@{args_file}",
+        f"--junitxml={junit}", *files,
     ]
     proc = subprocess.run(cmd, env=env, cwd=str(package.parent), capture_output=True, text=True, timeout=1800)
     assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]

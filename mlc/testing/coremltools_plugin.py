@@ -35,6 +35,10 @@ With ``MLC_CONFORMANCE_LOG=path``, each case's outcome is appended to that file 
 line the moment it is known (by the xdist controller, or the single process), so an interrupted
 run keeps everything it finished (``scripts/conformance.py`` resumes from it).
 
+With ``MLC_CONFORMANCE_SELECT=path`` (a file of node ids relative to the coremltools package,
+one per line) only those cases of the collected files run. (Passing many node ids on the command
+line trips pytest when two files hold same-named classes, as the iOS14 and iOS17 tests do.)
+
 Environment variables coremltools reads keep their meaning: ``INCLUDE_MIL_FP32_UNIT_TESTS=1``
 adds the fp32 mlprogram backends, ``PYMIL_TEST_TARGETS=mlprogram`` drops the neuralnetwork one.
 """
@@ -170,6 +174,20 @@ def pytest_runtest_call(item):
     _OPS_RUN.clear()
     yield
     item.user_properties.append(("mlc_ops", ",".join(sorted(_OPS_RUN))))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    path = os.environ.get("MLC_CONFORMANCE_SELECT")
+    if not path:
+        return
+    with open(path) as f:
+        wanted = {line.rstrip("\n") for line in f if line.strip()}
+    keep, drop = [], []
+    for item in items:
+        (keep if item.nodeid.split("coremltools/", 1)[-1] in wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_runtest_logreport(report) -> None:
