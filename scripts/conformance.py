@@ -270,6 +270,12 @@ def report(suite: str, cases: list[Case]) -> str:
             cnt = counts(by_precision[p])
             cnt["failed"] += sum(1 for c in fp16_xfails if c.precision == p)
             lines.append(f"- precision {p}: {rate(cnt)}")
+    absent = sorted(
+        str(f.relative_to(coremltools_dir())) for f in (coremltools_dir() / folder).rglob("test_*.py")
+        if str(f.relative_to(coremltools_dir())) not in {c.file for c in cases}
+    )
+    if absent:
+        lines += ["", "**Not run yet** (no stored results): " + ", ".join(f"`{a.removeprefix(folder + '/')}`" for a in absent) + "."]
     lines += ["", "## Per test file", "", TABLE_HEAD]
     by_file = collections.defaultdict(list)
     for c in cases:
