@@ -324,31 +324,19 @@ _UPDATES = [
 ]
 
 
+@pytest.mark.parametrize("runtime_bounds", [False, True], ids=["const-bounds", "input-bounds"])
 @pytest.mark.parametrize("case", _UPDATES, ids=range(len(_UPDATES)))
-def test_slice_update(case):
+def test_slice_update(case, runtime_bounds):
+    """begin/end as constants, or as model inputs (run-time values, as a KV cache's position)."""
     x, index = _rand(4, 5), case[6]
     update = _rand(*x[index].shape)
     expected = x.copy()
     expected[index] = update
     kwargs = _slice_kwargs(*case[:6])
-    out, = run_mil(lambda x, u: mb.slice_update(x=x, update=u, **kwargs), {"x": x, "u": update}, target="iOS18")
-    np.testing.assert_array_equal(out, expected)
-
-
-@pytest.mark.parametrize("case", _UPDATES, ids=range(len(_UPDATES)))
-def test_slice_update_at_input_begin_and_end(case):
-    """begin/end are model inputs (run-time values), strided and reversed slices included."""
-    x, index = _rand(4, 5), case[6]
-    update = _rand(*x[index].shape)
-    expected = x.copy()
-    expected[index] = update
-    kwargs = _slice_kwargs(*case[:6])
-    begin, end = kwargs.pop("begin"), kwargs.pop("end")
-    out, = run_mil(
-        lambda x, u, b, e: mb.slice_update(x=x, update=u, begin=b, end=e, **kwargs),
-        {"x": x, "u": update, "b": np.asarray(begin, np.int32), "e": np.asarray(end, np.int32)},
-        target="iOS18",
-    )
+    feeds = {"x": x, "u": update}
+    if runtime_bounds:
+        feeds["begin"], feeds["end"] = kwargs.pop("begin"), kwargs.pop("end")
+    out, = run_mil(lambda x, u, **bounds: mb.slice_update(x=x, update=u, **bounds, **kwargs), feeds, target="iOS18")
     np.testing.assert_array_equal(out, expected)
 
 
