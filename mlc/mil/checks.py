@@ -36,7 +36,7 @@ def require(ok: Any, message: str) -> None:
     text = f"{where}: {message}" if where else message
     if not isinstance(ok, jax.core.Tracer):
         if not np.all(np.asarray(ok)):
-            raise MLCPredictionError(f"Unable to compute the prediction using ML Program: {text}")
+            raise _refused(text)
         return
     checks = _collected.get()
     if checks is not None:
@@ -78,4 +78,9 @@ def raise_failed(checks: dict[str, Any]) -> None:
     """Raise ``MLCPredictionError`` for the first check whose flag (any batch element) is false."""
     for text, flag in checks.items():
         if not np.all(np.asarray(flag)):
-            raise MLCPredictionError(f"Unable to compute the prediction using ML Program: {text}")
+            raise _refused(text)
+
+
+def _refused(text: str) -> MLCPredictionError:
+    """The error for a failed check, worded as Core ML's run-time refusal."""
+    return MLCPredictionError(f"Unable to compute the prediction using ML Program: {text}")

@@ -4,8 +4,11 @@ Negative indices wrap as in numpy up to iOS16. iOS17 calls them out of bounds, w
 results unless ``validate_indices``: gathers still wrap them, iOS17 scatters drop their updates
 (Apple's iOS17 test checks that a negative scatter index is not wrapped). Other out-of-bounds
 indices are undefined in Core ML: gathers fill (NaN for floats) and scatters drop them.
-``validate_indices`` is checked when the indices are known at compile time.
+``validate_indices`` is checked at compile time for constant indices and when the model runs
+for indices computed from its inputs (``mlc.mil.checks``).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -88,13 +91,15 @@ def _scatter(data, index, updates, mode, wrap: bool = True):
     raise ValueError(f"unknown scatter mode {mode!r}")
 
 
-def _scatter_axis(data, indices, updates, axis, mode, validate_indices, wrap):
+def scatter(data, indices, updates, axis=0, mode="add", validate_indices=False, *, wrap=True):
+    """1-D indices along axis; updates have shape data.shape[:axis] + [len(indices)] + data.shape[axis+1:]."""
     axis = norm_axes(axis, jnp.ndim(data))[0]
     _check_indices(indices, jnp.shape(data)[axis], validate_indices)
     return _scatter(data, (slice(None),) * axis + (jnp.asarray(indices),), updates, mode, wrap)
 
 
-def _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wrap):
+def scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False, *, wrap=True):
+    """updates[p] goes to data[p with p[axis] replaced by indices[p]]."""
     axis = norm_axes(axis, jnp.ndim(data))[0]
     _check_indices(indices, jnp.shape(data)[axis], validate_indices)
     grid = list(jnp.indices(jnp.shape(indices), sparse=True))
@@ -102,44 +107,21 @@ def _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wr
     return _scatter(data, tuple(grid), updates, mode, wrap)
 
 
-def _scatter_nd(data, indices, updates, mode, validate_indices, wrap):
+def scatter_nd(data, indices, updates, mode="add", validate_indices=False, *, wrap=True):
+    """updates[i] goes to data[indices[i]], with indices[i] addressing the leading indices.shape[-1] axes."""
     k = jnp.shape(indices)[-1]
     _check_indices(indices, jnp.shape(data)[:k], validate_indices)
     indices = jnp.asarray(indices)
     return _scatter(data, tuple(indices[..., d] for d in range(k)), updates, mode, wrap)
 
 
-@op("scatter", static=("axis", "mode", "validate_indices"))
-def scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """1-D indices along axis; updates have shape data.shape[:axis] + [len(indices)] + data.shape[axis+1:]."""
-    return _scatter_axis(data, indices, updates, axis, mode, validate_indices, wrap=True)
+def _register_scatter(fn, static) -> None:
+    """``fn`` as the scatter op of its name: negative indices wrap up to iOS16; from iOS17 (CoreML7)
+    they are out of bounds and their updates dropped."""
+    op(fn.__name__, static=static)(functools.partial(fn, wrap=True))
+    op(fn.__name__, static=static, since="CoreML7")(functools.partial(fn, wrap=False))
 
 
-@op("scatter", static=("axis", "mode", "validate_indices"), since="CoreML7")
-def scatter_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """iOS17: negative indices are out of bounds (their updates are dropped)."""
-    return _scatter_axis(data, indices, updates, axis, mode, validate_indices, wrap=False)
-
-
-@op("scatter_along_axis", static=("axis", "mode", "validate_indices"))
-def scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """updates[p] goes to data[p with p[axis] replaced by indices[p]]."""
-    return _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wrap=True)
-
-
-@op("scatter_along_axis", static=("axis", "mode", "validate_indices"), since="CoreML7")
-def scatter_along_axis_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """iOS17: negative indices are out of bounds (their updates are dropped)."""
-    return _scatter_along_axis(data, indices, updates, axis, mode, validate_indices, wrap=False)
-
-
-@op("scatter_nd", static=("mode", "validate_indices"))
-def scatter_nd(data, indices, updates, mode="add", validate_indices=False):
-    """updates[i] goes to data[indices[i]], with indices[i] addressing the leading indices.shape[-1] axes."""
-    return _scatter_nd(data, indices, updates, mode, validate_indices, wrap=True)
-
-
-@op("scatter_nd", static=("mode", "validate_indices"), since="CoreML7")
-def scatter_nd_ios17(data, indices, updates, mode="add", validate_indices=False):
-    """iOS17: negative indices are out of bounds (their updates are dropped)."""
-    return _scatter_nd(data, indices, updates, mode, validate_indices, wrap=False)
+_register_scatter(scatter, ("axis", "mode", "validate_indices"))
+_register_scatter(scatter_along_axis, ("axis", "mode", "validate_indices"))
+_register_scatter(scatter_nd, ("mode", "validate_indices"))
