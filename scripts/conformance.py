@@ -120,29 +120,59 @@ def targets_of(suite: str, selection: list[str]) -> list[str]:
 def collect(suite: str, selection: list[str]) -> list[str]:
     """Node ids (relative to the coremltools package, as stored) of the cases in ``selection``."""
     cmd, env = pytest_base(suite)
-    out = subprocess.run(
-        [*cmd, "--collect-only", *targets_of(suite, selection)], env=env, cwd=str(coremltools_dir().parent),
-        capture_output=True, text=True,
-    ).stdout
-    return [line.strip().removeprefix("coremltools/") for line in out.splitlines() if "::" in line]
+    nodeids = []
+    for group in sessions(suite, targets_of(suite, selection)):
+        out = subprocess.run(
+            [*cmd, "--collect-only", *group], env=env, cwd=str(coremltools_dir().parent), capture_output=True, text=True
+        ).stdout
+        nodeids += [line.strip().removeprefix("coremltools/") for line in out.splitlines() if "::" in line]
+    return nodeids
 
 
-def missing_targets(suite: str, selection: list[str], store: dict, tmp: Path) -> list[str]:
-    """An ``@file`` target naming the cases of ``selection`` that have no stored result."""
+def missing_selection(suite: str, selection: list[str], store: dict, tmp: Path) -> tuple[list[str], Path | None]:
+    """The files holding the cases of ``selection`` with no stored result, and a file naming those
+    cases for the plugin's ``MLC_CONFORMANCE_SELECT``."""
     todo = [n for n in collect(suite, selection) if n not in store]
     print(f"{len(todo)} cases without a stored result", flush=True)
-    args_file = tmp / "missing.txt"
-    args_file.write_text("".join(f"{coremltools_dir() / n}\n" for n in todo))
-    return [f"@{args_file}"] if todo else []
+    if not todo:
+        return [], None
+    select = tmp / "missing.txt"
+    select.write_text("".join(f"{n}\n" for n in todo))
+    return sorted({str(coremltools_dir() / n.split("::")[0]) for n in todo}), select
 
 
-def run_pytest(suite: str, targets: list[str], workers: int, timeout: int, extra: list[str]) -> int:
+def sessions(suite: str, targets: list[str]) -> list[list[str]]:
+    """``targets`` split into one pytest session per opset folder (iOS14, iOS17, ...).
+
+    Later opsets' test files import earlier ones' test classes; when the importing and the
+    imported file are collected in one session, pytest collects the re-exported tests as
+    ``[NOTSET]`` and skips them. Separate sessions run them all.
+    """
+    base = coremltools_dir() / SUITES[suite][0]
+    paths = []
+    for t in targets:
+        path = Path(t.split("::")[0])
+        paths += sorted(path.iterdir()) if path == base else [path]
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        if path.is_dir() and not path.name.startswith(("iOS", "coreml")):
+            continue  # __pycache__
+        if path.is_file() and not path.name.startswith("test_"):
+            continue
+        rel = path.relative_to(base).parts
+        groups.setdefault(rel[0] if len(rel) > 1 or path.is_dir() else "", []).append(str(path))
+    return list(groups.values())
+
+
+def run_pytest(suite: str, targets: list[str], workers: int, timeout: int, extra: list[str], select: Path | None = None) -> int:
     """Run the cases; the plugin appends each outcome to the suite's log as it is known."""
     cmd, env = pytest_base(suite)
     cmd = [*cmd, f"--timeout={timeout}", *targets, *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
     env["MLC_CONFORMANCE_LOG"] = str(log_path(suite))
+    if select is not None:
+        env["MLC_CONFORMANCE_SELECT"] = str(select)
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, env=env, cwd=str(coremltools_dir().parent))
 
@@ -320,8 +350,9 @@ def addressable(nodeid: str) -> bool:
 
 def sample(cases: list[Case]) -> list[Case]:
     """The first case (by node id) of every test class and precision that reached an outcome."""
-    # A class one test file imports from another runs the same cases in both files; pytest cannot
-    # select them by node id in both at once, so the sample takes them from the first file only.
+    # A class one test file imports from another runs the same cases in both files. The CI sample
+    # runs in one pytest session, where the re-exported copy is collected as [NOTSET] (see
+    # ``sessions``), so the sample takes such cases from the first file only.
     home: dict[str, str] = {}
     for c in sorted(cases, key=lambda c: c.nodeid):
         home.setdefault(c.nodeid.split("::", 1)[-1], c.file)
@@ -359,17 +390,18 @@ def main(argv=None) -> int:
     if not args.report_only:
         with tempfile.TemporaryDirectory() as tmp:
             extra = args.pytest_args
+            select = None
             if args.missing:
-                targets = missing_targets(args.suite, args.selection, store, Path(tmp))
+                targets, select = missing_selection(args.suite, args.selection, store, Path(tmp))
             else:
                 targets = targets_of(args.suite, args.selection)
                 if not extra:  # whole files rerun: forget their old cases (random ids would pile up)
                     forget(store, args.suite, args.selection)
-            if targets:
-                try:
-                    run_pytest(args.suite, targets, args.workers, args.timeout, extra)
-                finally:
-                    merge_log(args.suite, store)
+            try:
+                for group in sessions(args.suite, targets):
+                    run_pytest(args.suite, group, args.workers, args.timeout, extra, select)
+            finally:
+                merge_log(args.suite, store)
     cases = list(store.values())
     write_atomic(OUT / f"{args.suite}.md", report(args.suite, cases))
     write_atomic(OUT / f"{args.suite}_sample.tsv", "".join(f"{c.nodeid}\t{c.outcome}\n" for c in sample(cases)))
