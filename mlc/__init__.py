@@ -11,6 +11,7 @@ from mlc._errors import (
 )
 from mlc.classification import Classification
 from mlc.model import Model, load
+from mlc.nn.custom import register_custom_layer, unregister_custom_layer
 
 __version__ = "0.1.0"
 
@@ -25,4 +26,6 @@ __all__ = [
     "MLCUpdateError",
     "Model",
     "load",
+    "register_custom_layer",
+    "unregister_custom_layer",
 ]

@@ -42,6 +42,7 @@ class Feature:
     enumerated_shapes: tuple[tuple[int, ...], ...] | None = None
     color_space: str | None = None  # images
     key_kind: str | None = None  # dictionaries: "int64" or "string"
+    rank5_mapped: bool = False  # NeuralNetwork rank-5 input mapping: [Seq, Batch, C, H, W] also accepted
 
     def type_string(self) -> str:
         if self.kind == "multiArray":
@@ -131,6 +132,10 @@ class FeatureDescriptions(dict):
 
 def _shape_allowed(feature: Feature, shape: tuple[int, ...]) -> tuple[bool, str]:
     """Whether ``shape`` is one the feature accepts, and what it accepts."""
+    if feature.rank5_mapped and len(shape) == 5 and feature.shape:
+        chw = (feature.shape[0], 1, 1) if len(feature.shape) == 1 else tuple(feature.shape)
+        if tuple(shape[2:]) == chw:
+            return True, str(feature.shape)
     if feature.shape_ranges is not None:
         ok = len(shape) == len(feature.shape_ranges) and all(
             lo <= d and (hi < 0 or d <= hi) for d, (lo, hi) in zip(shape, feature.shape_ranges)

@@ -45,6 +45,10 @@ def _build(loaded: LoadedSpec, function_name: str | None, fp16_as_fp32: bool, lo
         from mlc.mil.frontend import build
 
         return build(loaded, function_name=function_name, fp16_as_fp32=fp16_as_fp32, lower=lower)
+    from mlc.nn import frontend as nn
+
+    if kind in nn.KINDS:
+        return nn.build(loaded, lower=lower)
     raise MLCUnsupportedError(f"{loaded.name}: Core ML model type {kind!r} is not supported by mlc yet")
 
 

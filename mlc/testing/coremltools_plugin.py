@@ -13,8 +13,10 @@ imported, and nothing in the test files:
   are True, so ``compare_backend`` / ``compare_shapes`` run the prediction. (coremltools' library
   code that read ``_IS_MACOS`` at its own import keeps the real value.)
 - ``coremltools.models.utils._macos_version`` reports macOS ``MACOS_VERSION`` (15.0, the release
-  that runs iOS18 programs), so no case is skipped as "needs a newer macOS". Library modules that
-  imported the function by name keep the original.
+  that runs iOS18 programs), so no case is skipped as "needs a newer macOS", and
+  ``coremltools.models.utils._is_macos`` is true (the NeuralNetwork tests import it by name at
+  their import, after this plugin). Library modules that imported either function by name at
+  their own import (``MLModel``) keep the original.
 - ``MLModel.predict`` and ``MLModel.make_state`` run through mlc (``mlc.coremltools_backend``);
   the state is an ``mlc.State``, whose ``read_state`` / ``write_state`` match ``MLState``'s.
   ``compute_units=CPU_ONLY`` selects JAX's CPU device; other compute units use JAX's default.
@@ -72,6 +74,10 @@ def _macos_version():
     return MACOS_VERSION
 
 
+def _is_macos():
+    return True
+
+
 def install() -> None:
     """Apply the patches (idempotent)."""
     if _PATCHED:
@@ -89,6 +95,7 @@ def install() -> None:
     _patch(deps, "_IS_MACOS", True)
     _patch(testing_utils, "_IS_MACOS", True)
     _patch(model_utils, "_macos_version", _macos_version)
+    _patch(model_utils, "_is_macos", _is_macos)
     _patch(op_testing_utils, "compare_backend", _fp16_aware(op_testing_utils.compare_backend))
     _patch(coremltools_backend, "_mlc_model", _recording(coremltools_backend._mlc_model))
     coremltools_backend.install()

@@ -1,0 +1,1 @@
+"""NeuralNetwork (``.mlmodel``) front end: layer registry, shape worlds, weights, custom layers."""

@@ -1,0 +1,69 @@
+"""``LayerContext``: what a layer function may ask about the layer it lowers."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mlc._errors import MLCParametersError
+
+
+class LayerContext:
+    """One layer's view of the network being lowered.
+
+    ``weight(path)`` gives a decoded weight (``"weights"``, ``"bias"``,
+    ``"weightParams.inputGateWeightMatrix"``, ``"weights[0]"``) as stored in the params pytree,
+    already reshaped when the layer's registration declared a shape. ``rank5`` says which shape
+    world the network lives in (see ``mlc.nn.shapes``). ``run`` runs a nested network (the
+    bodies of ``branch`` and ``loop``) on the current blobs.
+    """
+
+    def __init__(self, *, model: str, layer: Any, params: dict, rank5: bool, run: Callable | None = None, env: dict | None = None):
+        self.model = model
+        self.layer = layer
+        self.params = params
+        self.rank5 = rank5
+        self._run = run
+        self.env = env
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def where(self) -> str:
+        return f"{self.model}: layer {self.layer.name!r} ({self.layer.WhichOneof('layer')})"
+
+    def key(self, path: str) -> str:
+        return weight_key(self.layer.name, path)
+
+    def has_weight(self, path: str) -> bool:
+        return self.key(path) in self.params
+
+    def weight(self, path: str):
+        k = self.key(path)
+        if k not in self.params:
+            raise MLCParametersError(f"{self.where}: weight {path!r} is not set")
+        return self.params[k]
+
+    @property
+    def input_ranks(self) -> list[int]:
+        """The ranks the spec declares for the inputs (``inputTensor``; 0 where unknown)."""
+        return [int(t.rank) for t in self.layer.inputTensor]
+
+    @property
+    def output_ranks(self) -> list[int]:
+        return [int(t.rank) for t in self.layer.outputTensor]
+
+    def run(self, network, env: dict) -> dict:
+        """Run the layers of a nested ``NeuralNetwork`` message on ``env`` (updated in place)."""
+        if self._run is None:
+            raise MLCParametersError(f"{self.where}: nested networks cannot run here")
+        return self._run(network, env)
+
+    def fail(self, message: str) -> MLCParametersError:
+        return MLCParametersError(f"{self.where}: {message}")
+
+
+def weight_key(layer_name: str, path: str) -> str:
+    """The params key of a layer's weight: ``"<layer name>/<field path>"``."""
+    return f"{layer_name}/{path}"

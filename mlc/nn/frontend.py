@@ -1,0 +1,143 @@
+"""NeuralNetwork front end (``neuralNetwork``, ``neuralNetworkClassifier``,
+``neuralNetworkRegressor``): spec -> planned network -> ``Executable``.
+
+The function it builds maps the model's inputs to blobs (image preprocessing, then the shape
+world's input mapping, ``mlc.nn.shapes``), runs the layers (``mlc.nn.network``), and reads the
+declared outputs back. A classifier's ``classLabel`` and probabilities come from the blob
+``labelProbabilityLayerName`` (else the blob named like the probabilities output, else the last
+layer's output) with the spec's string or int64 labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import jax.numpy as jnp
+
+from mlc._errors import MLCParametersError, MLCUnsupportedError
+from mlc.classification import Classification
+from mlc.executable import Executable
+from mlc.features import FeatureDescriptions, feature_from_proto
+from mlc.format.spec import LoadedSpec
+from mlc.nn import custom as C
+from mlc.nn.network import NetworkLowering, layer_kinds
+from mlc.nn.preprocessing import image_preprocessors
+from mlc.nn.registry import find
+from mlc.nn.shapes import ShapeWorld
+
+KINDS = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
+
+
+def class_labels(network) -> tuple:
+    which = network.WhichOneof("ClassLabels")
+    if which == "stringClassLabels":
+        return tuple(network.stringClassLabels.vector)
+    if which == "int64ClassLabels":
+        return tuple(int(v) for v in network.int64ClassLabels.vector)
+    return ()
+
+
+def _unsupported(network) -> dict[str, int]:
+    missing: dict[str, int] = {}
+    for kind in layer_kinds(network):
+        if find(kind) is None:
+            missing[kind] = missing.get(kind, 0) + 1
+    for name in C.custom_classes(network):
+        if C.binding(name) is None:
+            key = f"custom:{name}"
+            missing[key] = missing.get(key, 0) + 1
+    return missing
+
+
+def _refuse(loaded: LoadedSpec, network, missing: dict[str, int]) -> None:
+    unbound = [k.split(":", 1)[1] for k in missing if k.startswith("custom:")]
+    layers = [k for k in missing if not k.startswith("custom:")]
+    if layers:
+        raise MLCUnsupportedError(
+            f"{loaded.name}: NeuralNetwork layer type {layers[0]!r} is not supported by mlc yet; "
+            f"unsupported: {', '.join(f'{k} (x{v})' for k, v in missing.items())}"
+        )
+    raise MLCUnsupportedError(
+        f"{loaded.name}: custom layer class {unbound[0]!r} has no implementation; bind a JAX function to it "
+        f"with mlc.register_custom_layer({unbound[0]!r}, fn) before loading the model"
+    )
+
+
+def build(loaded: LoadedSpec, *, lower: bool = True) -> Executable:
+    spec = loaded.spec
+    kind = spec.WhichOneof("Type")
+    network = getattr(spec, kind)
+    desc = spec.description
+    world = ShapeWorld(network, loaded.name)
+    inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.input)
+    for f in inputs.values():
+        f.rank5_mapped = world.rank5_arrays and f.kind == "multiArray"
+    outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.output)
+    missing = _unsupported(network)
+    mapping = "rank-5 input mapping" if world.rank5_arrays else "exact input mapping"
+    exe = Executable(
+        fn=None,
+        params={},
+        inputs=inputs,
+        outputs=outputs,
+        predicted_feature_name=desc.predictedFeatureName or None,
+        predicted_probabilities_name=desc.predictedProbabilitiesName or None,
+        input_dtypes={n: "fp32" for n, f in inputs.items() if f.kind in ("multiArray", "image")},
+        op_histogram=dict(Counter(layer_kinds(network)).most_common()),
+        unsupported=missing,
+        kind=f"{kind} ({mapping})",
+    )
+    if not lower:
+        return exe
+    if missing:
+        _refuse(loaded, network, missing)
+    bindings = {name: C.binding(name) for name in C.custom_classes(network)}
+    lowering = NetworkLowering(network, model=loaded.name, rank5=world.rank5, custom=bindings)
+    preprocess = image_preprocessors(network.preprocessing, inputs, loaded.name)
+    labels = class_labels(network) if kind == "neuralNetworkClassifier" else ()
+    if kind == "neuralNetworkClassifier" and not labels:
+        raise MLCParametersError(f"{loaded.name}: the classifier declares no class labels")
+    probabilities_blob = _probabilities_blob(network, exe) if labels else None
+
+    def fn(params: dict, values: dict) -> dict:
+        blobs = {}
+        for name, value in values.items():
+            feature = inputs[name]
+            for step in preprocess.get(name, ()):
+                value = step(value)
+            blobs[name] = world.input_tensor(feature, value)
+        env = lowering(params, blobs)
+        out = {}
+        for name, feature in outputs.items():
+            if labels and name in (exe.predicted_feature_name, exe.predicted_probabilities_name):
+                continue
+            if name not in env:
+                raise MLCParametersError(f"{loaded.name}: output {name!r} is not produced by any layer of the network")
+            out[name] = world.output_value(feature, env[name])
+        if labels:
+            if probabilities_blob not in env:
+                raise MLCParametersError(f"{loaded.name}: the class probabilities blob {probabilities_blob!r} is not produced by any layer")
+            probs = jnp.reshape(env[probabilities_blob], (-1,))
+            if probs.shape[0] != len(labels):
+                raise MLCParametersError(
+                    f"{loaded.name}: blob {probabilities_blob!r} holds {probs.shape[0]} probabilities for {len(labels)} class labels"
+                )
+            result = Classification(probs, labels)
+            for name in (exe.predicted_feature_name, exe.predicted_probabilities_name):
+                if name:
+                    out[name] = result
+        return out
+
+    exe.fn, exe.params, exe.eager = fn, lowering.params, lowering.eager
+    return exe
+
+
+def _probabilities_blob(network, exe: Executable) -> str:
+    if network.labelProbabilityLayerName:
+        return network.labelProbabilityLayerName
+    produced = {o for layer in network.layers for o in layer.output}
+    if exe.predicted_probabilities_name in produced:
+        return exe.predicted_probabilities_name
+    if not network.layers or not network.layers[-1].output:
+        raise MLCParametersError("the classifier has no layer producing its probabilities")
+    return network.layers[-1].output[0]

@@ -1,0 +1,222 @@
+"""Lower a ``NeuralNetwork`` message's layers to a pure function over named blobs.
+
+The network is planned once at load: every layer resolved to its registered lowering (or an
+error naming the layer type), every ``WeightParams`` decoded (``mlc.nn.weights``) into the
+params pytree under ``"<layer name>/<field path>"``, nested networks (``branch``, ``loop``)
+planned recursively. Running it walks the plan in order over a dict of blobs, so the protobuf is
+not touched per call.
+
+* Static vs traced, as for ML Programs: a layer whose inputs are all numpy (shape arithmetic:
+  ``getShape`` -> ``gather`` -> ``reshapeDynamic``) is evaluated at trace time and stays numpy.
+  A weight that feeds an input a layer needs at trace time (``loadConstantND`` giving a shape)
+  is kept as a numpy constant rather than a param.
+* A layer input registered ``static`` that turns out traced raises ``DataDependentShapeError``;
+  ``Model`` then runs the network layer by layer. Layers whose output shapes depend on data
+  (``whereNonZero``) and the control-flow layers (``branch``, ``loop``) are ``eager``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from mlc._errors import MLCError, MLCParametersError, MLCUnsupportedError, DataDependentShapeError
+from mlc.nn import weights as W
+from mlc.nn.context import LayerContext, weight_key
+from mlc.nn.registry import LayerDef, find
+
+NESTED_NETWORKS = {"branch": ("ifBranch", "elseBranch"), "loop": ("conditionNetwork", "bodyNetwork")}
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    layer: Any  # NeuralNetworkLayer message
+    kind: str  # the layer oneof's field name
+    definition: LayerDef
+    params: Any  # the layer's own message, e.g. layer.convolution
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    children: dict[str, "NetworkPlan"]
+    weight_keys: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class NetworkPlan:
+    layers: list[LayerPlan]
+
+
+def layer_kinds(network) -> list[str]:
+    """Every layer type of ``network``, nested networks included, in order."""
+    kinds = []
+    for layer in network.layers:
+        kind = layer.WhichOneof("layer")
+        kinds.append(kind or "<unset>")
+        for field in NESTED_NETWORKS.get(kind, ()):
+            sub = getattr(getattr(layer, kind), field)
+            kinds += layer_kinds(sub)
+    return kinds
+
+
+def weight_fields(message, prefix: str = ""):
+    """``(path, WeightParams)`` for every set weight inside ``message`` (nested networks excluded)."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        tname = field.message_type.name
+        if tname == "NeuralNetwork":
+            continue
+        path = f"{prefix}{field.name}"
+        items = list(enumerate(value)) if _is_repeated(field) else [(None, value)]
+        for i, item in items:
+            p = path if i is None else f"{path}[{i}]"
+            if tname == "WeightParams":
+                if W.is_set(item):
+                    yield p, item
+            else:
+                yield from weight_fields(item, p + ".")
+
+
+class NetworkLowering:
+    """The planned network: call it as ``fn(params, blobs) -> blobs``."""
+
+    def __init__(self, network, *, model: str, rank5: bool, custom=None):
+        self.model = model
+        self.rank5 = rank5
+        self.custom = custom or {}
+        self.params: dict[str, np.ndarray] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self._static_blobs: set[str] = set()
+        self._seen_names: set[str] = set()
+        self.plan = self._plan(network)
+
+    # -- planning ------------------------------------------------------------------------------
+    def _plan(self, network) -> NetworkPlan:
+        layers = []
+        for layer in network.layers:
+            kind = layer.WhichOneof("layer")
+            if kind is None:
+                raise MLCParametersError(f"{self.model}: layer {layer.name!r} has no layer type set")
+            definition = find(kind)
+            if definition is None:
+                raise MLCUnsupportedError(
+                    f"{self.model}: NeuralNetwork layer type {kind!r} (layer {layer.name!r}) is not supported by mlc yet"
+                )
+            if layer.name in self._seen_names:
+                raise MLCParametersError(f"{self.model}: two layers are named {layer.name!r}; layer names must be unique")
+            self._seen_names.add(layer.name)
+            params = getattr(layer, kind)
+            for pos in definition.static:
+                if pos < len(layer.input):
+                    self._static_blobs.add(layer.input[pos])
+            children = {f: self._plan(getattr(params, f)) for f in NESTED_NETWORKS.get(kind, ()) if params.HasField(f)}
+            layers.append(LayerPlan(layer, kind, definition, params, tuple(layer.input), tuple(layer.output), children))
+        for plan in layers:
+            self._decode_weights(plan)
+        return NetworkPlan(layers)
+
+    def _decode_weights(self, plan: LayerPlan) -> None:
+        shapes = plan.definition.weights(plan.params) if plan.definition.weights else {}
+        as_const = plan.kind in ("loadConstant", "loadConstantND") and any(o in self._static_blobs for o in plan.outputs)
+        for path, wp in weight_fields(plan.params):
+            where = f"{self.model}: layer {plan.layer.name!r} ({plan.kind}) weight {path!r}"
+            shape, axis = shapes.get(path, (None, 0))
+            count = int(np.prod(shape)) if shape is not None else None
+            value = W.decode(wp, where, count=count, channel_axis=axis, shape=shape)
+            if shape is not None:
+                value = value.reshape(shape)
+            key = weight_key(plan.layer.name, path)
+            (self.consts if as_const else self.params)[key] = value
+            plan.weight_keys.append(key)
+
+    @property
+    def eager(self) -> bool:
+        return _any_eager(self.plan)
+
+    # -- running -------------------------------------------------------------------------------
+    def __call__(self, params: dict, blobs: dict) -> dict:
+        env = dict(blobs)
+        self.run_network(self.plan, env, {**self.consts, **params})
+        return env
+
+    def run_network(self, plan: NetworkPlan, env: dict, params: dict) -> dict:
+        for lp in plan.layers:
+            self.run_layer(lp, env, params)
+        return env
+
+    def run_layer(self, lp: LayerPlan, env: dict, params: dict) -> None:
+        d = lp.definition
+        args = []
+        for pos, name in enumerate(lp.inputs):
+            if name not in env:
+                raise MLCParametersError(
+                    f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) reads blob {name!r}, which no input or earlier layer produces"
+                )
+            value = env[name]
+            if pos in d.static and not _is_static(value):
+                if isinstance(value, jax.core.Tracer):
+                    raise DataDependentShapeError(
+                        f"{self.model}: input {pos} of layer {lp.layer.name!r} ({lp.kind}) is computed from the model's "
+                        f"input values, so the layer's output shape depends on data; Model.predict runs it layer by layer"
+                    )
+                value = np.asarray(value)
+            args.append(value)
+
+        def run_child(field: str, child_env: dict) -> dict:
+            child = lp.children.get(field)
+            return child_env if child is None else self.run_network(child, child_env, params)
+
+        ctx = LayerContext(model=self.model, layer=lp.layer, params=params, rank5=self.rank5, run=run_child, env=env)
+        ctx.custom = self.custom
+        try:
+            with jax.named_scope(lp.layer.name or lp.kind):
+                if d.fold and _is_static(args) and not _reads_weights(lp, params):
+                    with jax.ensure_compile_time_eval():
+                        result = _to_numpy(d.fn(ctx, lp.params, *args))
+                else:
+                    result = d.fn(ctx, lp.params, *args)
+        except MLCError:
+            raise
+        except Exception as e:
+            raise MLCError(f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) failed: {type(e).__name__}: {e}") from e
+        results = result if isinstance(result, (tuple, list)) else (result,)
+        if not lp.outputs:
+            return
+        if len(results) != len(lp.outputs):
+            raise MLCError(f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) gave {len(results)} outputs, its spec names {len(lp.outputs)}")
+        for name, value in zip(lp.outputs, results):
+            env[name] = value
+
+
+def _any_eager(plan: NetworkPlan) -> bool:
+    return any(lp.definition.eager or any(_any_eager(c) for c in lp.children.values()) for lp in plan.layers)
+
+
+def _reads_weights(lp: LayerPlan, params: dict) -> bool:
+    """Whether the layer reads a weight that is a param (traced under jit), not a numpy const."""
+    return any(not isinstance(params[k], np.ndarray) for k in lp.weight_keys)
+
+
+def _is_static(v: Any) -> bool:
+    if isinstance(v, (np.ndarray, np.generic, int, float, bool)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_is_static(x) for x in v)
+    return False
+
+
+def _to_numpy(v: Any) -> Any:
+    if isinstance(v, jax.Array):
+        return np.asarray(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_numpy(x) for x in v)
+    return v
+
+
+def _is_repeated(field) -> bool:
+    is_repeated = getattr(field, "is_repeated", None)  # protobuf >= 5
+    if is_repeated is not None:
+        return bool(is_repeated)
+    return field.label == field.LABEL_REPEATED

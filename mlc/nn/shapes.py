@@ -1,0 +1,80 @@
+"""The two shape worlds of NeuralNetwork models, decided here and nowhere else.
+
+NeuralNetwork.proto, ``NeuralNetworkMultiArrayShapeMapping`` / ``NeuralNetworkImageShapeMapping``:
+
+* ``RANK5_ARRAY_MAPPING`` (the default, and the only one before specification version 4):
+  every multiarray input becomes a rank-5 tensor ``[Seq, Batch, C, H, W]``; a declared shape
+  ``(C,)`` maps to ``[1, 1, C, 1, 1]`` and ``(C, H, W)`` to ``[1, 1, C, H, W]``. At run time the
+  caller may also pass the full rank-5 array (Seq and Batch other than 1).
+* ``EXACT_ARRAY_MAPPING`` (spec v4+): the declared shape and rank pass through unchanged.
+* ``RANK5_IMAGE_MAPPING``: an image is ``[1, 1, C, H, W]``; ``RANK4_IMAGE_MAPPING``: ``[1, C, H, W]``.
+
+Layer functions never ask which mapping the inputs used: legacy layers name their axes from the
+end (width -1, height -2, channel -3, batch -4, sequence -5), which means the same in both worlds;
+the few whose rank-5 behaviour differs read ``ctx.rank5``, which is true when the network's
+multiarray inputs use the rank-5 mapping.
+
+Outputs: in the rank-5 world a tensor ``[1, 1, C, H, W]`` is reshaped to the output's declared
+shape when the declaration has one with the same number of elements (``(C,)``, ``(C, H, W)``);
+otherwise it is returned as computed. In the exact world outputs are returned as computed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from mlc._errors import MLCFeatureTypeError
+from mlc.features import Feature
+
+RANK5_ARRAY_MAPPING, EXACT_ARRAY_MAPPING = 0, 1
+RANK5_IMAGE_MAPPING, RANK4_IMAGE_MAPPING = 0, 1
+
+
+class ShapeWorld:
+    def __init__(self, network, model: str):
+        self.model = model
+        self.rank5_arrays = int(network.arrayInputShapeMapping) == RANK5_ARRAY_MAPPING
+        self.rank4_images = int(network.imageInputShapeMapping) == RANK4_IMAGE_MAPPING
+
+    @property
+    def rank5(self) -> bool:
+        return self.rank5_arrays
+
+    def accepts(self, feature: Feature, shape: tuple[int, ...]) -> bool:
+        """Whether a rank-5 mapped input may be given as the full ``[S, B, C, H, W]`` array."""
+        if not self.rank5_arrays or feature.kind != "multiArray" or len(shape) != 5:
+            return False
+        declared = feature.shape
+        chw = (declared[0], 1, 1) if len(declared) == 1 else tuple(declared)
+        return len(chw) == 3 and tuple(shape[2:]) == chw
+
+    def input_tensor(self, feature: Feature, value):
+        """A boundary array (already checked against the description) as the network's tensor."""
+        shape = tuple(value.shape)
+        if feature.kind == "image":
+            return value[None] if not self.rank4_images else value  # value is (1, C, H, W)
+        if feature.kind != "multiArray" or not self.rank5_arrays:
+            return value
+        if len(shape) == 5:
+            return value
+        if len(shape) == 1:
+            return jnp.reshape(value, (1, 1, shape[0], 1, 1))
+        if len(shape) == 3:
+            return jnp.reshape(value, (1, 1) + shape)
+        raise MLCFeatureTypeError(
+            f"{self.model}: input {feature.name!r} has rank {len(shape)}; a network with the rank-5 input mapping "
+            f"takes rank 1 (C), rank 3 (C, H, W) or rank 5 (Seq, Batch, C, H, W) multiarrays"
+        )
+
+    def output_value(self, feature: Feature | None, value):
+        """A network tensor as the output the description declares."""
+        if feature is None or feature.kind != "multiArray" or not self.rank5_arrays:
+            return value
+        declared = feature.shape
+        shape = tuple(np.shape(value))
+        if declared and shape != tuple(declared) and math.prod(shape) == math.prod(declared) and len(shape) == 5 and shape[:2] == (1, 1):
+            return jnp.reshape(value, declared)
+        return value
