@@ -1,11 +1,12 @@
 """Run coremltools' own op tests against mlc and write the conformance report.
 
     python scripts/conformance.py                 # whole MIL op suite, fp16 + fp32 -> conformance/mil.md
+    python scripts/conformance.py --suite nn      # NeuralNetwork suite -> conformance/nn.md
     python scripts/conformance.py iOS17/test_conv.py iOS18   # rerun some files/folders, then rewrite the report
     python scripts/conformance.py --report-only   # rewrite the report from the stored results
     python scripts/conformance.py --missing       # resume: run only cases without a stored result
 
-The suite runs from the installed coremltools wheel (nothing is copied), through the pytest
+The suites (``mlc.testing.suites.SUITES``) run from the installed coremltools wheel (nothing is copied), through the pytest
 plugin ``mlc.testing.coremltools_plugin``, in parallel with pytest-xdist. The plugin appends each
 case's outcome to ``conformance/.results/<suite>.log.jsonl`` as it finishes; the results are kept
 per test case in ``conformance/.results/<suite>.json`` (not committed), so a partial or
@@ -30,18 +31,10 @@ import tempfile
 from pathlib import Path
 
 from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE
+from mlc.testing.suites import SUITES, Part, coremltools_dir, part_files, part_of, pytest_command
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "conformance"
-PLUGIN = "mlc.testing.coremltools_plugin"
-
-# suite -> (folder inside the coremltools package, environment for coremltools' test settings)
-SUITES = {
-    "mil": (
-        "converters/mil/mil/ops/tests",
-        {"INCLUDE_MIL_FP32_UNIT_TESTS": "1", "PYMIL_TEST_TARGETS": "mlprogram"},
-    ),
-}
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 # Failures whose cause was traced to the test rather than to mlc: (pattern, why). The pattern is
@@ -70,15 +63,6 @@ KNOWN_FAILURES = [
 IGNORED_OPS = {"const", "cast"}  # in nearly every program: counting them says nothing
 
 
-def coremltools_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("coremltools")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("coremltools is not installed in this environment")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 @dataclasses.dataclass
 class Case:
     nodeid: str  # relative to the coremltools package: converters/.../test_x.py::TestY::test_z[...]
@@ -98,42 +82,34 @@ class Case:
 
     @property
     def precision(self) -> str:
-        m = re.search(r"precision='(fp16|fp32)'|\('mlprogram', '(fp16|fp32)'\)", self.nodeid)
+        m = re.search(r"precision='(fp16|fp32)'|\('(?:mlprogram|neuralnetwork)', '(fp16|fp32)'\)", self.nodeid)
         return (m.group(1) or m.group(2)) if m else "n/a"
 
 
 # -- running ---------------------------------------------------------------------------------
-def pytest_base(suite: str) -> tuple[list[str], dict]:
-    """The pytest command line (up to the targets) and environment every run of ``suite`` uses."""
-    cmd = [
-        sys.executable, "-m", "pytest", "-p", PLUGIN, "-p", "no:cacheprovider", "-q",
-        "--rootdir", str(coremltools_dir().parent), "-o", "addopts=", "-o", "testpaths=",
-    ]
-    return cmd, {**os.environ, **SUITES[suite][1], "TQDM_DISABLE": "1"}
+def targets_of(part: Part, selection: list[str]) -> list[str]:
+    """The part's files or folders named by ``selection`` (relative to the part's folder; all if empty)."""
+    base = coremltools_dir() / part.folder
+    if not selection:
+        return [str(f) for f in part_files(part)] if part.files else [str(base)]
+    return [str(base / s) for s in selection if (base / s.split("::")[0]).exists()]
 
 
-def targets_of(suite: str, selection: list[str]) -> list[str]:
-    base = coremltools_dir() / SUITES[suite][0]
-    return [str(base / s) for s in selection] if selection else [str(base)]
-
-
-def collect(suite: str, selection: list[str]) -> list[str]:
-    """Node ids (relative to the coremltools package, as stored) of the cases in ``selection``."""
-    cmd, env = pytest_base(suite)
+def collect(part: Part, targets: list[str]) -> list[str]:
+    """Node ids (relative to the coremltools package, as stored) of the cases in ``targets``."""
+    cmd, env, cwd = pytest_command(part)
     nodeids = []
-    for group in sessions(suite, targets_of(suite, selection)):
-        out = subprocess.run(
-            [*cmd, "--collect-only", *group], env=env, cwd=str(coremltools_dir().parent), capture_output=True, text=True
-        ).stdout
+    for group in sessions(part, targets):
+        out = subprocess.run([*cmd, "--collect-only", *group], env=env, cwd=cwd, capture_output=True, text=True).stdout
         nodeids += [line.strip().removeprefix("coremltools/") for line in out.splitlines() if "::" in line]
     return nodeids
 
 
-def missing_selection(suite: str, selection: list[str], store: dict, tmp: Path) -> tuple[list[str], Path | None]:
-    """The files holding the cases of ``selection`` with no stored result, and a file naming those
+def missing_selection(part: Part, targets: list[str], store: dict, tmp: Path) -> tuple[list[str], Path | None]:
+    """The files holding the cases of ``targets`` with no stored result, and a file naming those
     cases for the plugin's ``MLC_CONFORMANCE_SELECT``."""
-    todo = [n for n in collect(suite, selection) if n not in store]
-    print(f"{len(todo)} cases without a stored result", flush=True)
+    todo = [n for n in collect(part, targets) if n not in store]
+    print(f"{part.folder}: {len(todo)} cases without a stored result", flush=True)
     if not todo:
         return [], None
     select = tmp / "missing.txt"
@@ -141,14 +117,14 @@ def missing_selection(suite: str, selection: list[str], store: dict, tmp: Path) 
     return sorted({str(coremltools_dir() / n.split("::")[0]) for n in todo}), select
 
 
-def sessions(suite: str, targets: list[str]) -> list[list[str]]:
+def sessions(part: Part, targets: list[str]) -> list[list[str]]:
     """``targets`` split into one pytest session per opset folder (iOS14, iOS17, ...).
 
     Later opsets' test files import earlier ones' test classes; when the importing and the
     imported file are collected in one session, pytest collects the re-exported tests as
     ``[NOTSET]`` and skips them. Separate sessions run them all.
     """
-    base = coremltools_dir() / SUITES[suite][0]
+    base = coremltools_dir() / part.folder
     paths = []
     for t in targets:
         path = Path(t.split("::")[0])
@@ -164,9 +140,9 @@ def sessions(suite: str, targets: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def run_pytest(suite: str, targets: list[str], workers: int, timeout: int, extra: list[str], select: Path | None = None) -> int:
+def run_pytest(suite: str, part: Part, targets: list[str], workers: int, timeout: int, extra: list[str], select: Path | None = None) -> int:
     """Run the cases; the plugin appends each outcome to the suite's log as it is known."""
-    cmd, env = pytest_base(suite)
+    cmd, env, cwd = pytest_command(part)
     cmd = [*cmd, f"--timeout={timeout}", *targets, *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
@@ -174,7 +150,7 @@ def run_pytest(suite: str, targets: list[str], workers: int, timeout: int, extra
     if select is not None:
         env["MLC_CONFORMANCE_SELECT"] = str(select)
     print("+", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, env=env, cwd=str(coremltools_dir().parent))
+    return subprocess.call(cmd, env=env, cwd=cwd)
 
 
 def one_line(text: str, limit: int = 220) -> str:
@@ -205,11 +181,10 @@ def log_path(suite: str) -> Path:
     return OUT / ".results" / f"{suite}.log.jsonl"
 
 
-def forget(store: dict[str, Case], suite: str, selection: list[str]) -> None:
-    """Drop the stored cases of the selected files or folders (everything if none)."""
-    folder = SUITES[suite][0]
-    prefixes = tuple(f"{folder}/{s}" for s in selection) or (folder,)
-    for nodeid in [n for n in store if n.startswith(prefixes)]:
+def forget(store: dict[str, Case], part: Part, selection: list[str]) -> None:
+    """Drop the part's stored cases of the selected files or folders (all of the part's if none)."""
+    prefixes = tuple(f"{part.folder}/{s}" for s in selection) or (part.folder + "/",)
+    for nodeid in [n for n in store if n.startswith(prefixes) and part.owns(n)]:
         del store[nodeid]
 
 
@@ -273,13 +248,28 @@ def coremltools_version() -> str:
     return version("coremltools")
 
 
+def short_name(suite: str, nodeid: str) -> str:
+    """A node id relative to its part's folder (one part) or to that folder's parent (several)."""
+    parts = SUITES[suite]
+    try:
+        folder = part_of(suite, nodeid).folder
+    except KeyError:
+        return nodeid
+    base = folder if len(parts) == 1 else folder.rsplit("/", 1)[0]
+    return nodeid.removeprefix(base + "/")
+
+
 def report(suite: str, cases: list[Case]) -> str:
-    folder = SUITES[suite][0]
+    folders = ", ".join(f"`{p.folder}`" + (f" ({', '.join(p.files)})" if p.files else "") + (
+        f" with {' '.join(f'{k}={v}' for k, v in p.env.items())}" if p.env else "") for p in SUITES[suite])
+    unit = "MIL op" if suite == "mil" else "layer type"
     by_precision = collections.defaultdict(list)
     for c in cases:
         by_precision[c.precision].append(c)
     lines = [
-        f"# mlc conformance: coremltools' `{folder}` ({suite})",
+        f"# mlc conformance: {suite}",
+        "",
+        f"coremltools' own tests: {folders}.",
         "",
         f"Written by `scripts/conformance.py` on {datetime.date.today()} ({machine()}).",
         "Each case converts a program with coremltools and compares mlc's prediction with the",
@@ -301,18 +291,18 @@ def report(suite: str, cases: list[Case]) -> str:
             cnt["failed"] += sum(1 for c in fp16_xfails if c.precision == p)
             lines.append(f"- precision {p}: {rate(cnt)}")
     absent = sorted(
-        str(f.relative_to(coremltools_dir())) for f in (coremltools_dir() / folder).rglob("test_*.py")
+        str(f.relative_to(coremltools_dir())) for part in SUITES[suite] for f in part_files(part)
         if str(f.relative_to(coremltools_dir())) not in {c.file for c in cases}
     )
     if absent:
-        lines += ["", "**Not run yet** (no stored results): " + ", ".join(f"`{a.removeprefix(folder + '/')}`" for a in absent) + "."]
+        lines += ["", "**Not run yet** (no stored results): " + ", ".join(f"`{short_name(suite, a)}`" for a in absent) + "."]
     lines += ["", "## Per test file", "", TABLE_HEAD]
     by_file = collections.defaultdict(list)
     for c in cases:
         by_file[c.file].append(c)
     for f in sorted(by_file):
-        lines.append(table_row(f"`{f.removeprefix(folder + '/')}`", counts(by_file[f])))
-    lines += ["", "## Per MIL op", "", "A case counts for every op of the program it ran (besides const and cast); "
+        lines.append(table_row(f"`{short_name(suite, f)}`", counts(by_file[f])))
+    lines += ["", f"## Per {unit}", "", f"A case counts for every {unit} of the models it ran (besides const and cast); "
               "cases that never reached a prediction count under their test class.", "", TABLE_HEAD]
     by_op = collections.defaultdict(list)
     for c in cases:
@@ -322,7 +312,7 @@ def report(suite: str, cases: list[Case]) -> str:
         lines.append(table_row(f"`{k}`", counts(by_op[k])))
     failures = sorted((c for c in cases if c.outcome in ("failed", "error")), key=lambda c: c.nodeid)
     lines += ["", f"## Failures ({len(failures)})", ""]
-    lines += [f"- `{c.nodeid.removeprefix(folder + '/')}`: {c.reason}{known_cause(c)}" for c in failures] or ["None."]
+    lines += [f"- `{short_name(suite, c.nodeid)}`: {c.reason}{known_cause(c)}" for c in failures] or ["None."]
     skip_reasons = collections.Counter(c.reason for c in cases if c.outcome in ("skipped", "xfailed"))
     lines += [
         "", "## Skip and xfail reasons", "",
@@ -372,7 +362,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("selection", nargs="*", help="test files or folders inside the suite folder (default: all)")
+    ap.add_argument("selection", nargs="*", help="test files or folders inside a suite folder (default: all)")
     ap.add_argument("--suite", default="mil", choices=sorted(SUITES))
     ap.add_argument("-n", "--workers", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=600, help="seconds per test case")
@@ -390,16 +380,18 @@ def main(argv=None) -> int:
     if not args.report_only:
         with tempfile.TemporaryDirectory() as tmp:
             extra = args.pytest_args
-            select = None
-            if args.missing:
-                targets, select = missing_selection(args.suite, args.selection, store, Path(tmp))
-            else:
-                targets = targets_of(args.suite, args.selection)
-                if not extra:  # whole files rerun: forget their old cases (random ids would pile up)
-                    forget(store, args.suite, args.selection)
             try:
-                for group in sessions(args.suite, targets):
-                    run_pytest(args.suite, group, args.workers, args.timeout, extra, select)
+                for part in SUITES[args.suite]:
+                    targets = targets_of(part, args.selection)
+                    if not targets:
+                        continue
+                    select = None
+                    if args.missing:
+                        targets, select = missing_selection(part, targets, store, Path(tmp))
+                    elif not extra:  # whole files rerun: forget their old cases (random ids would pile up)
+                        forget(store, part, args.selection)
+                    for group in sessions(part, targets):
+                        run_pytest(args.suite, part, group, args.workers, args.timeout, extra, select)
             finally:
                 merge_log(args.suite, store)
     cases = list(store.values())

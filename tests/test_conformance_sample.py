@@ -1,34 +1,31 @@
-"""CI's slice of the conformance suite: coremltools' own op tests, run against mlc.
+"""CI's slice of the conformance suites: coremltools' own tests, run against mlc.
 
-``conformance/mil_sample.tsv`` (written by ``scripts/conformance.py``) holds the first case of
-every test class and precision with the outcome of the full run. Here those cases run again
-from the installed coremltools wheel through ``mlc.testing.coremltools_plugin``; every case
-that passed in the full run must still pass.
+``conformance/<suite>_sample.tsv`` (written by ``scripts/conformance.py``) holds the first case
+of every test class and precision with the outcome of the full run. Here those cases run again
+from the installed coremltools wheel through ``mlc.testing.coremltools_plugin``, with the command
+line and environment of ``mlc.testing.suites`` (one pytest session per part of the suite); every
+case that passed in the full run must still pass.
 """
 
-import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE, junit_nodeid
+from mlc.testing.suites import SUITES, coremltools_dir, pytest_command
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "conformance" / "mil_sample.tsv"
 
 
-def _sample() -> dict[str, str]:
-    rows = (line.split("\t") for line in SAMPLE.read_text().splitlines() if line.strip())
+def _sample_path(suite: str) -> Path:
+    return ROOT / "conformance" / f"{suite}_sample.tsv"
+
+
+def _sample(suite: str) -> dict[str, str]:
+    rows = (line.split("\t") for line in _sample_path(suite).read_text().splitlines() if line.strip())
     return {nodeid: outcome for nodeid, outcome in rows}
-
-
-def _coremltools_dir() -> Path:
-    import importlib.util
-
-    return Path(next(iter(importlib.util.find_spec("coremltools").submodule_search_locations)))
 
 
 def _outcomes(junit: Path) -> dict[str, str]:
@@ -48,29 +45,36 @@ def _outcomes(junit: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="no conformance sample: run scripts/conformance.py")
-def test_conformance_sample(tmp_path):
-    sample = _sample()
+def _run_part(part, cases: list[str], tmp_path: Path) -> tuple[dict[str, str], str]:
+    select = tmp_path / "cases.txt"
+    select.write_text("".join(f"{n}\n" for n in cases))
+    package = coremltools_dir()
+    files = sorted({str(package / n.split("::")[0]) for n in cases})
+    junit = tmp_path / "junit.xml"
+    cmd, env, cwd = pytest_command(part)
+    env["MLC_CONFORMANCE_SELECT"] = str(select)
+    proc = subprocess.run([*cmd, f"--junitxml={junit}", *files], env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return _outcomes(junit), proc.stdout[-4000:]
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_conformance_sample(suite, tmp_path):
+    if not _sample_path(suite).exists():
+        pytest.skip(f"no conformance sample for {suite}: run scripts/conformance.py --suite {suite}")
+    sample = _sample(suite)
     expected_pass = sorted(n for n, outcome in sample.items() if outcome == "passed")
     assert expected_pass, "the sample has no passing case"
-    select = tmp_path / "cases.txt"
-    select.write_text("".join(f"{n}\n" for n in expected_pass))
-    package = _coremltools_dir()
-    files = sorted({str(package / n.split("::")[0]) for n in expected_pass})
-    junit = tmp_path / "junit.xml"
-    env = {
-        **os.environ, "INCLUDE_MIL_FP32_UNIT_TESTS": "1", "PYMIL_TEST_TARGETS": "mlprogram", "TQDM_DISABLE": "1",
-        "MLC_CONFORMANCE_SELECT": str(select),
-    }
-    cmd = [
-        sys.executable, "-m", "pytest", "-p", "mlc.testing.coremltools_plugin", "-p", "no:cacheprovider",
-        "-q", "--rootdir", str(package.parent), "-o", "addopts=", "-o", "testpaths=",
-        f"--junitxml={junit}", *files,
-    ]
-    proc = subprocess.run(cmd, env=env, cwd=str(package.parent), capture_output=True, text=True, timeout=1800)
-    assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    got = _outcomes(junit)
-    missing = [n for n in expected_pass if n not in got]
-    regressed = [n for n in expected_pass if got.get(n) not in (None, "passed")]
-    assert not missing, f"{len(missing)} sample cases did not run, e.g. {missing[:3]}"
-    assert not regressed, f"{len(regressed)} of {len(expected_pass)} cases that pass in conformance/mil.md fail now: " + "; ".join(regressed[:5]) + "\n" + proc.stdout[-4000:]
+    for i, part in enumerate(SUITES[suite]):
+        cases = [n for n in expected_pass if part.owns(n)]
+        if not cases:
+            continue
+        (tmp_path / str(i)).mkdir()
+        got, log = _run_part(part, cases, tmp_path / str(i))
+        missing = [n for n in cases if n not in got]
+        regressed = [n for n in cases if got.get(n) not in (None, "passed")]
+        assert not missing, f"{len(missing)} sample cases did not run, e.g. {missing[:3]}"
+        assert not regressed, (
+            f"{len(regressed)} of {len(cases)} cases that pass in conformance/{suite}.md fail now: "
+            + "; ".join(regressed[:5]) + "\n" + log
+        )

@@ -17,13 +17,17 @@ class LayerContext:
     bodies of ``branch`` and ``loop``) on the current blobs.
     """
 
-    def __init__(self, *, model: str, layer: Any, params: dict, rank5: bool, run: Callable | None = None, env: dict | None = None):
+    def __init__(
+        self, *, model: str, layer: Any, params: dict, rank5: bool, run: Callable | None = None, env: dict | None = None,
+        custom: dict | None = None,
+    ):
         self.model = model
         self.layer = layer
         self.params = params
         self.rank5 = rank5
         self._run = run
         self.env = env
+        self.custom = custom or {}  # custom layer class name -> bound function (taken at load)
 
     @property
     def name(self) -> str:

@@ -168,8 +168,9 @@ class NetworkLowering:
             child = lp.children.get(field)
             return child_env if child is None else self.run_network(child, child_env, params)
 
-        ctx = LayerContext(model=self.model, layer=lp.layer, params=params, rank5=self.rank5, run=run_child, env=env)
-        ctx.custom = self.custom
+        ctx = LayerContext(
+            model=self.model, layer=lp.layer, params=params, rank5=self.rank5, run=run_child, env=env, custom=self.custom
+        )
         try:
             with jax.named_scope(lp.layer.name or lp.kind):
                 if d.fold and _is_static(args) and not _reads_weights(lp, params):

@@ -1,0 +1,74 @@
+"""The conformance suites: which of coremltools' shipped tests run against mlc, and how.
+
+Shared by ``scripts/conformance.py`` (the full census) and ``tests/test_conformance_sample.py``
+(CI's slice), so both run each case with the same command line and environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+PLUGIN = "mlc.testing.coremltools_plugin"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A folder of coremltools' tests (inside the package), the files of it that belong to the
+    suite (all ``test_*.py`` if empty), and the environment coremltools' test settings read."""
+
+    folder: str
+    env: dict
+    files: tuple[str, ...] = ()
+
+    def owns(self, nodeid: str) -> bool:
+        if not nodeid.startswith(self.folder + "/"):
+            return False
+        return not self.files or nodeid[len(self.folder) + 1 :].split("::")[0] in self.files
+
+
+SUITES: dict[str, tuple[Part, ...]] = {
+    "mil": (
+        Part("converters/mil/mil/ops/tests", {"INCLUDE_MIL_FP32_UNIT_TESTS": "1", "PYMIL_TEST_TARGETS": "mlprogram"}),
+    ),
+    "nn": (
+        Part("test/neural_network", {}, ("test_numpy_nn_layers.py", "test_nn_builder.py", "test_model.py")),
+        # The MIL op tests whose programs also convert to NeuralNetwork layers (iOS14, the only
+        # opset the NeuralNetwork backend takes), on that backend alone.
+        Part("converters/mil/mil/ops/tests/iOS14", {"PYMIL_TEST_TARGETS": "neuralnetwork"}),
+    ),
+}
+
+
+def coremltools_dir() -> Path:
+    spec = importlib.util.find_spec("coremltools")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("coremltools is not installed in this environment")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def part_of(suite: str, nodeid: str) -> Part:
+    for part in SUITES[suite]:
+        if part.owns(nodeid):
+            return part
+    raise KeyError(f"{nodeid} belongs to no part of suite {suite!r}")
+
+
+def pytest_command(part: Part) -> tuple[list[str], dict, str]:
+    """``(command up to the targets, environment, working directory)`` for cases of ``part``."""
+    root = coremltools_dir().parent
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", PLUGIN, "-p", "no:cacheprovider", "-q",
+        "--rootdir", str(root), "-o", "addopts=", "-o", "testpaths=",
+    ]
+    return cmd, {**os.environ, **part.env, "TQDM_DISABLE": "1"}, str(root)
+
+
+def part_files(part: Part) -> list[Path]:
+    base = coremltools_dir() / part.folder
+    if part.files:
+        return [base / f for f in part.files]
+    return sorted(base.rglob("test_*.py"))
