@@ -40,7 +40,7 @@ def class_labels(network) -> tuple:
 def _unsupported(network) -> dict[str, int]:
     missing: dict[str, int] = {}
     for kind in layer_kinds(network):
-        if find(kind) is None:
+        if kind != "<unset>" and find(kind) is None:  # an unset type is invalid, refused when planning
             missing[kind] = missing.get(kind, 0) + 1
     for name in C.custom_classes(network):
         if C.binding(name) is None:

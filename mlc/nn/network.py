@@ -66,8 +66,8 @@ def weight_fields(message, prefix: str = ""):
         if field.message_type is None:
             continue
         tname = field.message_type.name
-        if tname == "NeuralNetwork":
-            continue
+        if tname == "NeuralNetwork" or field.message_type.GetOptions().map_entry:
+            continue  # nested networks are planned on their own; maps (custom parameters) hold no weights
         path = f"{prefix}{field.name}"
         items = list(enumerate(value)) if _is_repeated(field) else [(None, value)]
         for i, item in items:

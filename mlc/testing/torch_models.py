@@ -11,6 +11,8 @@ Inputs are named ``x`` (float) or ``ids`` (int32 token ids); the single output i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 from typing import Callable
@@ -277,11 +279,16 @@ def convert(module, example_inputs, target: str = "iOS18", precision: str = "fp3
     ``target`` is a coremltools deployment target name (``"iOS15"``...), ``precision`` ``"fp32"``
     or ``"fp16"``. Integer inputs become int32 model inputs, float inputs fp32. Returns ``path``
     (or the ``MLModel`` when ``path`` is None).
+
+    ``target="neuralnetwork"`` converts to a NeuralNetwork model (``convert_to="neuralnetwork"``,
+    iOS14, the last NeuralNetwork release) saved as ``.mlmodel``; ``precision="fp16"`` then stores
+    its weights as fp16 (``quantize_weights(nbits=16)``), and ``"int8"`` / ``"lut4"`` quantize them
+    linearly to 8 bits or to a 4-bit linear lookup table.
     """
     import torch
 
     ct = import_coremltools()
-    if precision not in ("fp32", "fp16"):
+    if precision not in ("fp32", "fp16") and not (target == "neuralnetwork" and precision in NN_QUANTIZATIONS):
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
     example_inputs = tuple(example_inputs)
     with torch.no_grad():
@@ -290,18 +297,45 @@ def convert(module, example_inputs, target: str = "iOS18", precision: str = "fp3
         ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32 if t.is_floating_point() else np.int32)
         for n, t in zip(input_names(example_inputs), example_inputs)
     ]
-    mlmodel = ct.convert(
-        traced,
-        inputs=inputs,
-        outputs=[ct.TensorType(name="y")],
-        minimum_deployment_target=getattr(ct.target, target),
-        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-        convert_to="mlprogram",
-    )
+    if target == "neuralnetwork":
+        mlmodel = _convert_neuralnetwork(ct, traced, inputs, precision)
+    else:
+        mlmodel = ct.convert(
+            traced,
+            inputs=inputs,
+            outputs=[ct.TensorType(name="y")],
+            minimum_deployment_target=getattr(ct.target, target),
+            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            convert_to="mlprogram",
+        )
     if path is None:
         return mlmodel
     mlmodel.save(os.fspath(path))
     return path
+
+
+# NeuralNetwork weight storage -> quantize_weights arguments (nbits, quantization mode)
+NN_QUANTIZATIONS = {"fp16": (16, "linear"), "int8": (8, "linear"), "lut4": (4, "linear_lut")}
+
+
+def _convert_neuralnetwork(ct, traced, inputs, precision: str):
+    mlmodel = ct.convert(
+        traced, inputs=inputs, outputs=[ct.TensorType(name="y")],
+        minimum_deployment_target=ct.target.iOS14, convert_to="neuralnetwork",
+    )
+    if precision == "fp32":
+        return mlmodel
+    from coremltools.models.neural_network import quantization_utils
+
+    class WeightLayers(quantization_utils.QuantizedLayerSelector):
+        """Weights of compute layers only: constants (a causal mask's -3.4e38) stay fp32."""
+
+        def do_quantize(self, layer, **kwargs):
+            return super().do_quantize(layer, **kwargs) and layer.WhichOneof("layer") not in ("loadConstant", "loadConstantND")
+
+    nbits, mode = NN_QUANTIZATIONS[precision]
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per layer
+        return quantization_utils.quantize_weights(mlmodel, nbits, mode, selector=WeightLayers())
 
 
 def reference(module, example_inputs) -> np.ndarray:
