@@ -92,14 +92,15 @@ def _info(args) -> int:
     for f in exe.outputs.values():
         print(f"  {f}")
     total = sum(exe.op_histogram.values())
-    print(f"ops ({total}):")
+    unit = "layers" if exe.kind.startswith("neuralNetwork") else "ops"
+    print(f"{unit} ({total}):")
     for name, count in exe.op_histogram.items():
         flag = "   <- not supported" if name in exe.unsupported else ""
         print(f"  {count:6d}  {name}{flag}")
     if exe.unsupported:
-        print(f"unsupported ops: {', '.join(exe.unsupported)}")
+        print(f"unsupported {unit}: {', '.join(exe.unsupported)}")
     else:
-        print("unsupported ops: none")
+        print(f"unsupported {unit}: none")
     return 0
 
 

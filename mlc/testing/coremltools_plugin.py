@@ -15,8 +15,8 @@ imported, and nothing in the test files:
 - ``coremltools.models.utils._macos_version`` reports macOS ``MACOS_VERSION`` (15.0, the release
   that runs iOS18 programs), so no case is skipped as "needs a newer macOS", and
   ``coremltools.models.utils._is_macos`` is true (the NeuralNetwork tests import it by name at
-  their import, after this plugin). Library modules that imported either function by name at
-  their own import (``MLModel``) keep the original.
+  their import, after this plugin). Library modules that imported ``_is_macos`` by name at their
+  own import (``MLModel``) keep the original; those that imported ``_macos_version`` get ours.
 - ``MLModel.predict`` and ``MLModel.make_state`` run through mlc (``mlc.coremltools_backend``);
   the state is an ``mlc.State``, whose ``read_state`` / ``write_state`` match ``MLState``'s.
   ``compute_units=CPU_ONLY`` selects JAX's CPU device; other compute units use JAX's default.
@@ -52,6 +52,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 
 import pytest
 
@@ -94,8 +95,14 @@ def install() -> None:
 
     _patch(deps, "_IS_MACOS", True)
     _patch(testing_utils, "_IS_MACOS", True)
+    original_version = model_utils._macos_version
     _patch(model_utils, "_macos_version", _macos_version)
     _patch(model_utils, "_is_macos", _is_macos)
+    # Library modules that imported ``_macos_version`` by name (quantization_utils) would call the
+    # original, which now believes it is on macOS and runs ``sw_vers``: give them ours too.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("coremltools") and getattr(module, "_macos_version", None) is original_version:
+            _patch(module, "_macos_version", _macos_version)
     _patch(op_testing_utils, "compare_backend", _fp16_aware(op_testing_utils.compare_backend))
     _patch(coremltools_backend, "_mlc_model", _recording(coremltools_backend._mlc_model))
     coremltools_backend.install()
