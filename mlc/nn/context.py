@@ -19,7 +19,7 @@ class LayerContext:
 
     def __init__(
         self, *, model: str, layer: Any, params: dict, rank5: bool, run: Callable | None = None, env: dict | None = None,
-        custom: dict | None = None,
+        custom: dict | None = None, scope: str | None = None,
     ):
         self.model = model
         self.layer = layer
@@ -27,6 +27,7 @@ class LayerContext:
         self.rank5 = rank5
         self._run = run
         self.env = env
+        self.scope = scope or layer.name  # the params prefix of the layer's weights
         self.custom = custom or {}  # custom layer class name -> bound function (taken at load)
 
     @property
@@ -38,7 +39,7 @@ class LayerContext:
         return f"{self.model}: layer {self.layer.name!r} ({self.layer.WhichOneof('layer')})"
 
     def key(self, path: str) -> str:
-        return weight_key(self.layer.name, path)
+        return weight_key(self.scope, path)
 
     def has_weight(self, path: str) -> bool:
         return self.key(path) in self.params
@@ -68,6 +69,7 @@ class LayerContext:
         return MLCParametersError(f"{self.where}: {message}")
 
 
-def weight_key(layer_name: str, path: str) -> str:
-    """The params key of a layer's weight: ``"<layer name>/<field path>"``."""
-    return f"{layer_name}/{path}"
+def weight_key(scope: str, path: str) -> str:
+    """The params key of a layer's weight: ``"<layer name>/<field path>"`` (the name made unique
+    with ``#n`` when a nested network repeats it)."""
+    return f"{scope}/{path}"

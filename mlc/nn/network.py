@@ -40,6 +40,7 @@ class LayerPlan:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     children: dict[str, "NetworkPlan"]
+    scope: str  # the layer's name, made unique in the whole network ("name#2" for a repeat)
     weight_keys: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -89,7 +90,7 @@ class NetworkLowering:
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}
         self._static_blobs: set[str] = set()
-        self._seen_names: set[str] = set()
+        self._seen_names: dict[str, int] = {}
         self.plan = self._plan(network)
 
     # -- planning ------------------------------------------------------------------------------
@@ -104,15 +105,16 @@ class NetworkLowering:
                 raise MLCUnsupportedError(
                     f"{self.model}: NeuralNetwork layer type {kind!r} (layer {layer.name!r}) is not supported by mlc yet"
                 )
-            if layer.name in self._seen_names:
-                raise MLCParametersError(f"{self.model}: two layers are named {layer.name!r}; layer names must be unique")
-            self._seen_names.add(layer.name)
+            # Converters repeat names across nested networks (a "const_two" in each loop body):
+            # a repeat gets its own scope for its weights.
+            seen = self._seen_names[layer.name] = self._seen_names.get(layer.name, 0) + 1
+            scope = layer.name if seen == 1 else f"{layer.name}#{seen}"
             params = getattr(layer, kind)
             for pos in definition.static:
                 if pos < len(layer.input):
                     self._static_blobs.add(layer.input[pos])
             children = {f: self._plan(getattr(params, f)) for f in NESTED_NETWORKS.get(kind, ()) if params.HasField(f)}
-            layers.append(LayerPlan(layer, kind, definition, params, tuple(layer.input), tuple(layer.output), children))
+            layers.append(LayerPlan(layer, kind, definition, params, tuple(layer.input), tuple(layer.output), children, scope))
         for plan in layers:
             self._decode_weights(plan)
         return NetworkPlan(layers)
@@ -127,7 +129,7 @@ class NetworkLowering:
             value = W.decode(wp, where, count=count, channel_axis=axis, shape=shape)
             if shape is not None:
                 value = value.reshape(shape)
-            key = weight_key(plan.layer.name, path)
+            key = weight_key(plan.scope, path)
             (self.consts if as_const else self.params)[key] = value
             plan.weight_keys.append(key)
 
@@ -169,7 +171,8 @@ class NetworkLowering:
             return child_env if child is None else self.run_network(child, child_env, params)
 
         ctx = LayerContext(
-            model=self.model, layer=lp.layer, params=params, rank5=self.rank5, run=run_child, env=env, custom=self.custom
+            model=self.model, layer=lp.layer, params=params, rank5=self.rank5, run=run_child, env=env, custom=self.custom,
+            scope=lp.scope,
         )
         try:
             with jax.named_scope(lp.layer.name or lp.kind):

@@ -246,3 +246,14 @@ def test_every_layer_type_is_lowered():
     oneof = NeuralNetwork_pb2.NeuralNetworkLayer.DESCRIPTOR.oneofs_by_name["layer"]
     missing = sorted({f.name for f in oneof.fields} - set(supported_layers()))
     assert missing == []
+
+
+def test_repeated_layer_names_keep_their_own_weights():
+    """Converters repeat layer names across nested networks; each layer keeps its weights."""
+    b = NeuralNetworkBuilder([("data", datatypes.Array(2))], [("y", None)], disable_rank5_shape_mapping=True)
+    b.add_inner_product("fc", np.eye(2, dtype=np.float32) * 2, None, 2, 2, False, "data", "h")
+    b.add_inner_product("fc2", np.eye(2, dtype=np.float32) * 3, None, 2, 2, False, "h", "y")
+    b.spec.neuralNetwork.layers[1].name = "fc"  # the builder refuses repeats; converters' nested networks do not
+    model = mlc.load(b.spec)
+    assert set(model.params) == {"fc/weights", "fc#2/weights"}
+    np.testing.assert_allclose(model.predict({"data": np.array([1.0, -1.0], np.float32)})["y"], [6.0, -6.0])
