@@ -59,6 +59,28 @@ KNOWN_FAILURES = [
         r"=> .*Core ML model type 'neuralNetwork' is not supported",
         "the case converts to a NeuralNetwork model, which is issue 4 (mlc runs ML Programs only)",
     ),
+    (
+        r"test_numpy_nn_layers\.py::NewLayersSimpleTest::test_topk_(cpu|gpu) => ",
+        "ties: the test draws integers with repeats and takes its expected indices from numpy's default "
+        "argsort, which is not stable (a SIMD sort on this x86 CPU), so equal values come in arbitrary order; "
+        "mlc returns the lower index first. With a stable argsort as the reference every case passes",
+    ),
+    (
+        r"::test_conv3d_(cpu|gpu)_slow => Failed: Timeout",
+        "coremltools marks this test slow: it builds, loads and predicts thousands of conv3d models in one "
+        "test function (each compiled by XLA), more than the 600 s per-case limit of this census; the cases "
+        "it reached passed, and the same layer passes test_conv3d_*_basic",
+    ),
+    (
+        r"=> .*Core ML model type 'glmRegressor' is not supported",
+        "the case runs a classic glmRegressor model, which is issue 5 (classic models)",
+    ),
+    (
+        r"test_model\.py::MLModelTest::test_multiarray_to_image_input_util_HWC_format => ",
+        "coremltools' make_image_input(image_format='NHWC') inserts a 3-axis transpose [1, 2, 0] after an image "
+        "input that RANK4_IMAGE_MAPPING (the mapping the spec declares) makes a rank-4 [1, C, H, W] tensor; "
+        "NeuralNetwork.proto requires the axes to match the input's rank and mlc refuses the mismatch",
+    ),
 ]
 IGNORED_OPS = {"const", "cast"}  # in nearly every program: counting them says nothing
 

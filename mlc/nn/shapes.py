@@ -14,9 +14,11 @@ end (width -1, height -2, channel -3, batch -4, sequence -5), which means the sa
 the few whose rank-5 behaviour differs read ``ctx.rank5``, which is true when the network's
 multiarray inputs use the rank-5 mapping.
 
-Outputs: in the rank-5 world a tensor ``[1, 1, C, H, W]`` is reshaped to the output's declared
-shape when the declaration has one with the same number of elements (``(C,)``, ``(C, H, W)``);
-otherwise it is returned as computed. In the exact world outputs are returned as computed.
+Outputs, in both worlds: a tensor is reshaped to the output's declared shape when the
+declaration is a fixed shape with the same number of elements (rank-5 ``[1, 1, C, H, W]`` ->
+``(C,)`` or ``(C, H, W)``; a rank-4 image's ``[1, C, 1, 1]`` -> a declared ``(1, 1, C)``), as
+Core ML returns them (coremltools' ``test_model.py`` image-input tests expect this); otherwise
+(no declared shape, a flexible one, another size) it is returned as computed.
 """
 
 from __future__ import annotations
@@ -71,10 +73,10 @@ class ShapeWorld:
 
     def output_value(self, feature: Feature | None, value):
         """A network tensor as the output the description declares."""
-        if feature is None or feature.kind != "multiArray" or not self.rank5_arrays:
+        if feature is None or feature.kind != "multiArray" or feature.shape_ranges or feature.enumerated_shapes:
             return value
-        declared = feature.shape
+        declared = tuple(feature.shape)
         shape = tuple(np.shape(value))
-        if declared and shape != tuple(declared) and math.prod(shape) == math.prod(declared) and len(shape) == 5 and shape[:2] == (1, 1):
+        if declared and shape != declared and math.prod(shape) == math.prod(declared):
             return jnp.reshape(value, declared)
         return value
