@@ -1,8 +1,8 @@
 """CI's slice of the conformance suites: coremltools' own tests, run against mlc.
 
-``conformance/<suite>_sample.tsv`` (written by ``scripts/conformance.py``) holds the first case
-of every test class and precision with the outcome of the full run. Here those cases run again
-from the installed coremltools wheel through ``mlc.testing.coremltools_plugin``, with the command
+``conformance/<suite>_sample.tsv`` (written by ``scripts/conformance.py``) holds one case of
+every test class and precision (the quickest that passed) with the outcome of the full run.
+Here those cases run again from the installed coremltools wheel through ``mlc.testing.coremltools_plugin``, with the command
 line and environment of ``mlc.testing.suites`` (one pytest session per part of the suite); every
 case that passed in the full run must still pass.
 """

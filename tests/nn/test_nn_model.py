@@ -257,3 +257,17 @@ def test_repeated_layer_names_keep_their_own_weights():
     model = mlc.load(b.spec)
     assert set(model.params) == {"fc/weights", "fc#2/weights"}
     np.testing.assert_allclose(model.predict({"data": np.array([1.0, -1.0], np.float32)})["y"], [6.0, -6.0])
+
+
+def test_output_takes_its_declared_shape_when_sizes_match():
+    """An image [1, C, 1, 1] under RANK4_IMAGE_MAPPING read out as a declared (1, 1, C), as Core ML
+    gives it (coremltools' test_model.py image-input tests)."""
+    b = NeuralNetworkBuilder([("image", datatypes.Array(3, 1, 1))], [("out", datatypes.Array(1, 1, 3))], disable_rank5_shape_mapping=True)
+    _linear_identity(b, "image")
+    spec = b.spec
+    t = spec.description.input[0].type
+    t.imageType.width, t.imageType.height, t.imageType.colorSpace = 1, 1, 20
+    spec.neuralNetwork.imageInputShapeMapping = 1
+    out = mlc.load(spec).predict({"image": Image.fromarray(np.array([[[4, 2, 5]]], np.uint8), "RGB")})["out"]
+    assert out.shape == (1, 1, 3)
+    np.testing.assert_array_equal(out.reshape(-1), [4, 2, 5])
