@@ -60,11 +60,11 @@ def _has_tracer(v: Any) -> bool:
     return isinstance(v, jax.core.Tracer)
 
 
-def _to_numpy(v: Any) -> Any:
+def to_numpy(v: Any) -> Any:
     if isinstance(v, jax.Array):
         return np.asarray(v)
     if isinstance(v, (list, tuple)):
-        return type(v)(_to_numpy(x) for x in v)
+        return type(v)(to_numpy(x) for x in v)
     return v
 
 
@@ -209,7 +209,7 @@ class FunctionLowering:
                     f"input values, so the op's output shape depends on data and it cannot run under jit or vmap; "
                     f"Model.predict runs such a model op by op"
                 )
-            value = _to_numpy(value)  # running op by op: the value is concrete
+            value = to_numpy(value)  # running op by op: the value is concrete
         return value
 
     def run_op(self, op: Operation, env: dict, params: dict, counter: list[int]) -> tuple:
@@ -224,7 +224,7 @@ class FunctionLowering:
             with jax.named_scope(op.name), checks.operation(f"{self.model}: operation {op.name!r} ({op.type})"):
                 if d.fold and is_static(list(kwargs.values())):
                     with jax.ensure_compile_time_eval():
-                        result = _to_numpy(d.fn(**kwargs))
+                        result = to_numpy(d.fn(**kwargs))
                 else:
                     result = d.fn(**kwargs)
         except MLCError:

@@ -26,6 +26,7 @@ import numpy as np
 from mlc._errors import MLCError, MLCParametersError, MLCUnsupportedError, DataDependentShapeError
 from mlc.nn import weights as W
 from mlc.nn.context import LayerContext, weight_key
+from mlc.mil.lower import is_static, to_numpy
 from mlc.nn.registry import LayerDef, find
 
 NESTED_NETWORKS = {"branch": ("ifBranch", "elseBranch"), "loop": ("conditionNetwork", "bodyNetwork")}
@@ -157,7 +158,7 @@ class NetworkLowering:
                     f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) reads blob {name!r}, which no input or earlier layer produces"
                 )
             value = env[name]
-            if pos in d.static and not _is_static(value):
+            if pos in d.static and not is_static(value):
                 if isinstance(value, jax.core.Tracer):
                     raise DataDependentShapeError(
                         f"{self.model}: input {pos} of layer {lp.layer.name!r} ({lp.kind}) is computed from the model's "
@@ -176,9 +177,9 @@ class NetworkLowering:
         )
         try:
             with jax.named_scope(lp.layer.name or lp.kind):
-                if d.fold and _is_static(args) and not _reads_weights(lp, params):
+                if d.fold and is_static(args) and not _reads_weights(lp, params):
                     with jax.ensure_compile_time_eval():
-                        result = _to_numpy(d.fn(ctx, lp.params, *args))
+                        result = to_numpy(d.fn(ctx, lp.params, *args))
                 else:
                     result = d.fn(ctx, lp.params, *args)
         except MLCError:
@@ -201,22 +202,6 @@ def _any_eager(plan: NetworkPlan) -> bool:
 def _reads_weights(lp: LayerPlan, params: dict) -> bool:
     """Whether the layer reads a weight that is a param (traced under jit), not a numpy const."""
     return any(not isinstance(params[k], np.ndarray) for k in lp.weight_keys)
-
-
-def _is_static(v: Any) -> bool:
-    if isinstance(v, (np.ndarray, np.generic, int, float, bool)):
-        return True
-    if isinstance(v, (list, tuple)):
-        return all(_is_static(x) for x in v)
-    return False
-
-
-def _to_numpy(v: Any) -> Any:
-    if isinstance(v, jax.Array):
-        return np.asarray(v)
-    if isinstance(v, (list, tuple)):
-        return type(v)(_to_numpy(x) for x in v)
-    return v
 
 
 def _is_repeated(field) -> bool:

@@ -7,22 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-import mlc
 from mlc._errors import MLCParametersError, MLCUnsupportedError
 
-from coremltools.models import datatypes  # noqa: E402
-from coremltools.models.neural_network import NeuralNetworkBuilder  # noqa: E402
+
+from mlc.testing.nn_specs import network, predict as _predict  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
 
 def _builder(inputs, outputs, exact=False):
-    feats = [(name, datatypes.Array(*shape)) for name, shape in inputs.items()]
-    return NeuralNetworkBuilder(feats, [(name, None) for name in outputs], disable_rank5_shape_mapping=exact)
-
-
-def _predict(builder, inputs):
-    return mlc.load(builder.spec).predict(inputs)
+    return network(inputs, outputs, exact=exact)
 
 
 def _rand(*shape):
