@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--save", metavar="OUT.npz", help="also write the array outputs to an .npz file")
 
     sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
+    sub.add_parser("layers", help="list the NeuralNetwork layer types mlc lowers")
     sub.add_parser("demo", help="classify the image that ships with mlc using the bundled ColorNet model")
     return p
 
@@ -54,6 +55,14 @@ def _ops(args) -> int:
     for name, defs in lowerings().items():
         targets = ", ".join(f"{OPSET_TARGETS[d.since]}+" for d in defs)
         print(f"{name:40s} {targets}")
+    return 0
+
+
+def _layers(args) -> int:
+    from mlc.nn.registry import supported_layers
+
+    for name in supported_layers():
+        print(name)
     return 0
 
 
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "ops": _ops, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "ops": _ops, "layers": _layers, "demo": _demo}[args.command]
     try:
         return handler(args)
     except MLCError as e:

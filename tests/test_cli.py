@@ -21,7 +21,7 @@ def add_package(tmp_path_factory):
 
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "mlc.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("info", "predict", "ops", "demo"):
+    for command in ("info", "predict", "ops", "layers", "demo"):
         assert command in out
 
 
@@ -29,6 +29,25 @@ def test_ops_lists_the_registry(capsys):
     assert main(["ops"]) == 0
     out = capsys.readouterr().out
     assert "conv " in out and "scaled_dot_product_attention" in out and "iOS18+" in out
+
+
+def test_layers_lists_the_neuralnetwork_registry(capsys):
+    assert main(["layers"]) == 0
+    out = capsys.readouterr().out.split()
+    assert len(out) == 158 and "convolution" in out and "uniDirectionalLSTM" in out
+
+
+def test_info_of_a_neuralnetwork_model_lists_layers(capsys, tmp_path):
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+    from coremltools.models.utils import save_spec
+
+    b = NeuralNetworkBuilder([("data", datatypes.Array(3))], [("out", None)], disable_rank5_shape_mapping=True)
+    b.add_activation("relu", "RELU", "data", "out")
+    save_spec(b.spec, str(tmp_path / "m.mlmodel"))
+    assert main(["info", str(tmp_path / "m.mlmodel")]) == 0
+    out = capsys.readouterr().out
+    assert "neuralNetwork (exact input mapping)" in out and "activation" in out and "unsupported layers: none" in out
 
 
 def test_info(capsys):
