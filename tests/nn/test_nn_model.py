@@ -271,3 +271,13 @@ def test_output_takes_its_declared_shape_when_sizes_match():
     out = mlc.load(spec).predict({"image": Image.fromarray(np.array([[[4, 2, 5]]], np.uint8), "RGB")})["out"]
     assert out.shape == (1, 1, 3)
     np.testing.assert_array_equal(out.reshape(-1), [4, 2, 5])
+
+
+def test_predict_batch_vmaps_the_network():
+    b = NeuralNetworkBuilder([("data", datatypes.Array(4))], [("y", datatypes.Array(2))])  # rank-5 world
+    w = RNG.standard_normal((2, 4)).astype(np.float32)
+    b.add_inner_product("fc", w, None, 4, 2, False, "data", "y")
+    xs = RNG.standard_normal((5, 4)).astype(np.float32)
+    out = mlc.load(b.spec).predict_batch({"data": xs})["y"]
+    assert out.shape == (5, 2)
+    np.testing.assert_allclose(out, xs @ w.T, rtol=1e-5, atol=1e-6)
