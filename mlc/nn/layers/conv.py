@@ -197,13 +197,7 @@ def _deconv2d_crop(ctx, p, in_hw, k_eff, strides):
         pads = border_amounts(ctx, p.valid) if kind == "valid" else [(0, 0), (0, 0)]
         crops = [a for a, _ in pads]
         sizes = [(n - 1) * s + k - a - b for n, k, s, (a, b) in zip(in_hw, k_eff, strides, pads)]
-    if len(p.outputShape):
-        if len(p.outputShape) != 2 or min(p.outputShape) < 1:
-            raise ctx.fail(f"outputShape must be two positive values [H_out, W_out], got {list(p.outputShape)}")
-        sizes = [int(v) for v in p.outputShape]
-    if min(sizes) < 1:
-        raise ctx.fail(f"deconvolution output size {sizes} is not positive")
-    return crops, sizes
+    return crops, deconv_output_sizes(ctx, p, sizes, "[H_out, W_out]")
 
 
 def _deconv_same_crop(size, k_eff, stride, top_left_heavy):
@@ -339,10 +333,17 @@ def _deconvolution3d(ctx, p, x, w, g, strides, dil, k_eff, in_dhw, pads):
     else:
         crops = [a for a, _ in pads]
         sizes = [(n - 1) * s + k - a - b for n, k, s, (a, b) in zip(in_dhw, k_eff, strides, pads)]
+    sizes = deconv_output_sizes(ctx, p, sizes, "[D, H, W]")
+    return deconv_nd(x, w, strides=strides, starts=crops, out_sizes=sizes, dilations=dil, groups=g)
+
+
+def deconv_output_sizes(ctx, p, sizes: list[int], axes: str) -> list[int]:
+    """The deconvolution's spatial output sizes: ``outputShape`` when set (one positive value
+    per spatial axis), else ``sizes`` as computed from the padding."""
     if len(p.outputShape):
-        if len(p.outputShape) != 3 or min(p.outputShape) < 1:
-            raise ctx.fail(f"outputShape must be three positive values [D, H, W], got {list(p.outputShape)}")
+        if len(p.outputShape) != len(sizes) or min(p.outputShape) < 1:
+            raise ctx.fail(f"outputShape must be {len(sizes)} positive values {axes}, got {list(p.outputShape)}")
         sizes = [int(v) for v in p.outputShape]
     if min(sizes) < 1:
         raise ctx.fail(f"deconvolution output size {sizes} is not positive")
-    return deconv_nd(x, w, strides=strides, starts=crops, out_sizes=sizes, dilations=dil, groups=g)
+    return sizes
