@@ -12,19 +12,17 @@ class LayerContext:
 
     ``weight(path)`` gives a decoded weight (``"weights"``, ``"bias"``,
     ``"weightParams.inputGateWeightMatrix"``, ``"weights[0]"``) as stored in the params pytree,
-    already reshaped when the layer's registration declared a shape. ``rank5`` says which shape
-    world the network lives in (see ``mlc.nn.shapes``). ``run`` runs a nested network (the
+    already reshaped when the layer's registration declared a shape. ``run`` runs a nested network (the
     bodies of ``branch`` and ``loop``) on the current blobs.
     """
 
     def __init__(
-        self, *, model: str, layer: Any, params: dict, rank5: bool, run: Callable | None = None, env: dict | None = None,
+        self, *, model: str, layer: Any, params: dict, run: Callable | None = None, env: dict | None = None,
         custom: dict | None = None, scope: str | None = None,
     ):
         self.model = model
         self.layer = layer
         self.params = params
-        self.rank5 = rank5
         self._run = run
         self.env = env
         self.scope = scope or layer.name  # the params prefix of the layer's weights

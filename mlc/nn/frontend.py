@@ -92,7 +92,7 @@ def build(loaded: LoadedSpec, *, lower: bool = True) -> Executable:
     if missing:
         _refuse(loaded, network, missing)
     bindings = {name: C.binding(name) for name in C.custom_classes(network)}
-    lowering = NetworkLowering(network, model=loaded.name, rank5=world.rank5, custom=bindings)
+    lowering = NetworkLowering(network, model=loaded.name, custom=bindings)
     preprocess = image_preprocessors(network.preprocessing, inputs, loaded.name)
     labels = class_labels(network) if kind == "neuralNetworkClassifier" else ()
     if kind == "neuralNetworkClassifier" and not labels:

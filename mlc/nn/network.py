@@ -84,9 +84,8 @@ def weight_fields(message, prefix: str = ""):
 class NetworkLowering:
     """The planned network: call it as ``fn(params, blobs) -> blobs``."""
 
-    def __init__(self, network, *, model: str, rank5: bool, custom=None):
+    def __init__(self, network, *, model: str, custom=None):
         self.model = model
-        self.rank5 = rank5
         self.custom = custom or {}
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}
@@ -172,7 +171,7 @@ class NetworkLowering:
             return child_env if child is None else self.run_network(child, child_env, params)
 
         ctx = LayerContext(
-            model=self.model, layer=lp.layer, params=params, rank5=self.rank5, run=run_child, env=env, custom=self.custom,
+            model=self.model, layer=lp.layer, params=params, run=run_child, env=env, custom=self.custom,
             scope=lp.scope,
         )
         try:

@@ -10,9 +10,11 @@ NeuralNetwork.proto, ``NeuralNetworkMultiArrayShapeMapping`` / ``NeuralNetworkIm
 * ``RANK5_IMAGE_MAPPING``: an image is ``[1, 1, C, H, W]``; ``RANK4_IMAGE_MAPPING``: ``[1, C, H, W]``.
 
 Layer functions never ask which mapping the inputs used: legacy layers name their axes from the
-end (width -1, height -2, channel -3, batch -4, sequence -5), which means the same in both worlds;
-the few whose rank-5 behaviour differs read ``ctx.rank5``, which is true when the network's
-multiarray inputs use the rank-5 mapping.
+end (width -1, height -2, channel -3, batch -4, sequence -5), which means the same in both worlds,
+and the few defined on rank-5 tensors only (``reshape``, ``permute``, ``sequenceRepeat``, the
+recurrent layers...) work from their input's rank. The rank-5 input mapping (``(C,)`` or
+``(C, H, W)`` also given as a full ``[S, B, C, H, W]`` array) is checked at the boundary by
+``Feature.rank5_mapped`` in ``mlc.features``.
 
 Outputs, in both worlds: a tensor is reshaped to the output's declared shape when the
 declaration is a fixed shape with the same number of elements (rank-5 ``[1, 1, C, H, W]`` ->
@@ -40,18 +42,6 @@ class ShapeWorld:
         self.model = model
         self.rank5_arrays = int(network.arrayInputShapeMapping) == RANK5_ARRAY_MAPPING
         self.rank4_images = int(network.imageInputShapeMapping) == RANK4_IMAGE_MAPPING
-
-    @property
-    def rank5(self) -> bool:
-        return self.rank5_arrays
-
-    def accepts(self, feature: Feature, shape: tuple[int, ...]) -> bool:
-        """Whether a rank-5 mapped input may be given as the full ``[S, B, C, H, W]`` array."""
-        if not self.rank5_arrays or feature.kind != "multiArray" or len(shape) != 5:
-            return False
-        declared = feature.shape
-        chw = (declared[0], 1, 1) if len(declared) == 1 else tuple(declared)
-        return len(chw) == 3 and tuple(shape[2:]) == chw
 
     def input_tensor(self, feature: Feature, value):
         """A boundary array (already checked against the description) as the network's tensor."""

@@ -107,7 +107,3 @@ def _dequantize(wp, where: str, count: int | None, channel_axis: int, shape) -> 
     if lut.size != 2**nbits:
         raise MLCParametersError(f"{where}: lookup table has {lut.size} entries, {nbits}-bit quantization needs {2**nbits}")
     return lut[values]
-
-
-def is_int8_dynamic(wp) -> bool:
-    return bool(wp.int8RawValue)

@@ -12,7 +12,7 @@ are shared. ``SamplingMode`` -> MIL ``sampling_mode``:
 ``upsample`` and ``resizeBilinear`` act on the last two axes (leading axes are batch) and do not
 depend on the shape world. ``cropResize`` is defined on rank-5 tensors only (feature map
 ``[1, B, C, H, W]``, boxes ``[N, 1, 4|5, 1, 1]``, output ``[N, B|1, C, h, w]``); the exact-world
-converter builds those rank-5 tensors itself, so it reads no ``ctx.rank5`` either.
+converter builds those rank-5 tensors itself, so it works from its inputs' ranks in both worlds.
 """
 
 from __future__ import annotations
