@@ -41,7 +41,8 @@ class Feature:
     shape_ranges: tuple[tuple[int, int], ...] | None = None  # per dim (lower, upper or -1)
     enumerated_shapes: tuple[tuple[int, ...], ...] | None = None
     color_space: str | None = None  # images
-    key_kind: str | None = None  # dictionaries: "int64" or "string"
+    key_kind: str | None = None  # dictionaries: "int64" or "string"; sequences: the element kind
+    size_range: tuple[int, int] | None = None  # sequences: (lower, upper or -1)
     rank5_mapped: bool = False  # NeuralNetwork rank-5 input mapping: [Seq, Batch, C, H, W] also accepted
 
     def type_string(self) -> str:
@@ -65,6 +66,8 @@ class Feature:
             return f"Image ({self.color_space} {w}x{h}{extra})"
         if self.kind == "dictionary":
             return f"Dictionary ({self.key_kind} -> double)"
+        if self.kind == "sequence":
+            return f"Sequence ({self.key_kind})"
         return self.kind.capitalize() if self.kind != "int64" else "Int64"
 
     def __str__(self) -> str:
@@ -111,6 +114,10 @@ def feature_from_proto(fd) -> Feature:
         f.key_kind = "int64" if t.dictionaryType.WhichOneof("KeyType") == "int64KeyType" else "string"
     elif kind == "sequenceType":
         f.kind = "sequence"
+        seq = t.sequenceType
+        f.key_kind = "string" if seq.WhichOneof("Type") == "stringType" else "int64"
+        if seq.HasField("sizeRange"):
+            f.size_range = (int(seq.sizeRange.lowerBound), int(seq.sizeRange.upperBound))
     elif kind == "stateType":
         f.kind = "state"
         f.dtype = ARRAY_DTYPES.get(t.stateType.arrayType.dataType)
@@ -240,7 +247,47 @@ def scalar_input(feature: Feature, value: Any, where: str) -> Any:
     raise MLCFeatureTypeError(f"{where}: {feature.kind} inputs are not supported by this model type")
 
 
+def dictionary_input(feature: Feature, value: Any, where: str) -> dict:
+    """A dict of string (or int64) keys -> numbers, as ``Dictionary`` features declare."""
+    if not isinstance(value, dict):
+        raise MLCFeatureTypeError(f"{where}: expected a dictionary ({feature.type_string()}), got {type(value).__name__}")
+    out = {}
+    for key, v in value.items():
+        if feature.key_kind == "string" and not isinstance(key, str):
+            raise MLCFeatureTypeError(f"{where}: dictionary key {key!r} is not a string")
+        if feature.key_kind == "int64":
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+                raise MLCFeatureTypeError(f"{where}: dictionary key {key!r} is not an int64")
+            key = int(key)
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise MLCFeatureTypeError(f"{where}: dictionary value for key {key!r} is a {type(v).__name__}, not a number")
+        out[key] = float(v)
+    return out
+
+
+def sequence_input(feature: Feature, value: Any, where: str) -> list:
+    """A list of strings or int64s, as ``Sequence`` features declare (with an optional size range)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise MLCFeatureTypeError(f"{where}: expected a sequence ({feature.type_string()}), got {type(value).__name__}")
+    string = feature.key_kind == "string"
+    for item in value:
+        ok = isinstance(item, str) if string else isinstance(item, (int, np.integer)) and not isinstance(item, bool)
+        if not ok:
+            raise MLCFeatureTypeError(f"{where}: sequence element {item!r} is not a {feature.key_kind}")
+    if feature.size_range is not None:
+        lo, hi = feature.size_range
+        if len(value) < lo or (hi >= 0 and len(value) > hi):
+            raise MLCFeatureTypeError(f"{where}: sequence of {len(value)} elements, the model allows [{lo}, {'inf' if hi < 0 else hi}]")
+    return [item if string else int(item) for item in value]
+
+
 def convert_input(feature: Feature, value: Any, where: str) -> Any:
+    if feature.kind == "dictionary":
+        return dictionary_input(feature, value, where)
+    if feature.kind == "sequence":
+        return sequence_input(feature, value, where)
     if feature.kind == "multiArray":
         return multiarray_input(feature, value, where)
     if feature.kind == "image":
@@ -276,6 +323,31 @@ def image_output(arr: np.ndarray, feature: Feature):
     if feature.color_space == "BGR":
         a = a[::-1]
     return Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)), mode="RGB")
+
+
+SCALAR_KINDS = ("int64", "double", "string")
+
+
+def host_output(value: Any, feature: Feature, where: str) -> Any:
+    """An int64, double, string, dictionary or sequence output as the Python value Core ML
+    returns (``int``, ``float``, ``str``, ``dict``, ``list``)."""
+    if feature.kind in ("int64", "double"):
+        arr = np.asarray(value)
+        if arr.size != 1:
+            raise MLCFeatureTypeError(f"{where}: declared {feature.type_string()}, but the model produced {arr.size} values")
+        item = arr.reshape(-1)[0]
+        return int(item) if feature.kind == "int64" else float(item)
+    if feature.kind == "string":
+        if isinstance(value, np.ndarray):
+            value = value.reshape(-1)[0] if value.size == 1 else value
+        return str(value)
+    if feature.kind == "dictionary":
+        if not isinstance(value, dict):
+            raise MLCFeatureTypeError(f"{where}: declared a dictionary, but the model produced a {type(value).__name__}")
+        return {(int(k) if feature.key_kind == "int64" else k): float(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return list(value)
 
 
 def multiarray_output(value: Any, feature: Feature) -> np.ndarray:

@@ -49,6 +49,10 @@ def _build(loaded: LoadedSpec, function_name: str | None, fp16_as_fp32: bool, lo
 
     if kind in nn.KINDS:
         return nn.build(loaded, lower=lower)
+    from mlc.classic import frontend as classic
+
+    if classic.handles(kind):
+        return classic.build(loaded, fp16_as_fp32=fp16_as_fp32, lower=lower)
     raise MLCUnsupportedError(f"{loaded.name}: Core ML model type {kind!r} is not supported by mlc yet")
 
 
@@ -148,7 +152,7 @@ class Model:
     # -- inputs ------------------------------------------------------------------------------
     def _program_input(self, name: str, arr: Any) -> Any:
         mil = self._exe.input_dtypes.get(name)
-        if mil is None or not isinstance(arr, np.ndarray):
+        if mil is None or not isinstance(arr, (np.ndarray, np.generic)):
             return arr
         with dtypes.precision(self._fp16_as_fp32):
             target = dtypes.compute_dtype(mil)
@@ -189,9 +193,13 @@ class Model:
         if isinstance(value, Classification):
             if feature is not None and feature.kind == "dictionary":
                 return value.probability_dict()
+            if feature is not None and feature.kind == "multiArray":
+                return F.multiarray_output(value.probabilities, feature)
             return value.label()
         if feature is None:
             return np.asarray(value)
+        if feature.kind in F.SCALAR_KINDS or feature.kind in ("dictionary", "sequence"):
+            return F.host_output(value, feature, f"{self.name}: output {name!r}")
         if feature.kind == "image":
             return F.image_output(np.asarray(value), feature)
         return F.multiarray_output(value, feature)

@@ -1,0 +1,60 @@
+"""Classic front end: any Model.proto type other than NeuralNetwork / ML Program at the top
+level (GLMs, trees, SVMs, kNN, feature engineering, pipelines) -> ``Executable``."""
+
+from __future__ import annotations
+
+from mlc.classic.lowering import lower_stage
+from mlc.classic.registry import PROPRIETARY, find
+from mlc.classic.stage import StageContext
+from mlc.executable import Executable
+from mlc.features import FeatureDescriptions, feature_from_proto
+from mlc.format.spec import LoadedSpec
+
+# The dtype each boundary feature is computed in (JAX runs 32-bit).
+_COMPUTE = {"double": "fp32", "int64": "int32"}
+
+
+def handles(kind: str | None) -> bool:
+    return kind is not None and (kind in PROPRIETARY or find(kind) is not None)
+
+
+def _input_dtype(feature) -> str | None:
+    if feature.kind in _COMPUTE:
+        return _COMPUTE[feature.kind]
+    if feature.kind == "image":
+        return "fp32"
+    if feature.kind == "multiArray":
+        return "int32" if feature.dtype is not None and feature.dtype.kind in "iu" else "fp32"
+    return None
+
+
+def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) -> Executable:
+    spec = loaded.spec
+    desc = spec.description
+    inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.input)
+    outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.output)
+    kind = spec.WhichOneof("Type")
+    exe = Executable(
+        fn=None,
+        params={},
+        inputs=inputs,
+        outputs=outputs,
+        predicted_feature_name=desc.predictedFeatureName or None,
+        predicted_probabilities_name=desc.predictedProbabilitiesName or None,
+        input_dtypes={n: d for n, f in inputs.items() if (d := _input_dtype(f))},
+        op_histogram={kind: 1},
+        kind=kind,
+    )
+    if not lower:
+        if kind in ("pipeline", "pipelineClassifier", "pipelineRegressor"):
+            message = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+            exe.op_histogram = {}
+            for m in message.models:
+                k = m.WhichOneof("Type")
+                exe.op_histogram[k] = exe.op_histogram.get(k, 0) + 1
+        return exe
+    stage = lower_stage(StageContext(spec, loaded, loaded.name), fp16_as_fp32)
+    exe.fn, exe.params = stage.fn, stage.params
+    exe.eager = stage.host or stage.eager
+    exe.op_histogram = stage.op_histogram
+    return exe

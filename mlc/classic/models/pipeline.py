@@ -1,0 +1,118 @@
+"""``pipeline``, ``pipelineClassifier``, ``pipelineRegressor`` (Model.proto ``Pipeline``).
+
+Stages run in order over one table of named values: the pipeline's inputs, then each stage's
+outputs. A stage reads its declared inputs by name from that table (Core ML's validator
+requires each to be a pipeline input or an earlier stage's output), and the pipeline's outputs
+are read from it at the end. A pipeline of numeric stages is one pure JAX function; one with
+host stages (strings, dictionaries) runs stage by stage, each numeric stage jitted on its own.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from mlc._errors import MLCFeatureTypeError
+from mlc.classification import Classification
+from mlc.classic.lowering import lower_stage
+from mlc.classic.registry import model_type
+from mlc.classic.stage import Stage, StageContext
+from mlc.features import Feature, feature_from_proto
+
+MAX_DEPTH = 16  # pipelines nested in pipelines deeper than this are refused
+
+
+def _pipeline_message(ctx: StageContext):
+    message = ctx.message
+    return message if ctx.kind == "pipeline" else message.pipeline
+
+
+def _stage_names(ctx: StageContext, pipeline) -> list[str]:
+    n = len(pipeline.models)
+    if not pipeline.names:
+        return [f"model{i}" for i in range(n)]
+    if len(pipeline.names) != n:
+        ctx.fail(f"{len(pipeline.names)} stage names for {n} models")
+    if len(set(pipeline.names)) != n:
+        ctx.fail("stage names are not unique")
+    return list(pipeline.names)
+
+
+def _check_wiring(ctx: StageContext, models, names: list[str]) -> None:
+    available = set(ctx.inputs)
+    for model, name in zip(models, names):
+        for f in model.description.input:
+            if f.name not in available:
+                ctx.fail(f"stage {name!r} reads {f.name!r}, which is neither a pipeline input nor an earlier stage's output")
+        available.update(f.name for f in model.description.output)
+    for name in ctx.outputs:
+        if name not in available:
+            ctx.fail(f"pipeline output {name!r} is produced by no stage")
+
+
+def _consumed(value, feature: Feature, where: str):
+    """A value handed to the next stage as the feature it declares (a classifier's result
+    becomes its label, its probability dictionary, or its probabilities)."""
+    if not isinstance(value, Classification):
+        return value
+    if feature.kind == "dictionary":
+        return value.probability_dict()
+    if feature.kind == "multiArray":
+        return value.probabilities
+    if feature.kind in ("string", "int64"):
+        return value.label()
+    raise MLCFeatureTypeError(f"{where}: a classifier result cannot feed a {feature.kind} input")
+
+
+def _check_numeric(values: dict, where: str) -> None:
+    for name, value in values.items():
+        if isinstance(value, (str, dict, list)):
+            raise MLCFeatureTypeError(f"{where}: input {name!r} is a {type(value).__name__}, but this stage takes numbers")
+
+
+@model_type("pipeline", "pipelineClassifier", "pipelineRegressor")
+def pipeline(ctx: StageContext) -> Stage:
+    depth = ctx.where.count(" > ")
+    if depth >= MAX_DEPTH:
+        ctx.fail(f"pipelines nested more than {MAX_DEPTH} deep")
+    message = _pipeline_message(ctx)
+    models = list(message.models)
+    if not models:
+        ctx.fail("the pipeline contains no models")
+    names = _stage_names(ctx, message)
+    _check_wiring(ctx, models, names)
+    stages, histogram = [], {}
+    for i, (model, name) in enumerate(zip(models, names)):
+        where = f"{ctx.where} > stage {i} {name!r}"
+        stage = lower_stage(StageContext(model, ctx.loaded, where))
+        feeds = [feature_from_proto(f) for f in model.description.input]
+        outs = [f.name for f in model.description.output]
+        stages.append((f"{i}:{name}", where, stage, feeds, outs))
+        for k, v in stage.op_histogram.items():
+            histogram[k] = histogram.get(k, 0) + v
+    host = any(s.host for _, _, s, _, _ in stages)
+    eager = any(s.eager for _, _, s, _, _ in stages)
+    outputs = list(ctx.outputs)
+    jitted = {scope: jax.jit(s.fn) for scope, _, s, _, _ in stages if host and not s.host and not s.eager}
+
+    def fn(params: dict, values: dict) -> dict:
+        table = dict(values)
+        for scope, where, stage, feeds, outs in stages:
+            args = {f.name: _consumed(table[f.name], f, where) for f in feeds if f.name in table}
+            call = jitted.get(scope, stage.fn)
+            if scope in jitted:
+                _check_numeric(args, where)
+            produced = call(_scoped(params, scope), args)
+            for name in outs:
+                if name in produced:
+                    table[name] = produced[name]
+        return {name: table[name] for name in outputs if name in table}
+
+    params = {f"{scope}/{k}": v for scope, _, s, _, _ in stages for k, v in s.params.items()}
+    return Stage(fn, params, host=host, eager=eager, op_histogram=histogram)
+
+
+def _scoped(params: dict, scope: str) -> dict:
+    prefix = scope + "/"
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
