@@ -101,7 +101,7 @@ def _info(args) -> int:
     for f in exe.outputs.values():
         print(f"  {f}")
     total = sum(exe.op_histogram.values())
-    unit = "layers" if exe.kind.startswith("neuralNetwork") else "ops"
+    unit = "layers" if exe.kind.startswith("neuralNetwork") else "ops" if exe.kind.startswith("mlProgram") else "model types"
     print(f"{unit} ({total}):")
     for name, count in exe.op_histogram.items():
         flag = "   <- not supported" if name in exe.unsupported else ""

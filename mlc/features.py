@@ -283,6 +283,16 @@ def sequence_input(feature: Feature, value: Any, where: str) -> list:
     return [item if string else int(item) for item in value]
 
 
+def scalar_batch_input(feature: Feature, value: Any, where: str) -> np.ndarray:
+    """A batch of double or int64 values: a 1-D sequence, one value per example."""
+    arr = np.asarray(value)
+    if arr.ndim != 1 or arr.dtype.kind not in ("iu" if feature.kind == "int64" else "iuf"):
+        raise MLCFeatureTypeError(
+            f"{where}: predict_batch takes a 1-D array of {feature.kind} values, one per example; got {arr.dtype} of shape {arr.shape}"
+        )
+    return arr.astype(np.int64 if feature.kind == "int64" else np.float64)
+
+
 def convert_input(feature: Feature, value: Any, where: str) -> Any:
     if feature.kind == "dictionary":
         return dictionary_input(feature, value, where)

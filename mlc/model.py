@@ -179,8 +179,12 @@ class Model:
                 arr = np.stack([F.image_input(feature, im, where) for im in value])
             elif feature.kind == "multiArray":
                 arr = F.multiarray_input(feature, value, where, batched=True)
+            elif feature.kind in ("double", "int64"):
+                arr = F.scalar_batch_input(feature, value, where)
             else:
-                raise MLCFeatureTypeError(f"{where}: predict_batch supports multiarray and image inputs, not {feature.kind}")
+                raise MLCFeatureTypeError(
+                    f"{where}: predict_batch supports multiarray, image, double and int64 inputs, not {feature.kind}; use predict"
+                )
             sizes.add(arr.shape[0])
             out[name] = self._program_input(name, arr)
         if len(sizes) > 1:
@@ -266,6 +270,8 @@ class Model:
                 out[name] = [self._output(name, c) for c in value.unbatch()]
             elif feature is not None and feature.kind == "image":
                 out[name] = [F.image_output(v, feature) for v in np.asarray(value)]
+            elif feature is not None and feature.kind in ("double", "int64"):
+                out[name] = np.asarray(value).reshape(n).astype(np.float64 if feature.kind == "double" else np.int64)
             else:
                 out[name] = self._output(name, value)
         return out

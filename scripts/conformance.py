@@ -280,7 +280,7 @@ def short_name(suite: str, nodeid: str) -> str:
 def report(suite: str, cases: list[Case]) -> str:
     folders = ", ".join(f"`{p.folder}`" + (f" ({', '.join(p.files)})" if p.files else "") + (
         f" with {' '.join(f'{k}={v}' for k, v in p.env.items())}" if p.env else "") for p in SUITES[suite])
-    unit = "MIL op" if suite == "mil" else "layer type"
+    unit = {"mil": "MIL op", "nn": "layer type"}.get(suite, "model type")
     by_precision = collections.defaultdict(list)
     for c in cases:
         by_precision[c.precision].append(c)

@@ -3,7 +3,9 @@ level (GLMs, trees, SVMs, kNN, feature engineering, pipelines) -> ``Executable``
 
 from __future__ import annotations
 
-from mlc.classic.lowering import lower_stage
+from collections import Counter
+
+from mlc.classic.lowering import NEURAL, lower_stage
 from mlc.classic.registry import PROPRIETARY, find
 from mlc.classic.stage import StageContext
 from mlc.executable import Executable
@@ -28,6 +30,22 @@ def _input_dtype(feature) -> str | None:
     return None
 
 
+PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
+
+
+def model_types(spec) -> list[str]:
+    """The model type of every stage, pipelines flattened (for ``mlc info``)."""
+    kind = spec.WhichOneof("Type")
+    if kind not in PIPELINES:
+        return [kind or "<unset>"]
+    message = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+    return [kind] + [k for m in message.models for k in model_types(m)]
+
+
+def _runs(kind: str) -> bool:
+    return kind in NEURAL or (kind not in PROPRIETARY and find(kind) is not None)
+
+
 def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) -> Executable:
     spec = loaded.spec
     desc = spec.description
@@ -46,12 +64,8 @@ def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) 
         kind=kind,
     )
     if not lower:
-        if kind in ("pipeline", "pipelineClassifier", "pipelineRegressor"):
-            message = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
-            exe.op_histogram = {}
-            for m in message.models:
-                k = m.WhichOneof("Type")
-                exe.op_histogram[k] = exe.op_histogram.get(k, 0) + 1
+        exe.op_histogram = dict(Counter(model_types(spec)).most_common())
+        exe.unsupported = {k: n for k, n in exe.op_histogram.items() if not _runs(k)}
         return exe
     stage = lower_stage(StageContext(spec, loaded, loaded.name), fp16_as_fp32)
     exe.fn, exe.params = stage.fn, stage.params

@@ -12,6 +12,7 @@ from mlc.classic.stage import Stage, StageContext
 from mlc.format.spec import LoadedSpec
 from mlc.mil import dtypes
 
+MAX_DEPTH = 16  # stages nested deeper than this (pipelines in pipelines, linked models) are refused
 NEURAL = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor", "mlProgram")
 
 
@@ -19,6 +20,8 @@ def lower_stage(ctx: StageContext, fp16_as_fp32: bool = True) -> Stage:
     kind = ctx.kind
     if kind is None:
         ctx.fail("the model's Type is not set (an empty or corrupt specification)")
+    if ctx.where.count(" > ") > MAX_DEPTH:
+        ctx.fail(f"models nested more than {MAX_DEPTH} deep (pipelines in pipelines, or linked models linking each other)")
     if kind in PROPRIETARY:
         raise MLCUnsupportedError(
             f"{ctx.where}: Core ML model type {kind!r} relies on {PROPRIETARY[kind]}, which exists only on "

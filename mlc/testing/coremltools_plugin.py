@@ -30,6 +30,10 @@ imported, and nothing in the test files:
   computation, and reported as xfail (``FP16_AT_FP32_TOLERANCE``) if that passes; otherwise it
   stays a failure.
 
+- ``coremltools.test.utils.load_boston``, which downloads the Boston housing table from
+  lib.stat.cmu.edu (nothing may be downloaded at run time), reads the same 506 x 13 table from the
+  copy that the ``mlxtend`` package ships (``mlxtend/data/data/boston_housing.csv``).
+
 Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
 it ran (``scripts/conformance.py`` counts results per op with it).
 
@@ -106,6 +110,27 @@ def install() -> None:
     _patch(op_testing_utils, "compare_backend", _fp16_aware(op_testing_utils.compare_backend))
     _patch(coremltools_backend, "_mlc_model", _recording(coremltools_backend._mlc_model))
     coremltools_backend.install()
+    _patch_boston()
+
+
+def _load_boston():
+    """coremltools' ``load_boston`` result, from mlxtend's shipped copy of the table."""
+    import numpy as np
+    from mlxtend.data import boston_housing_data
+
+    data, target = boston_housing_data()
+    names = np.array(
+        ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"], dtype="<U7"
+    )
+    return {"data": np.ascontiguousarray(data, dtype=np.float64), "target": np.asarray(target, np.float64), "feature_names": names}
+
+
+def _patch_boston() -> None:
+    try:
+        import coremltools.test.utils as test_utils
+    except ImportError:  # pandas or requests missing: the tests that need it fail to import anyway
+        return
+    _patch(test_utils, "load_boston", _load_boston)
 
 
 def _recording(mlc_model):

@@ -40,6 +40,13 @@ SUITES: dict[str, tuple[Part, ...]] = {
         # opset the NeuralNetwork backend takes), on that backend alone.
         Part("converters/mil/mil/ops/tests/iOS14", {"PYMIL_TEST_TARGETS": "neuralnetwork"}),
     ),
+    # Classic models: coremltools' scikit-learn, XGBoost (and LibSVM) converter tests, which
+    # compare Core ML's predictions with the source library's, and the pipeline tests.
+    "classic": (
+        Part("test/sklearn_tests", {}),
+        Part("test/xgboost_tests", {}),
+        Part("test/pipeline", {}),
+    ),
 }
 
 

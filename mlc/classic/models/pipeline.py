@@ -18,9 +18,6 @@ from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
 from mlc.features import Feature, feature_from_proto
 
-MAX_DEPTH = 16  # pipelines nested in pipelines deeper than this are refused
-
-
 def _pipeline_message(ctx: StageContext):
     message = ctx.message
     return message if ctx.kind == "pipeline" else message.pipeline
@@ -71,9 +68,6 @@ def _check_numeric(values: dict, where: str) -> None:
 
 @model_type("pipeline", "pipelineClassifier", "pipelineRegressor")
 def pipeline(ctx: StageContext) -> Stage:
-    depth = ctx.where.count(" > ")
-    if depth >= MAX_DEPTH:
-        ctx.fail(f"pipelines nested more than {MAX_DEPTH} deep")
     message = _pipeline_message(ctx)
     models = list(message.models)
     if not models:
