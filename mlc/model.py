@@ -41,6 +41,8 @@ def resolve_device(device: Any) -> jax.Device:
 
 def _build(loaded: LoadedSpec, function_name: str | None, fp16_as_fp32: bool, lower: bool = True) -> Executable:
     kind = loaded.spec.WhichOneof("Type")
+    if kind is None:
+        raise MLCParametersError(f"{loaded.name}: the model's Type is not set (an empty or corrupt specification)")
     if kind == "mlProgram":
         from mlc.mil.frontend import build
 
