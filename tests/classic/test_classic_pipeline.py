@@ -225,3 +225,30 @@ def test_mlc_info_lists_the_model_types_of_a_pipeline(tmp_path, capsys):
     assert report["ops"] == {"pipelineClassifier": 1, "neuralNetwork": 1, "glmClassifier": 1, "textClassifier": 1}
     assert report["unsupported_ops"] == {"textClassifier": 1}
     assert os.path.exists(path)
+
+
+def test_ml_program_then_glm_pipeline_package(tmp_path):
+    """An ML Program stage (weights in the package's weight.bin) feeding a classic stage, made
+    with coremltools' make_pipeline and saved as an .mlpackage; the oracle is torch + numpy."""
+    torch = pytest.importorskip("torch")
+    import coremltools as ct
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()).eval()
+    program = ct.convert(
+        torch.jit.trace(net, torch.zeros(1, 3)), inputs=[ct.TensorType("x", shape=(1, 3))], outputs=[ct.TensorType("h")],
+        convert_to="mlprogram", compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS16,
+    )
+    head = _proto().Model()
+    head.specificationVersion = 7
+    _feature(head.description.input.add(), "h", "array", [1, 4])
+    _feature(head.description.output.add(), "y", "double")
+    head.description.predictedFeatureName = "y"
+    head.glmRegressor.weights.add().value.extend([1.0, 2.0, 3.0, 4.0])
+    head.glmRegressor.offset.append(0.5)
+    path = str(tmp_path / "Pipe.mlpackage")
+    ct.utils.make_pipeline(program, ct.models.MLModel(head)).save(path)
+    model = mlc.load(path)
+    for x in RNG.normal(size=(4, 1, 3)).astype(np.float32):
+        expected = net(torch.from_numpy(x)).detach().numpy()[0] @ [1.0, 2.0, 3.0, 4.0] + 0.5
+        np.testing.assert_allclose(model.predict({"x": x})["y"], expected, rtol=1e-5, atol=1e-5)
