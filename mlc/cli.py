@@ -145,7 +145,12 @@ def _parse_input(text: str, features) -> tuple[str, Any]:
         if feature is not None and feature.kind == "string":
             return name, value
         raise MLCFeatureTypeError(f"--input {name}: {value!r} is neither a .npy file, an image, nor a JSON value") from None
-    if feature is not None and feature.kind in ("int64", "double", "string"):
+    if feature is not None and feature.kind == "dictionary" and feature.key_kind == "int64" and isinstance(parsed, dict):
+        try:
+            return name, {int(k): v for k, v in parsed.items()}
+        except ValueError:
+            raise MLCFeatureTypeError(f"--input {name}: the dictionary's keys must be integers") from None
+    if feature is not None and feature.kind in ("int64", "double", "string", "dictionary", "sequence"):
         return name, parsed
     return name, np.asarray(parsed, dtype=feature.dtype if feature is not None and feature.dtype is not None else None)
 

@@ -33,6 +33,10 @@ imported, and nothing in the test files:
 - ``coremltools.test.utils.load_boston``, which downloads the Boston housing table from
   lib.stat.cmu.edu (nothing may be downloaded at run time), reads the same 506 x 13 table from the
   copy that the ``mlxtend`` package ships (``mlxtend/data/data/boston_housing.csv``).
+- The LibSVM tests ``import svmutil`` / ``from svm import ...``, the layout of libsvm's source
+  tree with its ``python/`` folder on ``sys.path``; the ``libsvm-official`` package installs the
+  same modules as ``libsvm.svmutil`` / ``libsvm.svm`` (which coremltools' converter itself uses),
+  so those names are registered as aliases of them.
 
 Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
 it ran (``scripts/conformance.py`` counts results per op with it).
@@ -111,6 +115,16 @@ def install() -> None:
     _patch(coremltools_backend, "_mlc_model", _recording(coremltools_backend._mlc_model))
     coremltools_backend.install()
     _patch_boston()
+    _alias_libsvm()
+
+
+def _alias_libsvm() -> None:
+    try:
+        from libsvm import svm, svmutil
+    except ImportError:  # coremltools' tests skip themselves without libsvm
+        return
+    sys.modules.setdefault("svm", svm)
+    sys.modules.setdefault("svmutil", svmutil)
 
 
 def _load_boston():
