@@ -284,3 +284,32 @@ def test_bad_input_shapes():
         model.predict({"scores": scores[:5], "boxes": boxes})
     with pytest.raises(MLCFeatureTypeError, match="class labels"):
         model.predict({"scores": scores[:, :2], "boxes": boxes})
+
+
+# -- in a pipeline ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows", [None, 6])
+def test_detector_pipeline(rows):
+    """The object-detector layout: a NeuralNetwork producing scores and boxes, then NMS."""
+    pytest.importorskip("coremltools")
+    from mlc.testing.nn_specs import network
+
+    b = network({"raw_scores": (40, 3), "raw_boxes": (40, 4)}, ["scores", "boxes"], exact=True)
+    b.add_activation("s", "LINEAR", "raw_scores", "scores", params=[2.0, 0.0])
+    b.add_activation("b", "LINEAR", "raw_boxes", "boxes", params=[1.0, 0.0])
+    for o in b.spec.description.output:
+        o.type.multiArrayType.dataType = DOUBLE
+    nms = nms_spec(out_rows=rows, iou=0.4, confidence=0.6)
+    spec = proto("Model").Model()
+    spec.specificationVersion = 5
+    spec.description.input.extend(b.spec.description.input)
+    spec.description.output.extend(nms.description.output)
+    spec.pipeline.models.add().CopyFrom(b.spec)
+    spec.pipeline.models.add().CopyFrom(nms)
+    scores, boxes = _detections(15)
+    out = mlc.load(spec).predict({"raw_scores": scores, "raw_boxes": boxes})
+    kept = numpy_nms(2 * scores, boxes, 0.4, 0.6, False)[:rows]
+    np.testing.assert_array_equal(out["confidence"][: len(kept)], 2 * scores[kept])
+    np.testing.assert_array_equal(out["coordinates"][: len(kept)], boxes[kept])
+    assert len(out["coordinates"]) == (rows or len(kept))
