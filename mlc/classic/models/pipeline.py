@@ -4,7 +4,8 @@ Stages run in order over one table of named values: the pipeline's inputs, then 
 outputs. A stage reads its declared inputs by name from that table (Core ML's validator
 requires each to be a pipeline input or an earlier stage's output), and the pipeline's outputs
 are read from it at the end. A pipeline of numeric stages is one pure JAX function; one with
-host stages (strings, dictionaries) runs stage by stage, each numeric stage jitted on its own.
+host stages (strings, dictionaries) or stages with data-dependent shapes runs stage by stage,
+each of its other stages jitted on its own.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def pipeline(ctx: StageContext) -> Stage:
     host = any(s.host for _, _, s, _, _ in stages)
     eager = any(s.eager for _, _, s, _, _ in stages)
     outputs = list(ctx.outputs)
-    jitted = {scope: jax.jit(s.fn) for scope, _, s, _, _ in stages if host and not s.host and not s.eager}
+    jitted = {scope: jax.jit(s.fn) for scope, _, s, _, _ in stages if (host or eager) and not s.host and not s.eager}
 
     def fn(params: dict, values: dict) -> dict:
         table = dict(values)
