@@ -508,7 +508,6 @@ def test_categorical_mapping_feeds_a_jitted_one_hot_encoder():
         np.testing.assert_array_equal(model.predict({"x": word})["z"], _one_hot(categories, COLORS.get(word, 3)))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.py drops the run-time check flags (mlc.mil.checks.CHECKS) its stages return")
 def test_run_time_checks_of_a_pipeline_stage_are_enforced():
     model = mlc.load(_mapping_then_encoder(ignore=False))
     with pytest.raises(MLCPredictionError, match="not one of the categories"):

@@ -18,6 +18,7 @@ from mlc.classic.lowering import lower_stage
 from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
 from mlc.features import Feature, feature_from_proto
+from mlc.mil import checks
 
 def _pipeline_message(ctx: StageContext):
     message = ctx.message
@@ -90,20 +91,33 @@ def pipeline(ctx: StageContext) -> Stage:
     jitted = {scope: jax.jit(s.fn) for scope, _, s, _, _ in stages if (host or eager) and not s.host and not s.eager}
 
     def fn(params: dict, values: dict) -> dict:
-        table = dict(values)
+        table, flags = dict(values), {}
         for scope, where, stage, feeds, outs in stages:
             args = {f.name: _consumed(table[f.name], f, where) for f in feeds if f.name in table}
             call = jitted.get(scope, stage.fn)
             if scope in jitted:
                 _check_numeric(args, where)
             produced = call(_scoped(params, scope), args)
+            _merge_checks(flags, produced.get(checks.CHECKS, {}))
             for name in outs:
                 if name in produced:
                     table[name] = produced[name]
-        return {name: table[name] for name in outputs if name in table}
+        result = {name: table[name] for name in outputs if name in table}
+        if flags:
+            result[checks.CHECKS] = flags
+        return result
 
     params = {f"{scope}/{k}": v for scope, _, s, _, _ in stages for k, v in s.params.items()}
     return Stage(fn, params, host=host, eager=eager, op_histogram=histogram)
+
+
+def _merge_checks(flags: dict, new: dict) -> None:
+    """Keep a stage's run-time check flags (``mlc.mil.checks``); concrete ones (a pipeline run
+    stage by stage) raise at once, before a later stage sees the refused values."""
+    for text, ok in new.items():
+        if not isinstance(ok, jax.core.Tracer):
+            checks.raise_failed({text: ok})
+        flags[text] = ok if text not in flags else flags[text] & ok
 
 
 def _scoped(params: dict, scope: str) -> dict:
