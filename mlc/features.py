@@ -232,6 +232,8 @@ def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
 
 
 def scalar_input(feature: Feature, value: Any, where: str) -> Any:
+    if isinstance(value, np.ndarray) and value.size == 1 and feature.kind in ("int64", "double"):
+        value = value.reshape(-1)[0]  # a one-element array holds the scalar (Core ML's Python bridge takes it)
     if feature.kind == "int64":
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise MLCFeatureTypeError(f"{where}: expected an int64, got {type(value).__name__}")
@@ -253,8 +255,10 @@ def dictionary_input(feature: Feature, value: Any, where: str) -> dict:
         raise MLCFeatureTypeError(f"{where}: expected a dictionary ({feature.type_string()}), got {type(value).__name__}")
     out = {}
     for key, v in value.items():
-        if feature.key_kind == "string" and not isinstance(key, str):
+        if feature.key_kind == "string" and not isinstance(key, (str, int, np.integer)) or isinstance(key, bool):
             raise MLCFeatureTypeError(f"{where}: dictionary key {key!r} is not a string")
+        if isinstance(key, np.integer):
+            key = int(key)  # integer keys pass as they are: coremltools declares int-keyed sklearn dictionaries as string-keyed
         if feature.key_kind == "int64":
             if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
                 raise MLCFeatureTypeError(f"{where}: dictionary key {key!r} is not an int64")

@@ -45,6 +45,16 @@ def test_dictionary_input_string_keys():
     assert got == {"a": 1.0, "b": 2.5} and all(isinstance(v, float) for v in got.values())
 
 
+def test_dictionary_input_string_keyed_passes_integer_keys():
+    # coremltools declares a DictVectorizer over int keys as string-keyed (test_dict_vectorizer.py).
+    assert convert_input(_f("dictionary", key_kind="string"), {3: 1.0, np.int64(4): 2.0}, "m") == {3: 1.0, 4: 2.0}
+
+
+def test_one_element_array_for_a_scalar():
+    assert convert_input(_f("double"), np.array([2.5]), "m") == 2.5
+    assert convert_input(_f("int64"), np.array([[3]]), "m") == 3
+
+
 def test_dictionary_input_int64_keys():
     assert convert_input(_f("dictionary", key_kind="int64"), {np.int64(4): 1.0}, "m") == {4: 1.0}
 
@@ -52,7 +62,7 @@ def test_dictionary_input_int64_keys():
 @pytest.mark.parametrize(
     "key_kind,value,message",
     [
-        ("string", {1: 1.0}, "key 1 is not a string"),
+        ("string", {1.5: 1.0}, "key 1.5 is not a string"),
         ("int64", {"a": 1.0}, "key 'a' is not an int64"),
         ("string", {"a": "x"}, "value for key 'a' is a str"),
         ("string", [("a", 1.0)], "expected a dictionary"),
