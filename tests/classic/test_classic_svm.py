@@ -4,20 +4,20 @@ Oracles: scikit-learn's ``predict`` / ``predict_proba`` and libsvm's ``svm_predi
 ``svm_predict_values`` for decision values), on models converted by coremltools' own
 converters; a few hand-written specs check refusals.
 
-Tolerances (mlc computes in float32, libsvm in double):
+Tolerances follow the dtype the classic front end computes in (``FLOAT``):
 
-- regression outputs: ``1e-4 * (1 + |y|)``. Each prediction is a sum over the support vectors
-  of ``alpha_i K(x, sv_i)``; float32 rounding leaves a relative error of a few 1e-7 of
-  ``sum |alpha_i K|``, which on these well-conditioned models (standardised features,
-  coefficients below ~10) is far below 1e-4.
-- probabilities: 1e-4 absolute. The pairwise Platt sigmoid has slope ``|A| / 4`` in the
-  decision value, so a float32 decision error of ~1e-6 moves it by ~1e-6; the coupling
-  itself, replayed in float32, agrees with libsvm's double one to ~1e-7 (measured). The bound
-  leaves room for models with larger ``|A|``. (It is not a bound for ill-conditioned models:
-  a nu-SVC with coefficients near 5e4 cancels so much that float32 decision values drift by
-  ~1e-2 and probabilities by ~3e-4.)
-- labels: exact. A vote flips only when a decision value is within float32 rounding of zero;
-  the data here keep every decision value away from it (asserted where it matters).
+- double (JAX's 64-bit mode, as libsvm and scikit-learn compute): the same sums and the same
+  coupling iterations, so outputs agree to rounding; measured <= 1e-15 on probabilities and
+  5e-14 on regression outputs. Bounds: probabilities 1e-9, regression 1e-9 * (1 + |y|).
+- float32: each decision value is a sum over the support vectors of ``alpha_i K(x, sv_i)``
+  with a relative rounding error of a few 1e-7 of ``sum |alpha_i K|``; on these
+  well-conditioned models (standardised features, coefficients below ~10) that is ~1e-6.
+  The pairwise Platt sigmoid has slope ``|A| / 4`` in the decision value; the coupling
+  replayed in float32 agrees with libsvm's to ~1e-7 (measured). Bounds: probabilities 1e-4,
+  regression 1e-4 * (1 + |y|). An ill-conditioned model (a nu-SVC with coefficients near 1e4
+  that cancel) loses more: its test derives the bound from its conditioning.
+- labels: exact. A vote flips only when a decision value is within rounding of zero; the data
+  keep every decision value away from it (asserted where it matters).
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ import pytest
 
 import mlc
 from mlc._errors import MLCFeatureTypeError, MLCParametersError, MLCUnsupportedError
+from mlc.classic.models._kernels import FLOAT
 
 sklearn_svm = pytest.importorskip("sklearn.svm")
 libsvm_svm = pytest.importorskip("libsvm.svm")
 from libsvm import svmutil  # noqa: E402
 
-PROB_TOL = 1e-4
+DOUBLE = np.dtype(FLOAT) == np.float64
+PROB_TOL = 1e-9 if DOUBLE else 1e-4
+VALUE_TOL = 1e-9 if DOUBLE else 1e-4  # regression outputs: atol and rtol
 
 KERNELS = [
     {"kernel": "linear"},
@@ -90,7 +93,7 @@ def libsvm_compat():
 
 
 def _predict(model, x):
-    return model.predict_batch({"x": np.asarray(x, np.float32)})
+    return model.predict_batch({"x": np.asarray(x, np.float64)})  # the declared DOUBLE multiarray
 
 
 def _probability_matrix(dicts, classes):
@@ -172,7 +175,7 @@ def test_sklearn_regressors(ct, estimator, params):
     q = np.concatenate([x, _queries()])
     expected = reg.predict(q)
     got = np.asarray(_predict(model, q)["target"], np.float64).reshape(-1)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=VALUE_TOL, rtol=VALUE_TOL)
 
 
 def test_sklearn_linear_svr_converts_to_a_glm(ct):
@@ -248,12 +251,13 @@ def test_libsvm_classifier_probabilities(ct, libsvm_compat, svm_type, kernel):
     assert np.array(out["target"])[clear].tolist() == np.array(expected_labels, int)[clear].tolist()
 
 
-def test_libsvm_ill_conditioned_probabilities_within_the_float32_bound(ct, libsvm_compat):
+def test_libsvm_ill_conditioned_probabilities_within_the_rounding_bound(ct, libsvm_compat):
     """A linear nu-SVC with a small nu scales its coefficients up to ~1e4 that cancel to
-    decision values of ~10: float32 loses digits there, not in the coupling. The bound per
-    query: each pair's decision value carries a rounding error below
-    ``2^-24 * sum_s |w_s| (|K(x, s)| + |x| |s|)`` (products, kernel dot products and sums,
-    with a safety factor folded in), which the Platt sigmoid scales by at most ``|A| / 4``."""
+    decision values of ~10: float32 loses digits there (~1e-4 on probabilities), not in the
+    coupling. The bound per query: each pair's decision value carries a rounding error below
+    ``u * sum_s |w_s| (|K(x, s)| + |x| |s|)`` (u the unit roundoff of the compute dtype;
+    products, kernel dot products and sums), which the Platt sigmoid scales by at most
+    ``|A| / 4``; measured errors stay below a fifth of it in float32."""
     x, labels, q = _libsvm_classifier_data()
     trained = svmutil.svm_train(labels.tolist(), x.tolist(), "-s 1 -t 0 -n 0.1 -b 1 -q")
     coefficients = np.array([[trained.sv_coef[j][i] for i in range(trained.l)] for j in range(3)])
@@ -266,7 +270,8 @@ def test_libsvm_ill_conditioned_probabilities_within_the_float32_bound(ct, libsv
         w = np.where(owner == i, coefficients[j - 1], 0.0) + np.where(owner == j, coefficients[i], 0.0)
         dot = np.abs(q) @ np.abs(svs).T
         magnitude[:, p] = (np.abs(w) * (np.abs(q @ svs.T) + dot)).sum(axis=1)
-    bound = 1e-6 + 2.0**-24 * (slope * magnitude).max(axis=1)
+    unit = np.finfo(FLOAT).eps / 2
+    bound = 16 * unit + unit * (slope * magnitude).max(axis=1)
 
     model = mlc.load(ct.converters.libsvm.convert(trained, "x", "target", "probabilities", input_length=3))
     _, _, expected = svmutil.svm_predict([0] * len(q), q.tolist(), trained, "-b 1 -q")
@@ -301,7 +306,7 @@ def test_libsvm_regressors(ct, libsvm_compat, svm_type, kernel):
     q = np.concatenate([x, _queries()])
     expected = _libsvm_decision_values(trained, q)[:, 0]
     got = np.asarray(_predict(model, q)["target"], np.float64).reshape(-1)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=VALUE_TOL, rtol=VALUE_TOL)
 
 
 def test_libsvm_sparse_vectors_shorter_than_the_input(ct, libsvm_compat):
@@ -336,9 +341,10 @@ def test_probabilities_differentiate(ct):
         out = fn(params, {"x": jnp.asarray(x[0], jnp.float32)})
         return out["classProbability"].probabilities[0]
 
-    grads = jax.grad(loss)(params)
+    with jax.enable_x64(True):  # classic models compute in double; so do their gradients
+        grads = jax.grad(loss)(params)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
-    assert float(jnp.sum(jnp.abs(grads["coefficients"]))) > 0
+    assert np.abs(np.asarray(grads["coefficients"])).sum() > 0
 
 
 # -- refusals -------------------------------------------------------------------------------------

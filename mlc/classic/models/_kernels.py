@@ -11,7 +11,8 @@ Kernels, as the proto's formulas (and libsvm's ``Kernel::k_function``) define th
 Support vectors are dense (``denseSupportVectors``) or sparse (``sparseSupportVectors``,
 1-based indices like libsvm). Sparse ones are laid out densely at load: a missing index is a
 zero, which is what libsvm's sparse dot product and distance compute. The kernel parameters
-(gamma, c, degree) are constants of the program; the support vectors are a param.
+(gamma, c, degree) are constants of the program; the support vectors are a param, stored in
+the dtype the classic front end computes in (``FLOAT``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
+from mlc.classic import values
 from mlc.classic.stage import StageContext
+
+# The dtype classic models compute in: ``values.FLOAT`` (double, JAX's 64-bit mode) where the
+# classic front end defines it, float32 otherwise.
+FLOAT = getattr(values, "FLOAT", np.float32)
 
 KernelFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -53,8 +59,8 @@ def _linear(x, svs):
 
 def _rbf(gamma: float) -> KernelFn:
     def k(x, svs):
-        # The squared distance summed from differences (not |x|^2 - 2 x.v + |v|^2), which
-        # keeps float32 exact-ish when x is close to a support vector.
+        # The squared distance summed from differences (not |x|^2 - 2 x.v + |v|^2): no
+        # cancellation when x is close to a support vector.
         return jnp.exp(-gamma * jnp.sum(jnp.square(svs - x), axis=-1))
 
     return k
@@ -75,7 +81,7 @@ def _sigmoid(gamma: float, c: float) -> KernelFn:
 
 
 def support_vectors(ctx: StageContext, message) -> tuple[np.ndarray, bool]:
-    """The support vectors as a dense float32 (n_sv, width) array, and whether they were
+    """The support vectors as a dense (n_sv, width) array, and whether they were
     sparse (a sparse model accepts inputs of any length: what lies beyond is zero)."""
     which = message.WhichOneof("supportVectors")
     if which == "denseSupportVectors":
@@ -83,7 +89,7 @@ def support_vectors(ctx: StageContext, message) -> tuple[np.ndarray, bool]:
         if len({len(r) for r in rows}) > 1:
             ctx.fail("the dense support vectors have different lengths")
         width = len(rows[0]) if rows else 0
-        return np.asarray(rows, np.float32).reshape(len(rows), width), False
+        return np.asarray(rows, FLOAT).reshape(len(rows), width), False
     if which == "sparseSupportVectors":
         return _sparse_to_dense(ctx, message.sparseSupportVectors.vectors), True
     ctx.fail("no support vectors: set sparseSupportVectors or denseSupportVectors")
@@ -91,7 +97,7 @@ def support_vectors(ctx: StageContext, message) -> tuple[np.ndarray, bool]:
 
 def _sparse_to_dense(ctx: StageContext, vectors) -> np.ndarray:
     width = max((node.index for v in vectors for node in v.nodes), default=0)
-    dense = np.zeros((len(vectors), width), np.float32)
+    dense = np.zeros((len(vectors), width), FLOAT)
     for row, vector in enumerate(vectors):
         seen = set()
         for node in vector.nodes:

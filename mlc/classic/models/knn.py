@@ -26,8 +26,9 @@ The model stores its examples (``nearestNeighborsIndex.floatSamples``, each
 A model with no examples predicts ``defaultStringLabel`` / ``defaultInt64Label`` (probability 1).
 
 ``numberOfNeighbors`` is an ``Int64Parameter``: its default must be positive and inside its
-``range`` or ``set`` when one is given (Core ML's validator). Examples (float32) and labels (as
-indices into the sorted classes) are params, so an update can add examples.
+``range`` or ``set`` when one is given (Core ML's validator). Examples (float32, as the proto's
+``FloatVector`` holds them) and labels (as indices into the sorted classes) are params, so an
+update can add examples; distances are computed in the input's dtype.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
+from mlc.classic import values
 from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
 from mlc.classic.values import classifier_outputs, vectorize
+
+# The dtype classic models compute in (``values.FLOAT`` where the front end defines it).
+FLOAT = getattr(values, "FLOAT", np.float32)
 
 
 def _examples(ctx: StageContext, index) -> np.ndarray:
@@ -136,7 +141,7 @@ def k_nearest_neighbors_classifier(ctx: StageContext) -> Stage:
     if not labels:
         def empty(params: dict, values: dict) -> dict:
             _check_width(ctx, vectorize(ctx, values), dims)
-            return classifier_outputs(ctx, jnp.ones((1,), jnp.float32), (default,))
+            return classifier_outputs(ctx, jnp.ones((1,), FLOAT), (default,))
 
         return Stage(empty, {})
 
@@ -148,7 +153,7 @@ def k_nearest_neighbors_classifier(ctx: StageContext) -> Stage:
         x = vectorize(ctx, values)
         _check_width(ctx, x, dims)
         examples = params["examples"]
-        distances = jnp.sum(jnp.square(examples - x), axis=1)
+        distances = jnp.sum(jnp.square(examples.astype(x.dtype) - x), axis=1)
         nearest = min(k, examples.shape[0])
         negative, which = jax.lax.top_k(-distances, nearest)  # ties: lower index first
         weights = _weights(-negative, inverse)

@@ -27,7 +27,8 @@ class, in label order; ``coefficients`` is libsvm's (K-1) x l ``sv_coef``):
   which uses the same coupling; for two classes scikit-learn still couples, so it differs by
   up to ~0.5% (coremltools warns about it when converting).
 
-Support vectors, coefficients, rho and probA/probB are params; all arithmetic is float32.
+Support vectors, coefficients, rho and probA/probB are params, in the dtype the classic front
+end computes in (double under JAX's 64-bit mode, as libsvm; float32 otherwise).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlc._errors import MLCUnsupportedError
-from mlc.classic.models._kernels import kernel_function, match_width, support_vectors
+from mlc.classic.models._kernels import FLOAT, kernel_function, match_width, support_vectors
 from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
 from mlc.classic.values import class_labels, classifier_outputs, regressor_outputs, vectorize
@@ -59,10 +60,10 @@ def support_vector_regressor(ctx: StageContext) -> Stage:
     message = ctx.message
     kernel = kernel_function(ctx, message.kernel)
     svs, sparse = support_vectors(ctx, message)
-    alpha = np.asarray(message.coefficients.alpha, np.float32)
+    alpha = np.asarray(message.coefficients.alpha, FLOAT)
     if alpha.shape[0] != svs.shape[0]:
         ctx.fail(f"{alpha.shape[0]} coefficients for {svs.shape[0]} support vectors (they must be the same number)")
-    params = {"support_vectors": svs, "coefficients": alpha, "rho": np.float32(message.rho)}
+    params = {"support_vectors": svs, "coefficients": alpha, "rho": np.asarray(message.rho, FLOAT)}
 
     def fn(params: dict, values: dict) -> dict:
         k = _kernel_values(ctx, kernel, sparse, params, values)
@@ -83,7 +84,7 @@ def _pair_coefficient_layout(counts: list[int], pairs: list[tuple[int, int]]) ->
     (row j-1 for class i's vectors, row i for class j's) and whether s takes part at all."""
     owner = np.repeat(np.arange(len(counts)), counts)
     rows = np.zeros((len(pairs), owner.shape[0]), np.int32)
-    mask = np.zeros((len(pairs), owner.shape[0]), np.float32)
+    mask = np.zeros((len(pairs), owner.shape[0]), FLOAT)
     for p, (i, j) in enumerate(pairs):
         rows[p, owner == i], mask[p, owner == i] = j - 1, 1.0
         rows[p, owner == j], mask[p, owner == j] = i, 1.0
@@ -106,18 +107,18 @@ def _classifier_params(ctx: StageContext, message, labels: tuple) -> tuple[dict,
         ctx.fail(f"{len(message.coefficients)} coefficient rows; {k} classes need {k - 1}")
     if any(len(c.alpha) != n_sv for c in message.coefficients):
         ctx.fail(f"every coefficient row needs {n_sv} entries (one per support vector)")
-    coefficients = np.asarray([list(c.alpha) for c in message.coefficients], np.float32).reshape(k - 1, n_sv)
+    coefficients = np.asarray([list(c.alpha) for c in message.coefficients], FLOAT).reshape(k - 1, n_sv)
     n_pairs = k * (k - 1) // 2
     if len(message.rho) != n_pairs:
         ctx.fail(f"{len(message.rho)} rho values; {k} classes need {n_pairs} (one per pair)")
-    params = {"support_vectors": svs, "coefficients": coefficients, "rho": np.asarray(message.rho, np.float32)}
+    params = {"support_vectors": svs, "coefficients": coefficients, "rho": np.asarray(message.rho, FLOAT)}
     if len(message.probA) or len(message.probB):
         if len(message.probA) != len(message.probB):
             ctx.fail(f"probA has {len(message.probA)} values and probB {len(message.probB)}; they must be the same size")
         if len(message.probA) != n_pairs:
             ctx.fail(f"probA/probB have {len(message.probA)} values; {k} classes need {n_pairs} (one per pair)")
-        params["probA"] = np.asarray(message.probA, np.float32)
-        params["probB"] = np.asarray(message.probB, np.float32)
+        params["probA"] = np.asarray(message.probA, FLOAT)
+        params["probB"] = np.asarray(message.probB, FLOAT)
     return params, counts, sparse
 
 
@@ -130,12 +131,12 @@ def _declares_probabilities(ctx: StageContext) -> bool:
 
 def _votes(decisions, pairs: list[tuple[int, int]], k: int):
     """One-vs-one votes: ``d_ij > 0`` votes for i, otherwise for j (libsvm)."""
-    first = np.zeros((len(pairs), k), np.float32)
-    second = np.zeros((len(pairs), k), np.float32)
+    first = np.zeros((len(pairs), k), np.int32)
+    second = np.zeros((len(pairs), k), np.int32)
     for p, (i, j) in enumerate(pairs):
         first[p, i], second[p, j] = 1.0, 1.0
-    wins = (decisions > 0).astype(jnp.float32)
-    return wins @ first + (1.0 - wins) @ second
+    wins = (decisions > 0).astype(jnp.int32)
+    return wins @ first + (1 - wins) @ second
 
 
 def _pairwise_matrix(decisions, prob_a, prob_b, pairs: list[tuple[int, int]], k: int):
