@@ -30,3 +30,4 @@ class Executable:
     op_histogram: dict[str, int] = dataclasses.field(default_factory=dict)
     unsupported: dict[str, int] = dataclasses.field(default_factory=dict)
     kind: str = ""
+    x64: bool = False  # computes in double (classic models): run under jax.enable_x64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import Any
@@ -78,7 +79,8 @@ class Model:
         self._loaded = load_spec(source, weights_dir)
         self.spec = self._loaded.spec
         self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
-        self.params = jax.device_put(self._exe.params, self.device)
+        with self._x64():
+            self.params = jax.device_put(self._exe.params, self.device)
         self._jitted = None
         self._batched = None
 
@@ -113,6 +115,10 @@ class Model:
             f"inputs:\n{self.input_description}\noutputs:\n{self.output_description}"
         )
 
+    def _x64(self):
+        """Classic models compute in double (as Core ML does): JAX's 64-bit mode while they run."""
+        return jax.enable_x64(True) if self._exe.x64 else contextlib.nullcontext()
+
     # -- the pure function -------------------------------------------------------------------
     def jax_function(self):
         """``(fn, params)`` with ``fn(params, inputs) -> outputs`` pure: jit, grad and vmap work.
@@ -120,14 +126,16 @@ class Model:
         ``inputs`` are program-level arrays by name (an image as float32 ``(1, C, H, W)`` in
         the declared channel order); classifier outputs come back as ``Classification``.
         """
-        return _without_checks(self._exe.fn), self.params
+        fn = _without_checks(self._exe.fn)
+        return (_in_x64(fn) if self._exe.x64 else fn), self.params
 
     def _run(self, inputs: dict) -> dict:
         """One call: jitted, or op by op for data-dependent shapes and debugging (MLC_DEBUG).
 
         Run-time checks the program asserted (``mlc.mil.checks``) raise here.
         """
-        raw = self._call(inputs)
+        with self._x64():
+            raw = self._call(inputs)
         checks.raise_failed(raw.pop(checks.CHECKS, {}))
         return raw
 
@@ -156,9 +164,13 @@ class Model:
         mil = self._exe.input_dtypes.get(name)
         if mil is None or not isinstance(arr, (np.ndarray, np.generic)):
             return arr
-        with dtypes.precision(self._fp16_as_fp32):
-            target = dtypes.compute_dtype(mil)
-        return jax.device_put(arr.astype(target, copy=False), self.device)
+        if self._exe.x64 and mil in ("fp64", "int64"):
+            target = dtypes.NUMPY_DTYPES[mil]
+        else:
+            with dtypes.precision(self._fp16_as_fp32):
+                target = dtypes.compute_dtype(mil)
+        with self._x64():
+            return jax.device_put(np.asarray(arr).astype(target, copy=False), self.device)
 
     def _prepare(self, data: dict) -> dict:
         F.check_input_names(data, self.input_description, self.name)
@@ -262,7 +274,8 @@ class Model:
         labels and a list of probability dicts.
         """
         inputs, n = self._prepare_batch(data)
-        raw = self._compiled_batched()(self.params, inputs)
+        with self._x64():
+            raw = self._compiled_batched()(self.params, inputs)
         checks.raise_failed(raw.pop(checks.CHECKS, {}))
         out = {}
         for name in list(self.output_description) or list(raw):
@@ -310,6 +323,17 @@ def _without_checks(fn):
         return out
 
     return pure
+
+
+def _in_x64(fn):
+    """``fn`` traced and run in JAX's 64-bit mode (the pure function of a classic model)."""
+
+    @functools.wraps(fn)
+    def wide(params, inputs):
+        with jax.enable_x64(True):
+            return fn(params, inputs)
+
+    return wide
 
 
 def load(

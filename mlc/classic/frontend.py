@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+
 from mlc.classic.lowering import NEURAL, lower_stage
 from mlc.classic.registry import PROPRIETARY, find
 from mlc.classic.stage import StageContext
@@ -12,8 +14,8 @@ from mlc.executable import Executable
 from mlc.features import FeatureDescriptions, feature_from_proto
 from mlc.format.spec import LoadedSpec
 
-# The dtype each boundary feature is computed in (JAX runs 32-bit).
-_COMPUTE = {"double": "fp32", "int64": "int32"}
+# The dtype each boundary feature is computed in: classic models run in 64-bit mode.
+_COMPUTE = {"double": "fp64", "int64": "int64"}
 
 
 def handles(kind: str | None) -> bool:
@@ -26,7 +28,9 @@ def _input_dtype(feature) -> str | None:
     if feature.kind == "image":
         return "fp32"
     if feature.kind == "multiArray":
-        return "int32" if feature.dtype is not None and feature.dtype.kind in "iu" else "fp32"
+        if feature.dtype is not None and feature.dtype.kind in "iu":
+            return "int32" if feature.dtype == np.int32 else "int64"
+        return "fp32" if feature.dtype in (np.float32, np.float16) else "fp64"
     return None
 
 
@@ -62,6 +66,7 @@ def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) 
         input_dtypes={n: d for n, f in inputs.items() if (d := _input_dtype(f))},
         op_histogram={kind: 1},
         kind=kind,
+        x64=True,
     )
     if not lower:
         exe.op_histogram = dict(Counter(model_types(spec)).most_common())

@@ -5,15 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classification import Classification
 from mlc.classic.stage import StageContext
 
+# Classic models compute in double precision, as Core ML's classic engines do (scikit-learn and
+# coremltools' tests hold Core ML to 1e-7 on regressors): ``mlc.Model`` runs them with JAX's
+# 64-bit mode on (``jax.enable_x64``), and stages cast with these.
+FLOAT = np.float64
+INT = np.int64
 
-def vectorize(ctx: StageContext, values: dict, names: list[str] | None = None, dtype=jnp.float32):
+
+def vectorize(ctx: StageContext, values: dict, names: list[str] | None = None, dtype=FLOAT):
     """Core ML's "vectorizable" inputs: every numeric input (double, int64, multiarray),
-    flattened and concatenated in declaration order, as one 1-D vector."""
+    flattened and concatenated in declaration order, as one 1-D vector (double)."""
     names = list(ctx.inputs) if names is None else names
     parts = []
     for name in names:

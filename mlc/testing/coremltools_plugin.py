@@ -36,7 +36,7 @@ imported, and nothing in the test files:
 - The LibSVM tests ``import svmutil`` / ``from svm import ...``, the layout of libsvm's source
   tree with its ``python/`` folder on ``sys.path``; the ``libsvm-official`` package installs the
   same modules as ``libsvm.svmutil`` / ``libsvm.svm`` (which coremltools' converter itself uses),
-  so those names are registered as aliases of them.
+  so those names are registered as aliases of them (``svmutil`` with ``svm``'s names too).
 
 Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
 it ran (``scripts/conformance.py`` counts results per op with it).
@@ -61,6 +61,7 @@ import gc
 import json
 import os
 import sys
+import types
 
 import pytest
 
@@ -123,8 +124,12 @@ def _alias_libsvm() -> None:
         from libsvm import svm, svmutil
     except ImportError:  # coremltools' tests skip themselves without libsvm
         return
+    # In libsvm's own tree svmutil does ``from svm import *`` (C_SVC, NU_SVR, ... through it).
+    merged = types.ModuleType("svmutil", svmutil.__doc__)
+    merged.__dict__.update({k: v for k, v in vars(svm).items() if not k.startswith("__")})
+    merged.__dict__.update({k: v for k, v in vars(svmutil).items() if not k.startswith("__")})
     sys.modules.setdefault("svm", svm)
-    sys.modules.setdefault("svmutil", svmutil)
+    sys.modules.setdefault("svmutil", merged)
 
 
 def _load_boston():

@@ -134,7 +134,9 @@ def test_glm_jax_function_is_differentiable():
 
     model = mlc.load(_glm_spec("glmRegressor", W[:1], [0.0]))
     fn, params = model.jax_function()
-    grad = jax.grad(lambda p: fn(p, {"x": np.ones(3, np.float32)})["y"])(params)
+    with jax.enable_x64(True):  # classic models compute in double, and so differentiate in it
+        grad = jax.grad(lambda p: fn(p, {"x": np.ones(3)})["y"])(params)
+    assert grad["weights"].dtype == np.float64
     np.testing.assert_allclose(grad["weights"], np.ones((1, 3)))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT, INT
 from mlc.classic.stage import Stage, StageContext
 
 OUTPUT_KINDS = ("double", "int64", "multiArray")
@@ -61,6 +62,6 @@ def array_feature_extractor(ctx: StageContext) -> Stage:
         if not scalar:
             return {out: picked}
         item = picked[0]
-        return {out: item.astype(jnp.int32) if out_feature.kind == "int64" else item.astype(jnp.float32)}
+        return {out: item.astype(INT) if out_feature.kind == "int64" else item.astype(FLOAT)}
 
     return Stage(fn, {})

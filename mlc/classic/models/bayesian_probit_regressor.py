@@ -30,6 +30,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError, MLCUnsupportedError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -55,7 +56,7 @@ def _weight_table(ctx: StageContext, m):
                 rows.append((*key, w.featureWeight.mean, w.featureWeight.precision))
     rows.sort()
     table = np.asarray(rows, np.float64).reshape(-1, 4)
-    return table[:, 0].astype(np.int32), table[:, 1].astype(np.int32), table[:, 2].astype(np.float32), table[:, 3].astype(np.float32)
+    return table[:, 0].astype(np.int32), table[:, 1].astype(np.int32), table[:, 2].astype(FLOAT), table[:, 3].astype(FLOAT)
 
 
 def _check_gaussian(ctx: StageContext, g, what: str) -> None:
@@ -153,8 +154,8 @@ def bayesian_probit_regressor(ctx: StageContext) -> Stage:
     key_ids, key_values, means, precisions = _weight_table(ctx, m)
     if m.HasField("bias"):
         _check_gaussian(ctx, m.bias, "the bias")
-    bias_mean = np.float32(m.bias.mean if m.HasField("bias") else 0.0)
-    bias_precision = np.float32(m.bias.precision if m.HasField("bias") else np.inf)  # no bias: variance 0
+    bias_mean = FLOAT(m.bias.mean if m.HasField("bias") else 0.0)
+    bias_precision = FLOAT(m.bias.precision if m.HasField("bias") else np.inf)  # no bias: variance 0
     outputs = ctx.outputs
 
     def fn(params: dict, values: dict) -> dict:
@@ -164,11 +165,11 @@ def bayesian_probit_regressor(ctx: StageContext) -> Stage:
             mean_sum = jnp.sum(jnp.where(found, params["weight_mean"][at], 0.0))
             var_sum = jnp.sum(jnp.where(found, 1.0 / params["weight_precision"][at], 0.0))
         else:
-            mean_sum = var_sum = jnp.float32(0.0)
+            mean_sum = var_sum = FLOAT(0.0)
         mean = params["bias_mean"] + mean_sum
         variance = 1.0 / params["bias_precision"] + var_sum
         scale = jnp.sqrt(1.0 + variance)
-        shift = jnp.asarray(values[optimism], jnp.float32).reshape(()) if optimism and optimism in values else 0.0
+        shift = jnp.asarray(values[optimism], FLOAT).reshape(()) if optimism and optimism in values else 0.0
         result = {
             "meanOutputFeatureName": mean,
             "varianceOutputFeatureName": variance,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 
 _TABLES = (
@@ -58,7 +59,7 @@ def class_confidence_thresholding(ctx: StageContext) -> Stage:
         ctx.fail(f"{len(curves)} precisionRecallCurves for {feature.shape[0]} classes (input {source!r})")
 
     def fn(params: dict, values: dict) -> dict:
-        confidences = jnp.asarray(values[source], jnp.float32)
+        confidences = jnp.asarray(values[source], FLOAT)
         if confidences.ndim != 1:
             raise MLCFeatureTypeError(f"{ctx.where} ({ctx.kind}): input {source!r} must have shape [C], got {confidences.shape}")
         return {target: jnp.stack([confidences, jnp.ones_like(confidences)])}

@@ -15,6 +15,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 
 
@@ -65,7 +66,7 @@ def dict_vectorizer(ctx: StageContext) -> Stage:
                 found[position] = float(v)
         if sparse:
             return {out: found}
-        dense = np.zeros(len(index), np.float32)
+        dense = np.zeros(len(index), FLOAT)
         for position, v in found.items():
             dense[position] = v
         return {out: dense}

@@ -19,6 +19,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 
 NUMERIC = ("double", "int64", "multiArray")
@@ -63,7 +64,7 @@ def _present(ctx: StageContext, values: dict, name: str):
 def _numeric(ctx: StageContext, name: str, size: int, value, xp):
     if isinstance(value, (str, dict, list)):
         _refuse(ctx, f"input {name!r} is a {type(value).__name__}; expected numbers")
-    flat = xp.reshape(xp.asarray(value, xp.float32), (-1,))
+    flat = xp.reshape(xp.asarray(value, FLOAT), (-1,))
     if flat.shape[0] != size:
         _refuse(ctx, f"input {name!r} holds {flat.shape[0]} values, inputList declares {size}")
     return flat
@@ -72,7 +73,7 @@ def _numeric(ctx: StageContext, name: str, size: int, value, xp):
 def _sparse(ctx: StageContext, name: str, size: int, value) -> np.ndarray:
     if not isinstance(value, dict):
         _refuse(ctx, f"input {name!r} is a {type(value).__name__}; expected a dictionary of index -> value")
-    dense = np.zeros(size, np.float32)
+    dense = np.zeros(size, FLOAT)
     for key, v in value.items():
         if isinstance(key, (bool, str)) or not isinstance(key, (int, np.integer)) or not 0 <= key < size:
             _refuse(ctx, f"input {name!r} has key {key!r}; keys must be indices in [0, {size})")

@@ -21,7 +21,7 @@ import numpy as np
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
-from mlc.classic.values import class_labels, classifier_outputs, regressor_outputs, vectorize
+from mlc.classic.values import FLOAT, class_labels, classifier_outputs, regressor_outputs, vectorize
 
 
 def _weights(ctx: StageContext, message) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +32,7 @@ def _weights(ctx: StageContext, message) -> tuple[np.ndarray, np.ndarray]:
         ctx.fail("weight rows have different lengths")
     if len(message.offset) != len(rows):
         ctx.fail(f"{len(message.offset)} offsets for {len(rows)} weight rows (they must be the same size)")
-    return np.asarray(rows, np.float32), np.asarray(message.offset, np.float32)
+    return np.asarray(rows, FLOAT), np.asarray(message.offset, FLOAT)
 
 
 def _scores(ctx: StageContext, params: dict, values: dict):

@@ -21,6 +21,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT, INT
 from mlc.classic.stage import Stage, StageContext
 
 # imputed value field -> (input kinds it serves, the replace value field it accepts)
@@ -67,7 +68,7 @@ def _numeric_stage(ctx: StageContext, name: str, out: str, field: str, replace) 
     value = getattr(ctx.message, field)
     is_double = "Double" in field
     raw = list(value.vector) if field.endswith("Array") else value
-    imputed = np.asarray(raw, np.float32 if is_double else np.int32)
+    imputed = np.asarray(raw, FLOAT if is_double else INT)
     _check_array_length(ctx, ctx.inputs[name], imputed, field)
     nan_marker = (replace is None and is_double) or (isinstance(replace, float) and math.isnan(replace))
     params = {"imputed": imputed} if is_double else {}
@@ -79,7 +80,7 @@ def _numeric_stage(ctx: StageContext, name: str, out: str, field: str, replace) 
         x = values[name]
         if isinstance(x, (str, dict, list)):
             _refuse(ctx, f"input {name!r} is a {type(x).__name__}; expected numbers")
-        x = jnp.asarray(x, jnp.float32) if is_double else jnp.asarray(x)
+        x = jnp.asarray(x, FLOAT) if is_double else jnp.asarray(x)
         if fill.ndim == 1 and (x.ndim != 1 or x.shape[0] != fill.shape[0]):
             _refuse(ctx, f"input {name!r} has shape {tuple(x.shape)}; the imputed array holds {fill.shape[0]} values")
         if nan_marker:

@@ -29,6 +29,7 @@ from jax import lax
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 
 
@@ -191,8 +192,8 @@ def non_maximum_suppression(ctx: StageContext) -> Stage:
     }
 
     def inputs(values: dict):
-        confidence = jnp.asarray(values[names["confidence"]], jnp.float32)
-        coordinates = jnp.asarray(values[names["coordinates"]], jnp.float32)
+        confidence = jnp.asarray(values[names["confidence"]], FLOAT)
+        coordinates = jnp.asarray(values[names["coordinates"]], FLOAT)
         if confidence.ndim != 2 or coordinates.ndim != 2 or coordinates.shape[1] != 4 or confidence.shape[0] != coordinates.shape[0]:
             raise MLCFeatureTypeError(
                 f"{ctx.where} ({ctx.kind}): confidence must be (N, C) and coordinates (N, 4) with the same N; "
@@ -231,6 +232,6 @@ def non_maximum_suppression(ctx: StageContext) -> Stage:
 def _override(values: dict, name: str, default: float):
     """A threshold input's value when the model declares it and the caller gave it."""
     if name and name in values:
-        return jnp.reshape(jnp.asarray(values[name], jnp.float32), ())
-    return jnp.float32(default)
+        return jnp.reshape(jnp.asarray(values[name], FLOAT), ())
+    return FLOAT(default)
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 
 NORMS = {0: "LMax", 1: "L1", 2: "L2"}
@@ -45,7 +46,7 @@ def normalizer(ctx: StageContext) -> Stage:
         value = values[name]
         if isinstance(value, (str, dict, list)):
             raise MLCFeatureTypeError(f"{ctx.where} (normalizer): input {name!r} is a {type(value).__name__}, not a multiarray")
-        x = jnp.asarray(value, jnp.float32)
+        x = jnp.asarray(value, FLOAT)
         norm = _norm(kind, x)
         return {out: x / jnp.where(norm == 0, 1.0, norm)}
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError, MLCUnsupportedError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
 from mlc.mil import checks
 
@@ -80,7 +81,7 @@ def _host_stage(ctx, name, out, categories, strings, sparse, ignore) -> Stage:
             raise MLCFeatureTypeError(_unknown_message(ctx, name, key, categories))
         if sparse:
             return {out: {} if i is None else {i: 1.0}}
-        dense = np.zeros(len(categories), np.float32)
+        dense = np.zeros(len(categories), FLOAT)
         if i is not None:
             dense[i] = 1.0
         return {out: dense}
@@ -110,8 +111,8 @@ def _jax_stage(ctx, name, out, categories, ignore) -> Stage:
         x = jnp.asarray(value)
         ids = jnp.reshape(x, (-1,))
         # float ids (a multiarray of doubles) compare as floats: exact for |id| < 2**24
-        hot = ids[:, None] == (cats.astype(np.float32) if jnp.issubdtype(ids.dtype, jnp.floating) else cats)[None, :]
-        result = {out: hot.astype(jnp.float32)[0] if x.size == 1 else hot.astype(jnp.float32)}
+        hot = ids[:, None] == (cats.astype(FLOAT) if jnp.issubdtype(ids.dtype, jnp.floating) else cats)[None, :]
+        result = {out: hot.astype(FLOAT)[0] if x.size == 1 else hot.astype(FLOAT)}
         if not ignore:
             with checks.collecting() as flags:
                 _refuse_unknown(ctx, name, ids, jnp.any(hot, axis=1), categories)

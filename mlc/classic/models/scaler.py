@@ -17,6 +17,7 @@ import numpy as np
 
 from mlc._errors import MLCFeatureTypeError
 from mlc.classic.registry import model_type
+from mlc.classic.values import FLOAT, INT
 from mlc.classic.stage import Stage, StageContext
 from mlc.mil import checks
 
@@ -39,13 +40,13 @@ def _declared_size(feature) -> int | None:
 def _coefficients(ctx: StageContext, field: str, default: float, size: int | None) -> np.ndarray:
     values = list(getattr(ctx.message, field))
     if not values:
-        return np.asarray(default, np.float32)
+        return np.asarray(default, FLOAT)
     if len(values) == 1:
-        return np.asarray(values[0], np.float32)
+        return np.asarray(values[0], FLOAT)
     if size is not None and len(values) != size:
         what = "a scalar input takes at most one" if size == 1 else f"the input holds {size} values; give 0, 1 or {size}"
         ctx.fail(f"{len(values)} {field} values: {what}")
-    return np.asarray(values, np.float32)
+    return np.asarray(values, FLOAT)
 
 
 def _check_types(ctx: StageContext):
@@ -72,7 +73,7 @@ def _whole(ctx: StageContext, y):
         checks.require(ok, message)
     elif not np.all(np.asarray(ok)):
         raise MLCFeatureTypeError(f"{message}: {np.asarray(y).tolist()}")
-    return rounded.astype(jnp.int32)
+    return rounded.astype(INT)
 
 
 @model_type("scaler")
@@ -89,7 +90,7 @@ def scaler(ctx: StageContext) -> Stage:
         value = values[name]
         if isinstance(value, (str, dict, list)):
             raise MLCFeatureTypeError(f"{ctx.where} (scaler): input {name!r} is a {type(value).__name__}; a scaler takes numbers")
-        x = jnp.asarray(value, jnp.float32)
+        x = jnp.asarray(value, FLOAT)
         flat = jnp.reshape(x, (-1,))
         if per_element is not None and flat.shape[0] != per_element:
             raise MLCFeatureTypeError(f"{ctx.where} (scaler): input {name!r} holds {flat.shape[0]} values, the scaler has {per_element}")
