@@ -44,6 +44,7 @@ class Feature:
     key_kind: str | None = None  # dictionaries: "int64" or "string"; sequences: the element kind
     size_range: tuple[int, int] | None = None  # sequences: (lower, upper or -1)
     rank5_mapped: bool = False  # NeuralNetwork rank-5 input mapping: [Seq, Batch, C, H, W] also accepted
+    reshapes: bool = False  # classic models: any shape with the declared number of elements is accepted
 
     def type_string(self) -> str:
         if self.kind == "multiArray":
@@ -189,6 +190,10 @@ def multiarray_input(feature: Feature, value: Any, where: str, *, batched: bool 
     example = arr.shape[1:] if batched else arr.shape
     if batched and arr.ndim == 0:
         raise MLCFeatureTypeError(f"{where}: predict_batch needs a leading batch axis, got a scalar")
+    if feature.reshapes and feature.shape and tuple(example) != feature.shape and np.prod(example) == np.prod(feature.shape):
+        # Core ML's classic models read a multiarray as its elements in order: (1, 13) for (13,) works.
+        arr = arr.reshape(arr.shape[:1] + feature.shape if batched else feature.shape)
+        example = feature.shape
     ok, expected = _shape_allowed(feature, tuple(example))
     if not ok:
         what = "rank" if feature.shape and len(example) != len(feature.shape) and not feature.enumerated_shapes else "shape"

@@ -54,6 +54,8 @@ def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) 
     spec = loaded.spec
     desc = spec.description
     inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.input)
+    for f in inputs.values():
+        f.reshapes = f.kind == "multiArray" and not f.shape_ranges and not f.enumerated_shapes
     outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.output)
     kind = spec.WhichOneof("Type")
     exe = Executable(

@@ -36,7 +36,8 @@ imported, and nothing in the test files:
 - The LibSVM tests ``import svmutil`` / ``from svm import ...``, the layout of libsvm's source
   tree with its ``python/`` folder on ``sys.path``; the ``libsvm-official`` package installs the
   same modules as ``libsvm.svmutil`` / ``libsvm.svm`` (which coremltools' converter itself uses),
-  so those names are registered as aliases of them (``svmutil`` with ``svm``'s names too).
+  so those names are registered as aliases of them (``svmutil`` with ``svm``'s names too), and
+  ``libsvm.__version__`` (which the converter records) is set from the package metadata.
 
 Each test's report records, as the junit property ``mlc_ops``, the MIL op types of the programs
 it ran (``scripts/conformance.py`` counts results per op with it).
@@ -128,6 +129,12 @@ def _alias_libsvm() -> None:
     merged = types.ModuleType("svmutil", svmutil.__doc__)
     merged.__dict__.update({k: v for k, v in vars(svm).items() if not k.startswith("__")})
     merged.__dict__.update({k: v for k, v in vars(svmutil).items() if not k.startswith("__")})
+    import libsvm
+
+    if not hasattr(libsvm, "__version__"):  # the converter records it; libsvm-official does not set it
+        from importlib.metadata import version
+
+        libsvm.__version__ = version("libsvm-official")
     sys.modules.setdefault("svm", svm)
     sys.modules.setdefault("svmutil", merged)
 
