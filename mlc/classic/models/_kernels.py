@@ -26,9 +26,8 @@ from mlc._errors import MLCFeatureTypeError
 from mlc.classic import values
 from mlc.classic.stage import StageContext
 
-# The dtype classic models compute in: ``values.FLOAT`` (double, JAX's 64-bit mode) where the
-# classic front end defines it, float32 otherwise.
-FLOAT = getattr(values, "FLOAT", np.float32)
+# The dtype classic models compute in: double (JAX's 64-bit mode), ``values.FLOAT``.
+FLOAT = values.FLOAT
 
 KernelFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 

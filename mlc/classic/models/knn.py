@@ -43,8 +43,8 @@ from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
 from mlc.classic.values import classifier_outputs, vectorize
 
-# The dtype classic models compute in (``values.FLOAT`` where the front end defines it).
-FLOAT = getattr(values, "FLOAT", np.float32)
+# The dtype classic models compute in: double (``values.FLOAT``).
+FLOAT = values.FLOAT
 
 
 def _examples(ctx: StageContext, index) -> np.ndarray:
