@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
     sub.add_parser("layers", help="list the NeuralNetwork layer types mlc lowers")
+    sub.add_parser("types", help="list the classic Core ML model types mlc runs, and those it refuses")
     sub.add_parser("demo", help="classify the image that ships with mlc using the bundled ColorNet model")
     return p
 
@@ -63,6 +64,16 @@ def _layers(args) -> int:
 
     for name in supported_layers():
         print(name)
+    return 0
+
+
+def _types(args) -> int:
+    from mlc.classic.registry import PROPRIETARY, supported
+
+    for name in supported():
+        print(name)
+    for name, framework in PROPRIETARY.items():
+        print(f"{name:28s} refused: relies on {framework}")
     return 0
 
 
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "ops": _ops, "layers": _layers, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
     try:
         return handler(args)
     except MLCError as e:

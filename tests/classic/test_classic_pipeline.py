@@ -252,3 +252,28 @@ def test_ml_program_then_glm_pipeline_package(tmp_path):
     for x in RNG.normal(size=(4, 1, 3)).astype(np.float32):
         expected = net(torch.from_numpy(x)).detach().numpy()[0] @ [1.0, 2.0, 3.0, 4.0] + 0.5
         np.testing.assert_allclose(model.predict({"x": x})["y"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_every_model_type_of_the_proto_runs_or_is_refused_by_name():
+    from mlc.classic.lowering import NEURAL
+    from mlc.classic.registry import PROPRIETARY, supported
+
+    oneof = {f.name for f in _proto().Model.DESCRIPTOR.oneofs_by_name["Type"].fields}
+    handled = set(supported()) | set(NEURAL) | set(PROPRIETARY)
+    assert oneof - handled == set()
+    assert set(supported()) & set(PROPRIETARY) == set()
+
+
+def test_cli_types_and_predict_on_a_classic_model(tmp_path, capsys):
+    from mlc.cli import main
+
+    assert main(["types"]) == 0
+    listed = capsys.readouterr().out
+    assert "treeEnsembleClassifier" in listed and "wordTagger" in listed and "refused" in listed
+    path = _save(_glm_stage(), tmp_path / "Head.mlmodel")
+    h = [0.5, -1.0, 0.25, 2.0]
+    assert main(["predict", path, "--input", f"h={json.dumps(h)}", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    p = 1 / (1 + np.exp(-(W_GLM @ np.array(h) + B_GLM)))
+    np.testing.assert_allclose([out["probs"][k] for k in LABELS], p / p.sum(), rtol=1e-9)
+    assert out["label"] == LABELS[int(np.argmax(p))]
