@@ -166,7 +166,7 @@ def test_xgboost_regressor_matches_predict_with_missing_values():
     y = X[:, 0] + X[:, 1] ** 2 + 3
     estimator = xgb.XGBRegressor(n_estimators=30, max_depth=4, base_score=0.5).fit(X_NAN, y)
     model = mlc.load(_xgb_spec(estimator, "regressor"))
-    rows = X_NAN[:40]
+    rows = X_NAN[:20]
     got = [o["target"] for o in _xgb_predict(model, rows)]
     np.testing.assert_allclose(got, estimator.predict(rows), rtol=XGB_TOL, atol=XGB_TOL)
 
@@ -193,7 +193,7 @@ def test_xgboost_classifier_matches_predict_proba(n_classes):
     estimator = xgb.XGBClassifier(n_estimators=25, max_depth=3, objective=objective, base_score=0.5)
     estimator.fit(X_NAN, y)
     model = mlc.load(_xgb_spec(estimator, "classifier"))
-    rows = X_NAN[:40]
+    rows = X_NAN[:20]
     out = _xgb_predict(model, rows)
     expected = estimator.predict_proba(rows)
     got = np.array([_probabilities(o["classProbability"], range(n_classes)) for o in out])
@@ -317,6 +317,21 @@ def test_random_trees_match_a_plain_walk(n_trees, max_depth):
     model = mlc.load(tm.spec)
     x = _random_inputs(rng, 60, 5)
     got = model.predict_batch({"x": x})["y"]
+    expected = np.array([_reference(tm.spec.treeEnsembleRegressor, row) for row in x])
+    np.testing.assert_allclose(got, expected, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("layout,group", [("perfect", 4), ("walk", 0)])
+def test_other_traversal_layouts_agree(monkeypatch, layout, group):
+    """The benchmark's alternatives (scripts/bench_trees.py) compute the same sums."""
+    from mlc.classic.models import tree_ensemble
+
+    monkeypatch.setattr(tree_ensemble, "LAYOUT", layout)
+    monkeypatch.setattr(tree_ensemble, "TREES_PER_STEP", group)
+    rng = np.random.default_rng(3)
+    tm = _random_ensemble(rng, 11, n_inputs=4, n_dims=2, max_depth=5, base=[0.0, 1.0])
+    x = _random_inputs(rng, 30, 4)
+    got = mlc.load(tm.spec).predict_batch({"x": x})["y"]
     expected = np.array([_reference(tm.spec.treeEnsembleRegressor, row) for row in x])
     np.testing.assert_allclose(got, expected, rtol=TOL, atol=TOL)
 

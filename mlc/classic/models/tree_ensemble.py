@@ -52,12 +52,6 @@ from mlc.classic.stage import Stage, StageContext
 from mlc.classic.values import FLOAT, class_labels, classifier_outputs, regressor_outputs, vectorize
 
 NO_TRANSFORM, SOFTMAX, LOGISTIC, SOFTMAX_ZERO_REFERENCE = range(4)
-TRANSFORM_NAMES = (
-    "NoTransform",
-    "Classification_SoftMax",
-    "Regression_Logistic",
-    "Classification_SoftMaxWithZeroClassReference",
-)
 
 # The traversal layout ("walk" or "perfect") and how many trees advance together per scan
 # step (0: all at once). scripts/bench_trees.py measures them; these defaults won.
@@ -154,7 +148,7 @@ def _ensemble_scores(ctx: StageContext, message):
     elif kind == "walk":
         layout = tables.walk_layout(ens, TREES_PER_STEP)
     else:
-        ctx.fail(f"unknown tree layout {kind!r}")
+        raise ValueError(f"tree_ensemble.LAYOUT is {kind!r}; it takes 'walk' or 'perfect'")
     params, evaluate = _traversal(ens, layout)
     params["base"] = ens.base.astype(FLOAT)
 
