@@ -125,6 +125,10 @@ class Model:
 
         ``inputs`` are program-level arrays by name (an image as float32 ``(1, C, H, W)`` in
         the declared channel order); classifier outputs come back as ``Classification``.
+        Classic models compute in double: ``fn`` enters JAX's 64-bit mode itself, but
+        ``jax.jit``, ``jax.grad`` and ``jax.vmap`` around it must run inside
+        ``with jax.enable_x64(True):`` too (outside it JAX turns float64 arguments and
+        cotangents into float32).
         """
         fn = _without_checks(self._exe.fn)
         return (_in_x64(fn) if self._exe.x64 else fn), self.params
