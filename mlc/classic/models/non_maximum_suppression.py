@@ -28,23 +28,10 @@ import numpy as np
 from jax import lax
 
 from mlc._errors import MLCFeatureTypeError
+from mlc.boxes import pairwise_iou
 from mlc.classic.registry import model_type
 from mlc.classic.values import FLOAT
 from mlc.classic.stage import Stage, StageContext
-
-
-def pairwise_iou(boxes):
-    """IoU of every pair of ``(B, 4)`` boxes given as (center x, center y, width, height);
-    0 where the union is empty, and at most 1 despite rounding (so a threshold of 1 suppresses
-    nothing, as the proto promises)."""
-    cx, cy, w, h = (boxes[:, i] for i in range(4))
-    x0, x1, y0, y1 = cx - 0.5 * w, cx + 0.5 * w, cy - 0.5 * h, cy + 0.5 * h
-    iw = jnp.maximum(0.0, jnp.minimum(x1[:, None], x1[None, :]) - jnp.maximum(x0[:, None], x0[None, :]))
-    ih = jnp.maximum(0.0, jnp.minimum(y1[:, None], y1[None, :]) - jnp.maximum(y0[:, None], y0[None, :]))
-    inter = iw * ih
-    area = w * h
-    union = area[:, None] + area[None, :] - inter
-    return jnp.where(union > 0, jnp.minimum(inter / jnp.where(union > 0, union, 1.0), 1.0), 0.0)
 
 
 def greedy_keep(confidence, coordinates, iou_threshold, confidence_threshold, per_class: bool):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mlc.boxes import pairwise_iou
 from mlc.mil import dtypes
 from mlc.mil.ops._helpers import mil_dtype, norm_axes, static_bool, static_int, static_ints, static_str
 from mlc.mil.registry import op
@@ -56,17 +57,6 @@ def fill_like(ref_tensor, value=0.0):
     return jnp.full(jnp.shape(ref_tensor), value, dtype=_value_dtype(value))
 
 
-def _iou(boxes):
-    """Pairwise IoU of (B, 4) boxes given as (center x, center y, width, height)."""
-    cx, cy, w, h = (boxes[:, i] for i in range(4))
-    x0, x1, y0, y1 = cx - 0.5 * w, cx + 0.5 * w, cy - 0.5 * h, cy + 0.5 * h
-    iw = jnp.maximum(0, jnp.minimum(x1[:, None], x1[None, :]) - jnp.maximum(x0[:, None], x0[None, :]))
-    ih = jnp.maximum(0, jnp.minimum(y1[:, None], y1[None, :]) - jnp.maximum(y0[:, None], y0[None, :]))
-    inter = iw * ih
-    area = w * h
-    return inter / (area[:, None] + area[None, :] - inter)
-
-
 def _nms_one(boxes, scores, iou_threshold, score_threshold, max_boxes, per_class):
     """Greedy NMS of one batch: boxes (B, 4), scores (B, K) -> padded boxes, scores, indices, count.
 
@@ -76,7 +66,7 @@ def _nms_one(boxes, scores, iou_threshold, score_threshold, max_boxes, per_class
     n = boxes.shape[0]
     best = jnp.max(scores, axis=-1)
     order = jnp.argsort(best, descending=True, stable=True)
-    conflict = _iou(boxes[order]) > iou_threshold
+    conflict = pairwise_iou(boxes[order]) > iou_threshold
     if per_class:
         cls = jnp.argmax(scores, axis=-1)[order]
         conflict &= cls[:, None] == cls[None, :]
