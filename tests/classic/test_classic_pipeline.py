@@ -40,6 +40,13 @@ def _feature(fd, name, kind, shape=None):
         fd.type.dictionaryType.stringKeyType.MergeFromString(b"")
 
 
+def _classifier_outputs(description):
+    _feature(description.output.add(), "label", "string")
+    _feature(description.output.add(), "probs", "dict")
+    description.predictedFeatureName = "label"
+    description.predictedProbabilitiesName = "probs"
+
+
 def _nn_stage():
     b = network({"x": (3,)}, ["h"], exact=True)
     b.add_inner_product("fc", W_NN, B_NN, 3, 4, has_bias=True, input_name="x", output_name="h")
@@ -54,10 +61,7 @@ def _glm_stage():
     spec = _proto().Model()
     spec.specificationVersion = 1
     _feature(spec.description.input.add(), "h", "array", [4])
-    _feature(spec.description.output.add(), "label", "string")
-    _feature(spec.description.output.add(), "probs", "dict")
-    spec.description.predictedFeatureName = "label"
-    spec.description.predictedProbabilitiesName = "probs"
+    _classifier_outputs(spec.description)
     glm = spec.glmClassifier
     for row in W_GLM:
         glm.weights.add().value.extend(row)
@@ -71,10 +75,7 @@ def _pipeline(stages, kind="pipelineClassifier", names=()):
     spec = _proto().Model()
     spec.specificationVersion = 4
     _feature(spec.description.input.add(), "x", "array", [3])
-    _feature(spec.description.output.add(), "label", "string")
-    _feature(spec.description.output.add(), "probs", "dict")
-    spec.description.predictedFeatureName = "label"
-    spec.description.predictedProbabilitiesName = "probs"
+    _classifier_outputs(spec.description)
     pipe = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
     for s in stages:
         pipe.models.add().CopyFrom(s)
@@ -170,8 +171,7 @@ def _linking_spec(file_name, search_path=""):
     spec = _proto().Model()
     spec.specificationVersion = 4
     _feature(spec.description.input.add(), "h", "array", [4])
-    _feature(spec.description.output.add(), "label", "string")
-    _feature(spec.description.output.add(), "probs", "dict")
+    _classifier_outputs(spec.description)
     link = spec.linkedModel.linkedModelFile
     link.linkedModelFileName.defaultValue = file_name
     link.linkedModelSearchPath.defaultValue = search_path
