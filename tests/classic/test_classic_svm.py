@@ -418,3 +418,17 @@ def test_bad_regressor_parameters_and_inputs(ct, libsvm_compat):
         vector.values.append(0.0)  # dense vectors of width 4 for an input of 3
     with pytest.raises(MLCFeatureTypeError, match="support vectors have 4"):
         mlc.load(spec).predict({"x": np.zeros(3, np.float32)})
+
+
+def test_nan_decision_clips_like_libsvm(ct):
+    """A degenerate model (libsvm can train one with rho = NaN) gives NaN decision values;
+    libsvm's ``max(r, 1e-7)`` (``r > lo ? r : lo``) turns the NaN into the lower clip, so the
+    pair's first class gets 1e-7 and the second 1 - 1e-7 (what svm_predict returns)."""
+    x, y = _classification_data(2)
+    clf = sklearn_svm.SVC(kernel="linear", probability=True, random_state=0).fit(x, y)
+    spec = ct.converters.sklearn.convert(clf, "x", "target").get_spec()
+    spec.supportVectorClassifier.rho[0] = float("nan")
+    out = mlc.load(spec).predict({"x": x[0]})
+    first, second = spec.supportVectorClassifier.int64ClassLabels.vector
+    assert out["classProbability"] == pytest.approx({first: 1e-7, second: 1 - 1e-7}, abs=1e-15)
+    assert out["target"] == second

@@ -141,8 +141,12 @@ def _votes(decisions, pairs: list[tuple[int, int]], k: int):
 
 def _pairwise_matrix(decisions, prob_a, prob_b, pairs: list[tuple[int, int]], k: int):
     """``r[i, j]`` = P(class i | i or j), from each pair's Platt sigmoid (libsvm's
-    ``sigmoid_predict``, clipped as ``svm_predict_probability`` clips it)."""
-    r_ij = jnp.clip(jax.nn.sigmoid(-(decisions * prob_a + prob_b)), MIN_PROB, 1.0 - MIN_PROB)
+    ``sigmoid_predict``, clipped as ``svm_predict_probability`` clips it: with libsvm's
+    ``max``/``min`` (``x > y ? x : y``), so a NaN decision, from a degenerate model, becomes
+    ``MIN_PROB``)."""
+    r_ij = jax.nn.sigmoid(-(decisions * prob_a + prob_b))
+    r_ij = jnp.where(r_ij > MIN_PROB, r_ij, MIN_PROB)
+    r_ij = jnp.where(r_ij < 1.0 - MIN_PROB, r_ij, 1.0 - MIN_PROB)
     first = np.asarray([i for i, _ in pairs])
     second = np.asarray([j for _, j in pairs])
     r = jnp.zeros((k, k), r_ij.dtype)
