@@ -165,6 +165,7 @@ class Model:
 
     # -- inputs ------------------------------------------------------------------------------
     def _program_input(self, name: str, arr: Any) -> Any:
+        """The input as the numpy dtype the program computes it in (still on the host)."""
         mil = self._exe.input_dtypes.get(name)
         if mil is None or not isinstance(arr, (np.ndarray, np.generic)):
             return arr
@@ -173,8 +174,19 @@ class Model:
         else:
             with dtypes.precision(self._fp16_as_fp32):
                 target = dtypes.compute_dtype(mil)
-        with self._x64():
-            return jax.device_put(np.asarray(arr).astype(target, copy=False), self.device)
+        return np.asarray(arr).astype(target, copy=False)
+
+    def _on_device(self, inputs: dict) -> dict:
+        """Array inputs for the model's device. On JAX's default device numpy arrays go
+        straight into the jitted call (its own transfer is the cheapest: an explicit
+        ``device_put`` costs more than a small model's whole run); elsewhere, one transfer."""
+        if self.device == jax.devices()[0]:
+            return inputs
+        arrays = {n: v for n, v in inputs.items() if isinstance(v, np.ndarray)}
+        if arrays:
+            with self._x64():
+                inputs = {**inputs, **jax.device_put(arrays, self.device)}
+        return inputs
 
     def _prepare(self, data: dict) -> dict:
         F.check_input_names(data, self.input_description, self.name)
@@ -183,7 +195,7 @@ class Model:
             feature = self.input_description[name]
             arr = F.convert_input(feature, value, f"{self.name}: input {name!r}")
             out[name] = self._program_input(name, arr)
-        return out
+        return self._on_device(out)
 
     def _prepare_batch(self, data: dict) -> tuple[dict, int]:
         F.check_input_names(data, self.input_description, self.name)
@@ -207,7 +219,7 @@ class Model:
             out[name] = self._program_input(name, arr)
         if len(sizes) > 1:
             raise MLCFeatureTypeError(f"{self.name}: batched inputs have different leading sizes {sorted(sizes)}")
-        return out, sizes.pop() if sizes else 0
+        return self._on_device(out), sizes.pop() if sizes else 0
 
     # -- outputs -----------------------------------------------------------------------------
     def _output(self, name: str, value: Any) -> Any:
