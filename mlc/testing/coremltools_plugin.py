@@ -32,7 +32,8 @@ imported, and nothing in the test files:
 
 - ``coremltools.test.utils.load_boston``, which downloads the Boston housing table from
   lib.stat.cmu.edu (nothing may be downloaded at run time), reads the same 506 x 13 table from the
-  copy that the ``mlxtend`` package ships (``mlxtend/data/data/boston_housing.csv``).
+  copy that the ``mlxtend`` package ships (``mlxtend/data/data/boston_housing.csv``), its
+  feature names as a list (xgboost 2 refuses an array of them).
 - The LibSVM tests ``import svmutil`` / ``from svm import ...``, the layout of libsvm's source
   tree with its ``python/`` folder on ``sys.path``; the ``libsvm-official`` package installs the
   same modules as ``libsvm.svmutil`` / ``libsvm.svm`` (which coremltools' converter itself uses),
@@ -145,9 +146,9 @@ def _load_boston():
     from mlxtend.data import boston_housing_data
 
     data, target = boston_housing_data()
-    names = np.array(
-        ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"], dtype="<U7"
-    )
+    # A list, where coremltools' loader gives a '<U7' array: xgboost >= 2 (the oldest release that
+    # installs beside numpy 2) refuses an array as DMatrix feature names; every test reads it as a sequence.
+    names = ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"]
     return {"data": np.ascontiguousarray(data, dtype=np.float64), "target": np.asarray(target, np.float64), "feature_names": names}
 
 
