@@ -77,6 +77,22 @@ KNOWN_FAILURES = [
         "input that RANK4_IMAGE_MAPPING (the mapping the spec declares) makes a rank-4 [1, C, H, W] tensor; "
         "NeuralNetwork.proto requires the axes to match the input's rank and mlc refuses the mismatch",
     ),
+    (
+        r"test_boosted_trees_classifier\.py::GradientBoostingMulticlassClassifierXGboostTest::test_conversion_from_file => ValueError: invalid mode",
+        "the test calls tempfile.NamedTemporaryFile('xgb_tree_model_classifier.json'), passing the file name as "
+        "the mode argument; it fails before anything is converted, on any platform",
+    ),
+    (
+        r"test_io_types\.py::TestIODataTypes::test_image_output_rgb => AssertionError: 'RGBA' != 'RGB'",
+        "Core ML's Python bridge on macOS returns an RGB image output as an RGBA PIL image (from its BGRA pixel "
+        "buffer); mlc returns the declared RGB. The pixel values are compared by no test",
+    ),
+    (
+        r"test_SVC\.py::SvcScikitTest::test_binary_class_string_label_without_probability_stress_test => AssertionError: 1 != 0",
+        "one row of the RBF kernel with gamma 1.2 (max_iter=10) has the decision value -4.06e-319, a subnormal "
+        "double; XLA's CPU backend flushes subnormals to zero, so the decision is 0 and the one-vs-one vote goes "
+        "to the other class (3 of the test's 44 models have one such row; every other prediction matches)",
+    ),
 ]
 IGNORED_OPS = {"const", "cast"}  # in nearly every program: counting them says nothing
 
