@@ -79,15 +79,11 @@ def ct():
 
 @pytest.fixture()
 def libsvm_compat():
-    """coremltools' libsvm converter reads module constants (``svm.EPSILON_SVR``) and
-    ``libsvm.__version__`` of libsvm's older Python bindings; libsvm-official 3.37 keeps the
-    constants in enums and has no ``__version__``. Provide them while a test converts."""
+    """coremltools' libsvm converter records ``libsvm.__version__``, which libsvm-official does
+    not set (the pinned 3.35 has the module-level constants, C_SVC, ..., that it also reads)."""
     import libsvm
 
     with pytest.MonkeyPatch.context() as mp:
-        for enum in (libsvm_svm.svm_forms, libsvm_svm.kernel_names):
-            for member in enum:
-                mp.setattr(libsvm_svm, member.name, int(member), raising=False)
         mp.setattr(libsvm, "__version__", importlib.metadata.version("libsvm-official"), raising=False)
         yield
 
@@ -198,7 +194,7 @@ def _libsvm_decision_values(model, x) -> np.ndarray:
     (``svmutil.svm_predict`` allocates one for NU_SVC and overruns it on multiclass models,
     the crash coremltools' NuSVC test skips)."""
     k = model.get_nr_class()
-    n = 1 if model.get_svm_type() in (libsvm_svm.svm_forms.EPSILON_SVR, libsvm_svm.svm_forms.NU_SVR) else k * (k - 1) // 2
+    n = 1 if model.get_svm_type() in (libsvm_svm.EPSILON_SVR, libsvm_svm.NU_SVR) else k * (k - 1) // 2
     out = []
     for row in x:
         nodes, _ = libsvm_svm.gen_svm_nodearray([float(v) for v in row])
