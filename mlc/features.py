@@ -129,6 +129,11 @@ def feature_from_proto(fd) -> Feature:
 class FeatureDescriptions(dict):
     """Name -> ``Feature``, in declaration order, printed one per line (like coremltools)."""
 
+    @classmethod
+    def from_proto(cls, descriptions) -> "FeatureDescriptions":
+        """From repeated ``FeatureDescription`` messages (a description's input, output or state)."""
+        return cls((f.name, feature_from_proto(f)) for f in descriptions)
+
     def __repr__(self) -> str:
         return "\n".join(str(f) for f in self.values()) or "(none)"
 

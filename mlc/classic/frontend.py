@@ -8,10 +8,11 @@ from collections import Counter
 import numpy as np
 
 from mlc.classic.lowering import NEURAL, lower_stage
+from mlc.classic.models.pipeline import PIPELINES, pipeline_message
 from mlc.classic.registry import PROPRIETARY, find
 from mlc.classic.stage import StageContext
 from mlc.executable import Executable
-from mlc.features import FeatureDescriptions, feature_from_proto
+from mlc.features import FeatureDescriptions
 from mlc.format.spec import LoadedSpec
 
 # The dtype each boundary feature is computed in: classic models run in 64-bit mode.
@@ -34,16 +35,12 @@ def _input_dtype(feature) -> str | None:
     return None
 
 
-PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
-
-
 def model_types(spec) -> list[str]:
     """The model type of every stage, pipelines flattened (for ``mlc info``)."""
     kind = spec.WhichOneof("Type")
     if kind not in PIPELINES:
         return [kind or "<unset>"]
-    message = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
-    return [kind] + [k for m in message.models for k in model_types(m)]
+    return [kind] + [k for m in pipeline_message(spec).models for k in model_types(m)]
 
 
 def _runs(kind: str) -> bool:
@@ -53,10 +50,10 @@ def _runs(kind: str) -> bool:
 def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) -> Executable:
     spec = loaded.spec
     desc = spec.description
-    inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.input)
+    inputs = FeatureDescriptions.from_proto(desc.input)
     for f in inputs.values():
         f.reshapes = f.kind == "multiArray" and not f.shape_ranges and not f.enumerated_shapes
-    outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.output)
+    outputs = FeatureDescriptions.from_proto(desc.output)
     kind = spec.WhichOneof("Type")
     exe = Executable(
         fn=None,
@@ -66,7 +63,6 @@ def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True, lower: bool = True) 
         predicted_feature_name=desc.predictedFeatureName or None,
         predicted_probabilities_name=desc.predictedProbabilitiesName or None,
         input_dtypes={n: d for n, f in inputs.items() if (d := _input_dtype(f))},
-        op_histogram={kind: 1},
         kind=kind,
         x64=True,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NoReturn
 
 from mlc._errors import MLCParametersError
-from mlc.features import FeatureDescriptions, feature_from_proto
+from mlc.features import FeatureDescriptions
 from mlc.format.spec import LoadedSpec
 
 
@@ -45,13 +46,13 @@ class StageContext:
         """The stage's type-specific message, e.g. ``spec.glmRegressor``."""
         return getattr(self.spec, self.kind)
 
-    @property
+    @functools.cached_property
     def inputs(self) -> FeatureDescriptions:
-        return FeatureDescriptions((f.name, feature_from_proto(f)) for f in self.spec.description.input)
+        return FeatureDescriptions.from_proto(self.spec.description.input)
 
-    @property
+    @functools.cached_property
     def outputs(self) -> FeatureDescriptions:
-        return FeatureDescriptions((f.name, feature_from_proto(f)) for f in self.spec.description.output)
+        return FeatureDescriptions.from_proto(self.spec.description.output)
 
     @property
     def predicted_feature_name(self) -> str | None:

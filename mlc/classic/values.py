@@ -18,19 +18,18 @@ FLOAT = np.float64
 INT = np.int64
 
 
-def vectorize(ctx: StageContext, values: dict, names: list[str] | None = None, dtype=FLOAT):
+def vectorize(ctx: StageContext, values: dict):
     """Core ML's "vectorizable" inputs: every numeric input (double, int64, multiarray),
     flattened and concatenated in declaration order, as one 1-D vector (double)."""
-    names = list(ctx.inputs) if names is None else names
     parts = []
-    for name in names:
+    for name in ctx.inputs:
         value = values[name]
         if isinstance(value, (str, dict, list)):
             raise MLCFeatureTypeError(
                 f"{ctx.where} ({ctx.kind}): input {name!r} is a {type(value).__name__}; this model type takes numbers "
                 "(a dictionary goes through a dictVectorizer stage first)"
             )
-        parts.append(jnp.reshape(jnp.asarray(value, dtype), (-1,)))
+        parts.append(jnp.reshape(jnp.asarray(value, FLOAT), (-1,)))
     if not parts:
         ctx.fail("the model has no inputs")
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)

@@ -6,7 +6,7 @@ from collections import Counter
 
 from mlc._errors import MLCParametersError, MLCUnsupportedError
 from mlc.executable import Executable
-from mlc.features import FeatureDescriptions, feature_from_proto
+from mlc.features import FeatureDescriptions
 from mlc.format.spec import LoadedSpec
 from mlc.mil.ir import Function, Program, TensorType, parse_program
 from mlc.mil.lower import lower_function, unsupported_ops
@@ -41,9 +41,9 @@ def _program_input_dtypes(function: Function) -> dict:
 def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool, lower: bool = True) -> Executable:
     program = parse_program(loaded.spec.mlProgram, loaded.model_dir, loaded.name)
     function, fdesc = select_function(loaded, program, function_name)
-    inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in fdesc.input)
-    outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in fdesc.output)
-    states = FeatureDescriptions((f.name, feature_from_proto(f)) for f in fdesc.state)
+    inputs = FeatureDescriptions.from_proto(fdesc.input)
+    outputs = FeatureDescriptions.from_proto(fdesc.output)
+    states = FeatureDescriptions.from_proto(fdesc.state)
     histogram = Counter(op.type for op in function.iter_operations())
     missing = unsupported_ops(function)
     exe = Executable(

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from mlc._errors import MLCParametersError, MLCUnsupportedError
 from mlc.classification import Classification
 from mlc.executable import Executable
-from mlc.features import FeatureDescriptions, feature_from_proto
+from mlc.features import FeatureDescriptions
 from mlc.format.spec import LoadedSpec
 from mlc.nn import custom as C
 from mlc.nn.network import NetworkLowering, layer_kinds
@@ -69,10 +69,10 @@ def build(loaded: LoadedSpec, *, lower: bool = True) -> Executable:
     network = getattr(spec, kind)
     desc = spec.description
     world = ShapeWorld(network, loaded.name)
-    inputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.input)
+    inputs = FeatureDescriptions.from_proto(desc.input)
     for f in inputs.values():
         f.rank5_mapped = world.rank5_arrays and f.kind == "multiArray"
-    outputs = FeatureDescriptions((f.name, feature_from_proto(f)) for f in desc.output)
+    outputs = FeatureDescriptions.from_proto(desc.output)
     missing = _unsupported(network)
     mapping = "rank-5 input mapping" if world.rank5_arrays else "exact input mapping"
     exe = Executable(

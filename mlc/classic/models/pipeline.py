@@ -20,9 +20,13 @@ from mlc.classic.stage import Stage, StageContext
 from mlc.features import Feature, feature_from_proto
 from mlc.mil import checks
 
-def _pipeline_message(ctx: StageContext):
-    message = ctx.message
-    return message if ctx.kind == "pipeline" else message.pipeline
+PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
+
+
+def pipeline_message(spec):
+    """The ``Pipeline`` message of a pipeline spec (the classifier and regressor wrap one)."""
+    kind = spec.WhichOneof("Type")
+    return spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
 
 
 def _stage_names(ctx: StageContext, pipeline) -> list[str]:
@@ -68,9 +72,9 @@ def _check_numeric(values: dict, where: str) -> None:
             raise MLCFeatureTypeError(f"{where}: input {name!r} is a {type(value).__name__}, but this stage takes numbers")
 
 
-@model_type("pipeline", "pipelineClassifier", "pipelineRegressor")
+@model_type(*PIPELINES)
 def pipeline(ctx: StageContext) -> Stage:
-    message = _pipeline_message(ctx)
+    message = pipeline_message(ctx.spec)
     models = list(message.models)
     if not models:
         ctx.fail("the pipeline contains no models")
@@ -123,5 +127,3 @@ def _merge_checks(flags: dict, new: dict) -> None:
 def _scoped(params: dict, scope: str) -> dict:
     prefix = scope + "/"
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-
-
