@@ -74,6 +74,7 @@ class Model:
         if compute_precision not in _PRECISIONS:
             raise MLCParametersError(f"compute_precision must be one of {_PRECISIONS}, got {compute_precision!r}")
         self.device = resolve_device(device)
+        self._default_device = self.device == jax.devices()[0]
         self.compute_precision = compute_precision
         self._fp16_as_fp32 = compute_precision == "float32" or (compute_precision == "auto" and self.device.platform == "cpu")
         self._loaded = load_spec(source, weights_dir)
@@ -180,7 +181,7 @@ class Model:
         """Array inputs for the model's device. On JAX's default device numpy arrays go
         straight into the jitted call (its own transfer is the cheapest: an explicit
         ``device_put`` costs more than a small model's whole run); elsewhere, one transfer."""
-        if self.device == jax.devices()[0]:
+        if self._default_device:
             return inputs
         arrays = {n: v for n, v in inputs.items() if isinstance(v, np.ndarray)}
         if arrays:
