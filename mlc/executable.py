@@ -31,3 +31,8 @@ class Executable:
     unsupported: dict[str, int] = dataclasses.field(default_factory=dict)
     kind: str = ""
     x64: bool = False  # computes in double (classic models): run under jax.enable_x64
+    # How each param is stored in the file: "fp32", "fp16", or "compressed" (quantized or
+    # palettized data, a constexpr op's input); training rounds to it and ``save`` writes it.
+    param_storage: dict[str, str] = dataclasses.field(default_factory=dict)
+    # NeuralNetwork models: ``blobs(params, inputs) -> every blob`` (loss layers read inner blobs).
+    blobs: Callable[[dict, dict], dict] | None = None

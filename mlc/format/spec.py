@@ -107,6 +107,8 @@ def _package_model_path(package: str) -> str:
 def load_spec(source: Any, weights_dir: str | None = None) -> LoadedSpec:
     """Load a spec from a path, a coremltools ``MLModel``, or a ``Model`` proto."""
     Model = proto("Model").Model
+    if isinstance(source, LoadedSpec):
+        return source
     if isinstance(source, Model):
         model_dir = os.path.dirname(os.path.abspath(weights_dir)) if weights_dir else None
         return LoadedSpec(source, None, model_dir)

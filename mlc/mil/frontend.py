@@ -72,6 +72,7 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool, 
         )
     lowered = lower_function(function, model=loaded.name, fp16_as_fp32=fp16_as_fp32)
     exe.fn, exe.params, exe.eager = lowered.fn, lowered.params, lowered.eager
+    exe.param_storage = lowered.storage
     return exe
 
 

@@ -44,6 +44,7 @@ class Lowered:
     fn: Callable[[dict, dict], dict]
     params: dict[str, np.ndarray]
     eager: bool  # some op has a data-dependent output shape: do not jit the whole function
+    storage: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def is_static(v: Any) -> bool:
@@ -121,12 +122,14 @@ class FunctionLowering:
                     compressed_names.update(names)
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, Any] = {}
+        self.storage: dict[str, str] = {}  # params key -> the MIL dtype it is stored in, or "compressed"
         with dtypes.precision(fp16_as_fp32):
             for op in function.iter_operations():
                 if is_constexpr(op):
                     for key, value in constexpr_attributes(op).items():
                         if _is_array(value):
                             self.params[attribute_param(op, key)] = _param_array(value)
+                            self.storage[attribute_param(op, key)] = "compressed"
                 if op.type != "const":
                     continue
                 if "val" not in op.attributes or len(op.outputs) != 1:
@@ -134,6 +137,7 @@ class FunctionLowering:
                 name, value = op.outputs[0].name, op.attributes["val"]
                 if self._is_param(name, value, static_names) or (name in compressed_names and _is_array(value)):
                     self.params[name] = _param_array(value)
+                    self.storage[name] = "compressed" if name in compressed_names else _storage_name(value.dtype)
                 else:
                     self.consts[name] = _static_const(value)
 
@@ -267,6 +271,10 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.dtype != object and value.size > 1
 
 
+def _storage_name(dtype) -> str:
+    return {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16"}.get(np.dtype(dtype), str(np.dtype(dtype)))
+
+
 def _param_array(value: np.ndarray) -> np.ndarray:
     return np.asarray(value, dtype=dtypes.compute_array_dtype(value.dtype))
 
@@ -287,7 +295,7 @@ def _print_op(op: Operation, results: tuple, level: int) -> None:
 
 def lower_function(function: Function, *, model: str, fp16_as_fp32: bool = True) -> Lowered:
     lowering = FunctionLowering(function, model, fp16_as_fp32)
-    return Lowered(lowering, lowering.params, lowering.eager)
+    return Lowered(lowering, lowering.params, lowering.eager, lowering.storage)
 
 
 def unsupported_ops(function: Function) -> dict[str, int]:

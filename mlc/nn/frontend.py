@@ -99,14 +99,19 @@ def build(loaded: LoadedSpec, *, lower: bool = True) -> Executable:
         raise MLCParametersError(f"{loaded.name}: the classifier declares no class labels")
     probabilities_blob = _probabilities_blob(network, exe) if labels else None
 
-    def fn(params: dict, values: dict) -> dict:
+    def run_blobs(params: dict, values: dict) -> dict:
         blobs = {}
         for name, value in values.items():
-            feature = inputs[name]
+            feature = inputs.get(name)
+            if feature is None:
+                continue  # a training-only input (a loss target) is not a network blob
             for step in preprocess.get(name, ()):
                 value = step(value)
             blobs[name] = world.input_tensor(feature, value)
-        env = lowering(params, blobs)
+        return lowering(params, blobs)
+
+    def fn(params: dict, values: dict) -> dict:
+        env = run_blobs(params, values)
         out = {}
         for name, feature in outputs.items():
             if labels and name in (exe.predicted_feature_name, exe.predicted_probabilities_name):
@@ -129,6 +134,7 @@ def build(loaded: LoadedSpec, *, lower: bool = True) -> Executable:
         return out
 
     exe.fn, exe.params, exe.eager = fn, lowering.params, lowering.eager
+    exe.param_storage, exe.blobs = lowering.storage, run_blobs
     return exe
 
 

@@ -89,6 +89,7 @@ class NetworkLowering:
         self.custom = custom or {}
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}
+        self.storage: dict[str, str] = {}  # params key -> "fp32", "fp16" or "compressed" (mlc.nn.weights.storage)
         self._static_blobs: set[str] = set()
         self._seen_names: dict[str, int] = {}
         self.plan = self._plan(network)
@@ -105,10 +106,7 @@ class NetworkLowering:
                 raise MLCUnsupportedError(
                     f"{self.model}: NeuralNetwork layer type {kind!r} (layer {layer.name!r}) is not supported by mlc yet"
                 )
-            # Converters repeat names across nested networks (a "const_two" in each loop body):
-            # a repeat gets its own scope for its weights.
-            seen = self._seen_names[layer.name] = self._seen_names.get(layer.name, 0) + 1
-            scope = layer.name if seen == 1 else f"{layer.name}#{seen}"
+            scope = _scope(self._seen_names, layer.name)
             params = getattr(layer, kind)
             for pos in definition.static:
                 if pos < len(layer.input):
@@ -131,6 +129,8 @@ class NetworkLowering:
                 value = value.reshape(shape)
             key = weight_key(plan.scope, path)
             (self.consts if as_const else self.params)[key] = value
+            if not as_const:
+                self.storage[key] = W.storage(wp)
             plan.weight_keys.append(key)
 
     @property
@@ -192,6 +192,26 @@ class NetworkLowering:
             raise MLCError(f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) gave {len(results)} outputs, its spec names {len(lp.outputs)}")
         for name, value in zip(lp.outputs, results):
             env[name] = value
+
+
+def _scope(seen: dict[str, int], name: str) -> str:
+    """A layer's params scope. Converters repeat names across nested networks (a "const_two"
+    in each loop body): a repeat, in planning order (depth first), gets "name#n"."""
+    count = seen[name] = seen.get(name, 0) + 1
+    return name if count == 1 else f"{name}#{count}"
+
+
+def scoped_layers(network, seen: dict[str, int] | None = None):
+    """``(scope, layer)`` for every layer, nested networks included, in the order the planner
+    names them (so a params key ``scope/path`` finds its layer again)."""
+    seen = {} if seen is None else seen
+    for layer in network.layers:
+        yield _scope(seen, layer.name), layer
+        kind = layer.WhichOneof("layer")
+        params = getattr(layer, kind) if kind else None
+        for field in NESTED_NETWORKS.get(kind, ()):
+            if params.HasField(field):
+                yield from scoped_layers(getattr(params, field), seen)
 
 
 def _any_eager(plan: NetworkPlan) -> bool:

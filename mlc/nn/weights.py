@@ -23,6 +23,33 @@ def is_set(wp) -> bool:
     return bool(len(wp.floatValue) or wp.float16Value or wp.rawValue or wp.int8RawValue)
 
 
+def storage(wp) -> str:
+    """How a set WeightParams stores its values: ``"fp32"`` (floatValue), ``"fp16"``
+    (float16Value) or ``"compressed"`` (rawValue / int8RawValue, quantized)."""
+    if len(wp.floatValue):
+        return "fp32"
+    if wp.float16Value:
+        return "fp16"
+    return "compressed"
+
+
+def encode(wp, values: np.ndarray, where: str) -> None:
+    """Write ``values`` into ``wp`` in the storage it already has (fp32 or fp16).
+
+    Quantized weights cannot be written back: the quantization would have to be redone."""
+    kind = storage(wp) if is_set(wp) else "fp32"
+    flat = np.asarray(values).reshape(-1)
+    if kind == "compressed":
+        raise MLCParametersError(f"{where}: the weight is quantized; mlc cannot write new values into quantized weights")
+    updatable = wp.isUpdatable
+    wp.Clear()
+    wp.isUpdatable = updatable
+    if kind == "fp16":
+        wp.float16Value = flat.astype("<f2").tobytes()
+    else:
+        wp.floatValue.extend(flat.astype(np.float32).tolist())
+
+
 def unpack_bits(data: bytes, nbits: int, count: int, where: str) -> np.ndarray:
     """``count`` unsigned ``nbits``-bit values packed most significant bit first."""
     if not 1 <= nbits <= 8:
