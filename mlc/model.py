@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from mlc import features as F
-from mlc._errors import MLCFeatureTypeError, MLCParametersError, MLCUnsupportedError
+from mlc._errors import MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.classification import Classification
 from mlc.executable import Executable
 from mlc.format.spec import LoadedSpec, load_spec
@@ -84,6 +84,64 @@ class Model:
             self.params = jax.device_put(self._exe.params, self.device)
         self._jitted = None
         self._batched = None
+        self._changed: frozenset[str] = frozenset()  # params trained since load: save writes them back
+
+    # -- trained copies and saving ------------------------------------------------------------
+    def with_params(self, params: dict) -> "Model":
+        """A copy of this model computing with ``params`` (a dict with some or all of
+        ``model.params``' keys, same shapes); ``save`` writes the changed ones back.
+
+        Values are rounded to the precision the file stores them in (an fp16 weight through
+        fp16), so the saved and reloaded model predicts exactly as the returned one.
+        """
+        unknown = [k for k in params if k not in self.params]
+        if unknown:
+            raise MLCParametersError(f"{self.name}: {unknown[0]!r} is not a param of the model")
+        new = {}
+        for key, value in params.items():
+            old = self.params[key]
+            if tuple(np.shape(value)) != tuple(old.shape):
+                raise MLCParametersError(f"{self.name}: param {key!r} has shape {tuple(old.shape)}, got {tuple(np.shape(value))}")
+            new[key] = _round_to_storage(np.asarray(value), self._exe.param_storage.get(key)).astype(old.dtype)
+        copy = object.__new__(Model)
+        copy.__dict__.update(self.__dict__)
+        with self._x64():
+            copy.params = {**self.params, **jax.device_put(new, self.device)}
+        copy._changed = self._changed | frozenset(new)
+        return copy
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model as a Core ML file, trained weights included.
+
+        ``.mlmodel`` for NeuralNetwork and classic models, ``.mlpackage`` for any model (ML
+        Programs must be packages). Written atomically: a failure leaves nothing behind and an
+        existing file at ``path`` untouched. The file the model was loaded from is never
+        overwritten.
+        """
+        from mlc.format import writer
+
+        path = os.fspath(path)
+        if self._loaded.path and os.path.abspath(path) == os.path.abspath(self._loaded.path):
+            raise MLCIOError(f"{path}: this is the file the model was loaded from; save to a new path")
+        changed = {k: np.asarray(self.params[k]) for k in sorted(self._changed)}
+        kind = self.spec.WhichOneof("Type")
+        if kind == "mlProgram":
+            from mlc.mil.writeback import save_mlprogram
+
+            return save_mlprogram(self._loaded, changed, path)
+        spec = self.spec
+        if changed:
+            from mlc.nn import frontend as nn
+
+            if kind not in nn.KINDS:
+                raise MLCUnsupportedError(f"{self.name}: writing trained params back into a {kind} model is not supported")
+            from mlc.nn.writeback import spec_with_params
+
+            spec = spec_with_params(spec, changed, self.name)
+        if path.endswith(".mlpackage"):
+            writer.write_mlpackage(path, spec, None)
+        else:
+            writer.write_mlmodel(path, spec)
 
     # -- descriptions ------------------------------------------------------------------------
     @property
@@ -327,6 +385,11 @@ class State:
         if value.shape != current.shape:
             raise MLCFeatureTypeError(f"{self.model.name}: state {name!r} has shape {current.shape}, got {value.shape}")
         self.values[name] = value.astype(current.dtype)
+
+
+def _round_to_storage(value: np.ndarray, storage: str | None) -> np.ndarray:
+    """``value`` as the file will hold it: through fp16 for fp16 storage."""
+    return value.astype(np.float16) if storage == "fp16" else value
 
 
 def _without_checks(fn):
