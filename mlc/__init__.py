@@ -12,6 +12,8 @@ from mlc._errors import (
 from mlc.classification import Classification
 from mlc.model import Model, load
 from mlc.nn.custom import register_custom_layer, unregister_custom_layer
+from mlc.train.task import LossHistory, UpdateContext, UpdateResult, UpdateTask
+from mlc.train.update import update
 
 __version__ = "0.1.0"
 
@@ -28,4 +30,9 @@ __all__ = [
     "load",
     "register_custom_layer",
     "unregister_custom_layer",
+    "update",
+    "LossHistory",
+    "UpdateContext",
+    "UpdateResult",
+    "UpdateTask",
 ]
