@@ -13,6 +13,7 @@ from mlc.classification import Classification
 from mlc.model import Model, load
 from mlc.nn.custom import register_custom_layer, unregister_custom_layer
 from mlc.train.task import LossHistory, UpdateContext, UpdateResult, UpdateTask
+from mlc.train.finetune import finetune
 from mlc.train.update import update
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "load",
     "register_custom_layer",
     "unregister_custom_layer",
+    "finetune",
     "update",
     "LossHistory",
     "UpdateContext",

@@ -110,6 +110,15 @@ class Model:
         copy._changed = self._changed | frozenset(new)
         return copy
 
+    def as_flax(self, trainable=None):
+        """A ``flax.nnx`` Module holding this model's weights (``mlc.train.flax_module``):
+        those matching ``trainable`` (names or glob patterns; default every fp32/fp16 weight)
+        as ``nnx.Param``, the rest frozen. ``module.save(path)`` writes the trained weights
+        back as Core ML."""
+        from mlc.train.flax_module import CoreMLModule
+
+        return CoreMLModule(self, trainable)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as a Core ML file, trained weights included.
 

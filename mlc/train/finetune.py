@@ -1,0 +1,169 @@
+"""``mlc.finetune``: train any ML Program or NeuralNetwork model with optax, updatable or not.
+
+The params pytree (``model.params``) is partitioned in two: the trainable params, chosen by
+name or glob pattern (``"fc1/*"``, ``"*weight*"``), and the frozen rest. Only the trainable
+part is differentiated and updated; the frozen part rides along unchanged.
+
+Compressed weights (quantized or palettized: a ``constexpr_*`` op's data in an ML Program, a
+quantized ``WeightParams`` in a NeuralNetwork) are refused as trainable: training them would
+mean re-compressing on save. With ``trainable=None`` every fp32/fp16 param trains and the
+compressed ones stay frozen. fp16 weights train in the precision the model computes in and are
+rounded to fp16 at the end, as ``save`` stores them.
+
+``loss(outputs, batch) -> scalar``: ``outputs`` are the model's outputs for the mini-batch as
+the pure function gives them (``Model.jax_function``), with a leading batch axis (a
+classifier's as ``Classification``, its ``.probabilities`` batched); ``batch`` holds every
+column of the training data for the mini-batch (the model's inputs as the program takes them,
+other columns, such as targets, as arrays). By convention it is a mean over the mini-batch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+import optax
+
+from mlc._errors import MLCUnsupportedError, MLCUpdateError
+from mlc.train import data as D
+from mlc.train.loop import Schedule, run_epochs
+from mlc.train.task import UpdateResult, UpdateTask, show_progress_default
+
+TRAINABLE_STORAGE = ("fp32", "fp16")
+
+
+def select_trainable(model, trainable: str | Iterable[str] | None) -> list[str]:
+    """The params keys to train: every fp32/fp16 param, or those matching the given names or
+    glob patterns (each pattern must match something; compressed params are refused)."""
+    where = model.name
+    storage = model._exe.param_storage
+    keys = list(model.params)
+    if trainable is None:
+        chosen = [k for k in keys if storage.get(k) in TRAINABLE_STORAGE]
+    else:
+        patterns = [trainable] if isinstance(trainable, str) else list(trainable)
+        chosen = []
+        for pattern in patterns:
+            matched = [k for k in keys if k == pattern or fnmatch.fnmatchcase(k, pattern)]
+            if not matched:
+                raise MLCUpdateError(f"{where}: trainable {pattern!r} matches no param; the params are {_preview(keys)}")
+            chosen += [k for k in matched if k not in chosen]
+        compressed = [k for k in chosen if storage.get(k) not in TRAINABLE_STORAGE]
+        if compressed:
+            raise MLCUnsupportedError(
+                f"{where}: param {compressed[0]!r} is a compressed weight ({storage.get(compressed[0], 'unknown storage')}); "
+                f"compressed weights cannot be trained, since saving would have to re-compress them. Leave them frozen, "
+                f"or decompress the model with coremltools first"
+            )
+    if not chosen:
+        raise MLCUpdateError(f"{where}: the model has no trainable (fp32 or fp16) params")
+    return chosen
+
+
+def _preview(keys: list[str]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:12])
+    return f"[{shown}{', ...' if len(keys) > 12 else ''}] ({len(keys)} in all)"
+
+
+def check_trainable_model(model, what: str) -> None:
+    """Refuse the models ``finetune`` and ``as_flax`` cannot differentiate."""
+    from mlc.nn.frontend import KINDS
+
+    where = model.name
+    kind = model.spec.WhichOneof("Type")
+    if kind != "mlProgram" and kind not in KINDS:
+        raise MLCUnsupportedError(f"{where}: {what} trains ML Program and NeuralNetwork models; this is a {kind} model")
+    if model._exe.eager:
+        raise MLCUnsupportedError(f"{where}: the model's output shapes depend on its input values; {what} cannot jit it")
+    if model._exe.states:
+        raise MLCUnsupportedError(f"{where}: {what} does not train stateful models")
+
+
+def _batch_columns(model, columns: dict, where: str) -> dict[str, np.ndarray]:
+    required = [n for n, f in model.input_description.items() if not f.optional]
+    D.require(columns, required, where)
+    out = dict(D.model_input_batch(model, columns, where))
+    for name, value in columns.items():
+        if name in out:
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise MLCUpdateError(
+                f"{where}: training column {name!r} holds {arr.dtype} values; the loss can only read numbers "
+                f"(map labels to class indices first)"
+            )
+        out[name] = arr
+    return out
+
+
+def finetune(
+    model: Any,
+    data: Any,
+    *,
+    loss: Callable[[dict, dict], Any],
+    trainable: str | Iterable[str] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int = 0,
+    progress=None,
+    show_progress: bool | None = None,
+    start: bool = True,
+) -> UpdateTask:
+    """Fine-tune ``model`` on ``data`` with ``optimizer`` (default ``optax.adam(1e-3)``).
+
+    Returns the ``UpdateTask`` (run unless ``start=False``); ``task.model`` is the trained
+    model, ``task.model.save("Tuned.mlpackage")`` writes it as Core ML.
+    """
+    from mlc.model import Model, load
+
+    model = model if isinstance(model, Model) else load(model)
+    where = model.name
+    check_trainable_model(model, "mlc.finetune")
+    if not callable(loss):
+        raise MLCUpdateError(f"{where}: loss must be a callable loss(outputs, batch) -> scalar")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise MLCUpdateError(f"{where}: {name} must be a positive integer, got {value!r}")
+    keys = select_trainable(model, trainable)
+    columns, n = D.as_columns(data, where)
+    batch_columns = _batch_columns(model, columns, where)
+    input_names = [k for k in batch_columns if k in model.input_description]
+    fn, params = model.jax_function()
+    trainable_params = {k: params[k] for k in keys}
+    frozen = {k: v for k, v in params.items() if k not in trainable_params}
+
+    def loss_fn(trainable_, frozen_, batch):
+        outputs = jax.vmap(fn, in_axes=(None, 0))({**frozen_, **trainable_}, {k: batch[k] for k in input_names})
+        return loss(outputs, batch)
+
+    _check_scalar_loss(loss_fn, trainable_params, frozen, batch_columns, min(batch_size, n), where)
+    optimizer = optimizer if optimizer is not None else optax.adam(1e-3)
+    schedule = Schedule(int(epochs), int(batch_size), bool(shuffle), int(seed))
+    show = show_progress_default() if show_progress is None else show_progress
+    latest = {"trainable": trainable_params}
+
+    def run(task: UpdateTask) -> UpdateResult:
+        trained, cancelled = run_epochs(
+            task, loss_fn=loss_fn, trainable=trainable_params, frozen=frozen, columns=batch_columns, n=n,
+            optimizer=optimizer, schedule=schedule, show_progress=show,
+            on_weights=lambda t: latest.__setitem__("trainable", t),
+        )
+        metrics = {"loss": task.history.epoch[-1] if task.history.epoch else None, "epochs": len(task.history.epoch), "examples": n}
+        return UpdateResult(model.with_params(trained), task.history, metrics, cancelled)
+
+    task = UpdateTask(f"finetune {where}", run, lambda: model.with_params(latest["trainable"]), progress)
+    return task.resume() if start else task
+
+
+def _check_scalar_loss(loss_fn, trainable, frozen, columns, size: int, where: str) -> None:
+    batch = {k: D.take(v, np.arange(size)) for k, v in columns.items()}
+    try:
+        out = jax.eval_shape(loss_fn, trainable, frozen, batch)
+    except Exception as e:  # the user's loss failed on the first mini-batch: say so, with its error
+        raise MLCUpdateError(f"{where}: the loss failed on a mini-batch of {size}: {type(e).__name__}: {e}") from e
+    if getattr(out, "shape", None) != ():
+        raise MLCUpdateError(f"{where}: the loss must return a scalar, got {getattr(out, 'shape', type(out).__name__)}")
