@@ -1,4 +1,4 @@
-"""The MIL weight blob (``weights/weight.bin``), read with numpy memmap.
+"""The MIL weight blob (``weights/weight.bin``): read with numpy memmap, written by ``BlobWriter``.
 
 Layout (coremltools ``mlmodel/src/MILBlob/Blob/StorageFormat.hpp``), little-endian:
 
@@ -123,6 +123,16 @@ class BlobFile:
             raise MLCIOError(f"{where}: data [{start}, {start + length}) lies outside the file ({self.size} bytes)")
         return meta
 
+    def raw(self, offset: int) -> tuple[int, np.ndarray, int]:
+        """``(mil_dtype code, data bytes as a uint8 memmap, padding_size_in_bits)`` of the blob at
+        ``offset``, undecoded: what copying it into another file needs."""
+        meta = self.metadata(offset)
+        code = int(meta["mil_dtype"])
+        if code not in BLOB_DTYPES:
+            raise MLCIOError(f"weight file {self.path!r}, blob at offset {offset}: unknown blob data type code {code}")
+        start = int(meta["offset"])
+        return code, self._data[start : start + int(meta["size"])], int(meta["padding_bits"])
+
     def read(self, offset: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
         """Read the blob whose metadata is at ``offset`` as ``dtype`` (a MIL name) and ``shape``."""
         meta = self.metadata(offset)
@@ -161,3 +171,81 @@ class BlobFile:
                 f"{where}: {length} bytes of {name} with {padding} padding bits do not hold {count} values of shape {tuple(shape)}"
             )
         return unpack_subbyte(raw, nbits, count, name.startswith("int")).reshape(shape)
+
+
+def _byte_view(data) -> memoryview:
+    """``data`` (an array of any dtype, or bytes-like) as a flat view of its bytes, uncopied when
+    contiguous."""
+    if isinstance(data, np.ndarray):
+        return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    return memoryview(data).cast("B")
+
+
+class BlobWriter:
+    """Builds a weight file in the layout above, byte for byte what coremltools'
+    ``MILBlob::Blob::StorageWriter`` writes: each ``blob_metadata`` starts on a 64-byte
+    boundary, its data follows it directly, and the file ends with the last blob's data.
+
+    ``add`` only keeps a reference to the data (a numpy memmap of another weight file stays
+    one); nothing is copied until ``tobytes`` or ``write``.
+    """
+
+    def __init__(self):
+        self._blobs: list[tuple[int, int, memoryview, int]] = []  # (metadata offset, code, data, padding bits)
+        self._end = HEADER_SIZE
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def add(self, dtype: int | str, data, padding_bits: int = 0) -> int:
+        """Append one blob of ``dtype`` (a ``BLOB_DTYPES`` code or name) holding the raw bytes
+        ``data`` (anything with the buffer protocol); return its metadata offset, the
+        ``offset`` a ``BlobFileValue`` names."""
+        code = BLOB_CODE_BY_NAME.get(dtype) if isinstance(dtype, str) else int(dtype)
+        if code not in BLOB_DTYPES:
+            raise MLCParametersError(f"blob data type {dtype!r} is not one of {sorted(BLOB_CODE_BY_NAME)}")
+        name, kind = BLOB_DTYPES[code]
+        raw = _byte_view(data)
+        if isinstance(kind, int):
+            if not 0 <= padding_bits < 8 or (padding_bits and not raw.nbytes):
+                raise MLCParametersError(f"a {name} blob of {raw.nbytes} bytes cannot have {padding_bits} padding bits")
+        elif padding_bits or raw.nbytes % kind.itemsize:
+            raise MLCParametersError(
+                f"a {name} blob holds whole {kind.itemsize}-byte values and no padding bits; "
+                f"got {raw.nbytes} bytes, {padding_bits} padding bits"
+            )
+        offset = self._end + (-self._end % ALIGNMENT)
+        self._blobs.append((offset, code, raw, padding_bits))
+        self._end = offset + METADATA_SIZE + raw.nbytes
+        return offset
+
+    def _header(self) -> bytes:
+        header = np.zeros((), _HEADER)
+        header["count"], header["version"] = len(self._blobs), STORAGE_VERSION
+        return header.tobytes()
+
+    @staticmethod
+    def _metadata(offset: int, code: int, size: int, padding_bits: int) -> bytes:
+        meta = np.zeros((), _METADATA)
+        meta["sentinel"], meta["mil_dtype"], meta["size"] = SENTINEL, code, size
+        meta["offset"], meta["padding_bits"] = offset + METADATA_SIZE, padding_bits
+        return meta.tobytes()
+
+    def _chunks(self):
+        """The file's bytes in order: header, then per blob the alignment gap, metadata, data."""
+        yield self._header()
+        end = HEADER_SIZE
+        for offset, code, raw, padding_bits in self._blobs:
+            yield bytes(offset - end)
+            yield self._metadata(offset, code, raw.nbytes, padding_bits)
+            yield raw
+            end = offset + METADATA_SIZE + raw.nbytes
+
+    def tobytes(self) -> bytes:
+        return b"".join(self._chunks())
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write the file at ``path`` (not atomically; ``mlc.format.writer`` writes packages so)."""
+        with open(path, "wb") as f:
+            for chunk in self._chunks():
+                f.write(chunk)
