@@ -126,8 +126,9 @@ class FunctionLowering:
         with dtypes.precision(fp16_as_fp32):
             for op in function.iter_operations():
                 if is_constexpr(op):
+                    static = self.defs[id(op)].static
                     for key, value in constexpr_attributes(op).items():
-                        if _is_array(value):
+                        if _is_array(value) and key not in static:  # a static one (an iOS16 shape) stays numpy
                             self.params[attribute_param(op, key)] = _param_array(value)
                             self.storage[attribute_param(op, key)] = "compressed"
                 if op.type != "const":
@@ -221,7 +222,8 @@ class FunctionLowering:
         kwargs = {key: self._argument(op, key, d, env) for key in op.inputs}
         if is_constexpr(op):
             for key, value in constexpr_attributes(op).items():
-                kwargs[key] = params[attribute_param(op, key)] if _is_array(value) else _static_const(value)
+                param = attribute_param(op, key)
+                kwargs[key] = params[param] if param in params else _static_const(value)
         if op.blocks:
             kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
         try:
