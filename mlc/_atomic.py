@@ -25,7 +25,11 @@ def atomic_write(path: str | os.PathLike):
         if os.path.isdir(path) and not os.path.islink(path):
             old = tmp + ".old"
             os.rename(path, old)
-            os.rename(target, path)
+            try:
+                os.rename(target, path)
+            except BaseException:
+                os.rename(old, path)  # put the old package back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(target, path)

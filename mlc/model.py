@@ -137,7 +137,7 @@ class Model:
         if kind == "mlProgram":
             from mlc.mil.writeback import save_mlprogram
 
-            return save_mlprogram(self._loaded, changed, path)
+            return save_mlprogram(self._loaded, changed, path, function_name=self.function_name)
         spec = self.spec
         if changed:
             from mlc.nn import frontend as nn
