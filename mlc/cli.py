@@ -1,4 +1,4 @@
-"""The ``mlc`` command: ``info``, ``predict`` and ``demo``."""
+"""The ``mlc`` command: ``info``, ``predict``, ``update``, ``demo`` and the registry listings."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--compute-precision", default="auto", choices=["auto", "float32", "float16"])
     pred.add_argument("--json", action="store_true", help="print outputs as JSON")
     pred.add_argument("--save", metavar="OUT.npz", help="also write the array outputs to an .npz file")
+
+    upd = sub.add_parser("update", help="update (personalise) an updatable model on training data, as Core ML's MLUpdateTask")
+    upd.add_argument("model", help="path to an updatable .mlmodel or .mlpackage (NeuralNetwork or kNN)")
+    upd.add_argument("--data", required=True, metavar="DATA.npz",
+                     help="training data: one array per training input, examples along the first axis (labels as strings or ints)")
+    upd.add_argument("-o", "--output", required=True, metavar="OUT.mlmodel", help="where to write the updated model (.mlmodel or .mlpackage)")
+    upd.add_argument("--epochs", type=int, help="override the model's epochs (within the values it allows)")
+    upd.add_argument("--learning-rate", type=float, help="override the optimizer's learning rate (within its allowed range)")
+    upd.add_argument("--mini-batch-size", type=int, help="override the mini-batch size (within the values it allows)")
+    upd.add_argument("--seed", type=int, help="override the shuffle seed")
+    upd.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
     sub.add_parser("layers", help="list the NeuralNetwork layer types mlc lowers")
@@ -224,6 +235,32 @@ def _predict(args) -> int:
     return 0
 
 
+def _load_npz(path: str) -> dict:
+    from mlc._errors import MLCIOError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise MLCIOError(f"--data {path!r}: cannot read it as an .npz file of arrays: {e}") from e
+
+
+def _update(args) -> int:
+    import mlc
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate),
+                                   ("mini_batch_size", args.mini_batch_size), ("seed", args.seed)) if v is not None}
+    data = _load_npz(args.data)
+    task = mlc.update(args.model, data, show_progress=not args.quiet, **overrides)
+    task.model.save(args.output)
+    metrics = task.result.metrics
+    loss = f", final epoch loss {metrics['loss']:.6g}" if metrics.get("loss") is not None else ""
+    epochs = f"{metrics['epochs']} epoch(s) on " if "epochs" in metrics else ""
+    print(f"updated {args.model}: {epochs}{metrics['examples']} examples{loss}")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _demo(args) -> int:
     print(f"$ mlc predict {DEMO_MODEL} --input image={DEMO_IMAGE}")
     args.model, args.input = DEMO_MODEL, [f"image={DEMO_IMAGE}"]
@@ -236,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "update": _update, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
     try:
         return handler(args)
     except MLCError as e:

@@ -21,7 +21,7 @@ def add_package(tmp_path_factory):
 
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "mlc.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("info", "predict", "ops", "layers", "demo"):
+    for command in ("info", "predict", "update", "ops", "layers", "demo"):
         assert command in out
 
 
