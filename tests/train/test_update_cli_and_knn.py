@@ -12,7 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 import mlc
 from mlc.cli import main
 
-from updatable_models import CLASSES, mlp_model
+from mlc.testing.updatable import CLASSES, mlp_model
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import torch
 import mlc
 from mlc.train.nn_spec import read_update_spec
 
-from updatable_models import CLASSES, conv_model, mlp_model, torch_train
+from mlc.testing.updatable import CLASSES, conv_model, mlp_model, torch_train
 
 WEIGHT_ATOL = 2e-5
 
