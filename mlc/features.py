@@ -307,6 +307,20 @@ def scalar_batch_input(feature: Feature, value: Any, where: str) -> np.ndarray:
     return arr.astype(np.int64 if feature.kind == "int64" else np.float64)
 
 
+def batch_input(feature: Feature, value: Any, where: str) -> np.ndarray:
+    """A batch of one input, examples along the first axis: a list of PIL images, a stacked
+    multiarray, or a 1-D array of doubles / int64s (what ``predict_batch`` and training take)."""
+    if feature.kind == "image":
+        if not isinstance(value, (list, tuple)):
+            raise MLCFeatureTypeError(f"{where}: a batch of images is a list of PIL images")
+        return np.stack([image_input(feature, im, where) for im in value])
+    if feature.kind == "multiArray":
+        return multiarray_input(feature, value, where, batched=True)
+    if feature.kind in ("double", "int64"):
+        return scalar_batch_input(feature, value, where)
+    raise MLCFeatureTypeError(f"{where}: batches hold multiarray, image, double and int64 inputs, not {feature.kind}; use predict")
+
+
 def convert_input(feature: Feature, value: Any, where: str) -> Any:
     if feature.kind == "dictionary":
         return dictionary_input(feature, value, where)

@@ -270,19 +270,7 @@ class Model:
         out, sizes = {}, set()
         for name, value in data.items():
             feature = self.input_description[name]
-            where = f"{self.name}: input {name!r}"
-            if feature.kind == "image":
-                if not isinstance(value, (list, tuple)):
-                    raise MLCFeatureTypeError(f"{where}: predict_batch takes a list of PIL images for an image input")
-                arr = np.stack([F.image_input(feature, im, where) for im in value])
-            elif feature.kind == "multiArray":
-                arr = F.multiarray_input(feature, value, where, batched=True)
-            elif feature.kind in ("double", "int64"):
-                arr = F.scalar_batch_input(feature, value, where)
-            else:
-                raise MLCFeatureTypeError(
-                    f"{where}: predict_batch supports multiarray, image, double and int64 inputs, not {feature.kind}; use predict"
-                )
+            arr = F.batch_input(feature, value, f"{self.name}: input {name!r}")
             sizes.add(arr.shape[0])
             out[name] = self._program_input(name, arr)
         if len(sizes) > 1:

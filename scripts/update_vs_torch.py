@@ -16,17 +16,10 @@ import numpy as np
 
 import mlc
 from mlc._atomic import atomic_write
-from mlc.testing.updatable import CLASSES, conv_model, mlp_model, torch_train
+from mlc.testing.updatable import CLASSES, conv_model, max_weight_difference, mlp_model, torch_param, torch_train
 
 MLP_PARAMS = {"fc1/weights": "fc1.weight", "fc1/bias": "fc1.bias", "fc2/weights": "fc2.weight", "fc2/bias": "fc2.bias"}
 CONV_PARAMS = {"conv/weights": "conv.weight", "conv/bias": "conv.bias", "fc/weights": "fc.weight", "fc/bias": "fc.bias"}
-
-
-def _get(net, dotted):
-    obj = net
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj.detach().numpy()
 
 
 def _run(spec, data):
@@ -58,11 +51,10 @@ def case(model: str, optimizer: str, loss: str, n: int = 64) -> dict:
     seconds = time.perf_counter() - start
     trainable = [p for name, p in net.named_parameters() if not name.startswith(("out.", "bn."))]
     torch_train(net, trainable, optimizer, loss, x, target, batches)
-    diffs = {k: float(np.max(np.abs(np.asarray(task.model.params[k]).reshape(-1) - _get(net, t).reshape(-1)))) for k, t in names.items()}
-    scale = max(float(np.max(np.abs(_get(net, t)))) for t in names.values())
+    scale = max(float(np.max(np.abs(torch_param(net, t)))) for t in names.values())
     return {
         "model": model, "optimizer": optimizer, "loss": loss, "steps": len(batches),
-        "max_diff": max(diffs.values()), "max_weight": scale,
+        "max_diff": max_weight_difference(task.model, net, names), "max_weight": scale,
         "loss_first": float(task.history.epoch_loss[0]), "loss_last": float(task.history.epoch_loss[-1]), "seconds": seconds,
     }
 

@@ -131,6 +131,19 @@ def conv_model(optimizer: str, *, batch: int = 4, epochs: int = 3):
     return b.spec, net
 
 
+def torch_param(net, dotted: str) -> np.ndarray:
+    """``net``'s parameter ``"fc1.weight"`` as a numpy array."""
+    obj = net
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj.detach().numpy()
+
+
+def max_weight_difference(model, net, names: dict[str, str]) -> float:
+    """The largest |mlc param - torch param| over ``names`` (mlc params key -> torch name)."""
+    return max(float(np.max(np.abs(np.asarray(model.params[k]).reshape(-1) - torch_param(net, t).reshape(-1)))) for k, t in names.items())
+
+
 def torch_optimizer(name: str, params):
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.05, momentum=0.9)

@@ -89,14 +89,7 @@ def model_input_batch(model, columns: dict, where: str) -> dict[str, np.ndarray]
         value = columns[name]
         what = f"{where}: training input {name!r}"
         try:
-            if feature.kind == "image":
-                arr = np.stack([F.image_input(feature, im, what) for im in value])
-            elif feature.kind == "multiArray":
-                arr = F.multiarray_input(feature, value, what, batched=True)
-            elif feature.kind in ("double", "int64"):
-                arr = F.scalar_batch_input(feature, value, what)
-            else:
-                raise MLCUpdateError(f"{what}: {feature.kind} inputs cannot be used for training")
+            arr = F.batch_input(feature, value, what)
         except MLCFeatureTypeError as e:
             raise MLCUpdateError(e.message) from e
         out[name] = model._program_input(name, arr)

@@ -15,7 +15,7 @@ import torch
 import mlc
 from mlc.train.nn_spec import read_update_spec
 
-from mlc.testing.updatable import CLASSES, conv_model, mlp_model, torch_train
+from mlc.testing.updatable import CLASSES, conv_model, max_weight_difference, mlp_model, torch_train
 
 WEIGHT_ATOL = 2e-5
 
@@ -36,17 +36,6 @@ def _run(spec, data, **kw):
 MLP_PARAMS = {"fc1/weights": "fc1.weight", "fc1/bias": "fc1.bias", "fc2/weights": "fc2.weight", "fc2/bias": "fc2.bias"}
 
 
-def _get(net, dotted):
-    obj = net
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj.detach().numpy()
-
-
-def _weights_diff(model, net, names):
-    return max(float(np.max(np.abs(np.asarray(model.params[k]).reshape(-1) - _get(net, t).reshape(-1)))) for k, t in names.items())
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_mlp_matches_torch(optimizer, loss):
@@ -62,7 +51,7 @@ def test_mlp_matches_torch(optimizer, loss):
     assert task.state == "completed"
     assert len(batches) == 5 * 6  # 5 epochs of ceil(22 / 4) mini-batches
     torch_train(net, list(net.parameters()), optimizer, loss, x, target, batches)
-    diff = _weights_diff(task.model, net, MLP_PARAMS)
+    diff = max_weight_difference(task.model, net, MLP_PARAMS)
     assert diff < WEIGHT_ATOL, diff
     history = task.history.epoch_loss
     assert len(history) == 5 and history[-1] < history[0]
@@ -80,7 +69,7 @@ def test_conv_net_matches_torch_and_freezes_other_layers(optimizer):
     frozen_before = {k: np.asarray(v).copy() for k, v in mlc.load(spec).params.items() if not k.startswith(("conv/", "fc/"))}
     torch_train(net, trainable, optimizer, "ce", x, index, batches)
     names = {"conv/weights": "conv.weight", "conv/bias": "conv.bias", "fc/weights": "fc.weight", "fc/bias": "fc.bias"}
-    diff = _weights_diff(task.model, net, names)
+    diff = max_weight_difference(task.model, net, names)
     assert diff < WEIGHT_ATOL, diff
     for k, v in frozen_before.items():
         np.testing.assert_array_equal(np.asarray(task.model.params[k]), v)
@@ -96,7 +85,7 @@ def test_plain_sgd_and_one_example_batches_match_torch():
     task, batches = _run(spec, {"x": x, "label": [CLASSES[i] for i in index]})
     assert [len(b) for b in batches] == [1] * 7
     torch_train(net, list(net.parameters()), "sgd_plain", "ce", x, index, batches)
-    assert _weights_diff(task.model, net, MLP_PARAMS) < WEIGHT_ATOL
+    assert max_weight_difference(task.model, net, MLP_PARAMS) < WEIGHT_ATOL
 
 
 def test_shuffle_is_reproducible_with_a_seed():
