@@ -65,7 +65,7 @@ class ProgressBar:
 
     def step(self, epoch: int, loss: float) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4g}")
+            self.bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4g}", refresh=False)  # drawn at tqdm's own pace
             self.bar.update(1)
 
     def close(self) -> None:
@@ -93,7 +93,7 @@ def run_epochs(
     opt_state = optimizer.init(trainable)
     rng = np.random.default_rng(schedule.seed)
     per_epoch = -(-n // schedule.batch_size)
-    bar = ProgressBar(schedule.epochs * per_epoch, show_progress, task.name)
+    bar = ProgressBar(schedule.epochs * per_epoch, show_progress, task.label)
     task.emit("training_begin", examples=n, epochs=schedule.epochs, batch_size=schedule.batch_size)
     cancelled = False
     try:

@@ -18,6 +18,7 @@ current mini-batch; the result then holds the weights reached so far and ``cance
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 from typing import Any, Callable
@@ -105,6 +106,12 @@ class UpdateTask:
         self.history = LossHistory()
         self.result: UpdateResult | None = None
         self.error: BaseException | None = None
+
+    @property
+    def label(self) -> str:
+        """The task's name with the model's file name instead of its path (for progress bars)."""
+        verb, _, model = self.name.partition(" ")
+        return f"{verb} {os.path.basename(model.rstrip('/')) or model}"
 
     def resume(self) -> "UpdateTask":
         if self.state != "ready":
