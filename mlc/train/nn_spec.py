@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from mlc._errors import MLCParametersError, MLCUpdateError
 from mlc.nn.network import weight_fields
 from mlc.nn import weights as W
@@ -223,7 +225,13 @@ def _training_inputs(spec, loss: LossSpec, where: str) -> list[str]:
 
 def check_override(name: str, value: Any, parameter, where: str) -> Any:
     """``value`` for hyper-parameter ``name`` if the model allows it (its ``range`` or ``set``)."""
-    allowed = parameter.WhichOneof("AllowedValues") if hasattr(parameter, "WhichOneof") and parameter.DESCRIPTOR.oneofs_by_name.get("AllowedValues") else None
+    kind = parameter.DESCRIPTOR.name  # Int64Parameter, DoubleParameter or BoolParameter
+    if kind == "BoolParameter" and not isinstance(value, (bool, np.bool_)):
+        raise MLCUpdateError(f"{where}: {name} must be True or False, got {value!r}")
+    if kind != "BoolParameter" and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))):
+        raise MLCUpdateError(f"{where}: {name} must be a number, got {value!r}")
+    oneofs = parameter.DESCRIPTOR.oneofs_by_name
+    allowed = parameter.WhichOneof("AllowedValues") if "AllowedValues" in oneofs else None
     if allowed == "range":
         lo, hi = parameter.range.minValue, parameter.range.maxValue
         if not lo <= value <= hi:

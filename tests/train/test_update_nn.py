@@ -191,6 +191,10 @@ def test_overrides_within_the_allowed_values():
         mlc.update(mlc.load(spec), data, learning_rate=5.0)
     with pytest.raises(mlc.MLCUpdateError, match="beta1 does not apply"):
         mlc.update(mlc.load(spec), data, beta1=0.5)
+    with pytest.raises(mlc.MLCUpdateError, match="learning_rate must be a number"):
+        mlc.update(mlc.load(spec), data, learning_rate="fast")
+    with pytest.raises(mlc.MLCUpdateError, match="shuffle must be True or False"):
+        mlc.update(mlc.load(spec), data, shuffle="yes")
     with pytest.raises(mlc.MLCUpdateError, match="unknown update parameter 'lr'"):
         mlc.update(mlc.load(spec), data, lr=0.5)
 
