@@ -28,8 +28,8 @@ import optax
 
 from mlc._errors import MLCUnsupportedError, MLCUpdateError
 from mlc.train import data as D
-from mlc.train.loop import Schedule, run_epochs
-from mlc.train.task import UpdateResult, UpdateTask, show_progress_default
+from mlc.train.loop import Schedule, training_task
+from mlc.train.task import UpdateTask, show_progress_default
 
 TRAINABLE_STORAGE = ("fp32", "fp16")
 
@@ -132,37 +132,32 @@ def finetune(
     columns, n = D.as_columns(data, where)
     batch_columns = _batch_columns(model, columns, where)
     input_names = [k for k in batch_columns if k in model.input_description]
-    fn, params = model.jax_function()
-    trainable_params = {k: params[k] for k in keys}
-    frozen = {k: v for k, v in params.items() if k not in trainable_params}
+    fn, _ = model.jax_function()
 
     def loss_fn(trainable_, frozen_, batch):
         outputs = jax.vmap(fn, in_axes=(None, 0))({**frozen_, **trainable_}, {k: batch[k] for k in input_names})
         return loss(outputs, batch)
 
-    _check_scalar_loss(loss_fn, trainable_params, frozen, batch_columns, min(batch_size, n), where)
-    optimizer = optimizer if optimizer is not None else optax.adam(1e-3)
-    schedule = Schedule(int(epochs), int(batch_size), bool(shuffle), int(seed))
-    show = show_progress_default() if show_progress is None else show_progress
-    latest = {"trainable": trainable_params}
-
-    def run(task: UpdateTask) -> UpdateResult:
-        trained, cancelled = run_epochs(
-            task, loss_fn=loss_fn, trainable=trainable_params, frozen=frozen, columns=batch_columns, n=n,
-            optimizer=optimizer, schedule=schedule, show_progress=show,
-            on_weights=lambda t: latest.__setitem__("trainable", t),
-        )
-        metrics = {"loss": task.history.epoch[-1] if task.history.epoch else None, "epochs": len(task.history.epoch), "examples": n}
-        return UpdateResult(model.with_params(trained), task.history, metrics, cancelled)
-
-    task = UpdateTask(f"finetune {where}", run, lambda: model.with_params(latest["trainable"]), progress)
+    _check_scalar_loss(loss_fn, model.params, batch_columns, min(batch_size, n), where)
+    task = training_task(
+        f"finetune {where}",
+        model,
+        keys,
+        progress=progress,
+        loss_fn=loss_fn,
+        columns=batch_columns,
+        n=n,
+        optimizer=optimizer if optimizer is not None else optax.adam(1e-3),
+        schedule=Schedule(int(epochs), int(batch_size), bool(shuffle), int(seed)),
+        show_progress=show_progress_default() if show_progress is None else show_progress,
+    )
     return task.resume() if start else task
 
 
-def _check_scalar_loss(loss_fn, trainable, frozen, columns, size: int, where: str) -> None:
+def _check_scalar_loss(loss_fn, params, columns, size: int, where: str) -> None:
     batch = {k: D.take(v, np.arange(size)) for k, v in columns.items()}
     try:
-        out = jax.eval_shape(loss_fn, trainable, frozen, batch)
+        out = jax.eval_shape(loss_fn, {}, params, batch)
     except Exception as e:  # the user's loss failed on the first mini-batch: say so, with its error
         raise MLCUpdateError(f"{where}: the loss failed on a mini-batch of {size}: {type(e).__name__}: {e}") from e
     if getattr(out, "shape", None) != ():

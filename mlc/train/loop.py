@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from mlc.train import data as D
-from mlc.train.task import UpdateTask
+from mlc.train.task import UpdateResult, UpdateTask
 
 
 @dataclasses.dataclass
@@ -119,3 +119,35 @@ def run_epochs(
     finally:
         bar.close()
     return trainable, cancelled
+
+
+def training_task(
+    name: str,
+    model,
+    keys: list[str],
+    *,
+    progress,
+    loss_fn: Callable,
+    columns: dict[str, Any],
+    n: int,
+    optimizer: optax.GradientTransformation,
+    schedule: Schedule,
+    show_progress: bool,
+) -> UpdateTask:
+    """An ``UpdateTask`` training ``model``'s params ``keys`` (the rest frozen) with
+    ``run_epochs``. Its result holds ``model.with_params(trained)`` and the loss metrics; a
+    progress handler's ``ctx.model`` is the model with the weights reached so far."""
+    trainable = {k: model.params[k] for k in keys}
+    frozen = {k: v for k, v in model.params.items() if k not in trainable}
+    latest = {"trainable": trainable}
+
+    def run(task: UpdateTask) -> UpdateResult:
+        trained, cancelled = run_epochs(
+            task, loss_fn=loss_fn, trainable=trainable, frozen=frozen, columns=columns, n=n, optimizer=optimizer,
+            schedule=schedule, show_progress=show_progress, on_weights=lambda t: latest.__setitem__("trainable", t),
+        )
+        epochs = task.history.epoch
+        metrics = {"loss": epochs[-1] if epochs else None, "epochs": len(epochs), "examples": n}
+        return UpdateResult(model.with_params(trained), task.history, metrics, cancelled)
+
+    return UpdateTask(name, run, lambda: model.with_params(latest["trainable"]), progress)

@@ -30,7 +30,7 @@ import optax
 from mlc._errors import MLCUpdateError
 from mlc.train import data as D
 from mlc.train import nn_spec as S
-from mlc.train.loop import Schedule, run_epochs
+from mlc.train.loop import Schedule, training_task
 from mlc.train.task import UpdateResult, UpdateTask, show_progress_default
 
 HYPER_PARAMETERS = ("learning_rate", "mini_batch_size", "momentum", "beta1", "beta2", "eps", "epochs", "shuffle", "seed")
@@ -139,40 +139,28 @@ def nn_loss(blobs, loss: S.LossSpec):
 
 def _nn_task(model, training_data, progress, show_progress: bool, overrides: dict) -> UpdateTask:
     where = model.name
-    if model._exe.blobs is None:
-        raise MLCUpdateError(f"{where}: mlc.update takes updatable NeuralNetwork and kNN models; this one is neither")
-    us = S.read_update_spec(model.spec, where)
+    us = S.read_update_spec(model.spec, where)  # refuses every model that is not an updatable network
     hyper = _hyper_parameters(us, overrides, where)
     if model._exe.eager:
         raise MLCUpdateError(f"{where}: the network has data-dependent shapes or control flow and cannot be trained")
     columns, n = D.as_columns(training_data, where)
     D.require(columns, us.training_inputs, where)
     inputs = D.model_input_batch(model, {k: columns[k] for k in us.training_inputs if k in columns}, where)
-    trainable = {k: model.params[k] for k in us.trainable}
-    frozen = {k: v for k, v in model.params.items() if k not in trainable}
     example = {k: v[0] for k, v in inputs.items()}
     shape = jax.eval_shape(lambda p, x: model._exe.blobs(p, x)[us.loss.input], model.params, example).shape
     batch_columns = {**inputs, "@target": _targets(model, us, columns, int(np.prod(shape)), where)}
-    schedule = Schedule(hyper["epochs"], hyper["mini_batch_size"], hyper["shuffle"], hyper["seed"])
-    latest = {"trainable": trainable}
-
-    def run(task: UpdateTask) -> UpdateResult:
-        trained, cancelled = run_epochs(
-            task,
-            loss_fn=nn_loss(model._exe.blobs, us.loss),
-            trainable=trainable,
-            frozen=frozen,
-            columns=batch_columns,
-            n=n,
-            optimizer=make_optimizer(us.optimizer, hyper),
-            schedule=schedule,
-            show_progress=show_progress,
-            on_weights=lambda t: latest.__setitem__("trainable", t),
-        )
-        metrics = {"loss": task.history.epoch[-1] if task.history.epoch else None, "epochs": len(task.history.epoch), "examples": n}
-        return UpdateResult(model.with_params(trained), task.history, metrics, cancelled)
-
-    return UpdateTask(f"update {where}", run, lambda: model.with_params(latest["trainable"]), progress)
+    return training_task(
+        f"update {where}",
+        model,
+        us.trainable,
+        progress=progress,
+        loss_fn=nn_loss(model._exe.blobs, us.loss),
+        columns=batch_columns,
+        n=n,
+        optimizer=make_optimizer(us.optimizer, hyper),
+        schedule=Schedule(hyper["epochs"], hyper["mini_batch_size"], hyper["shuffle"], hyper["seed"]),
+        show_progress=show_progress,
+    )
 
 
 def _knn_task(model, training_data, progress, overrides: dict) -> UpdateTask:
