@@ -274,7 +274,8 @@ def _is_array(value: Any) -> bool:
 
 
 def _storage_name(dtype) -> str:
-    return {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16"}.get(np.dtype(dtype), str(np.dtype(dtype)))
+    """The MIL name of a float param's stored dtype ("fp32", "fp16", "bf16", ...)."""
+    return next((name for name in dtypes.FLOAT_NAMES if dtypes.NUMPY_DTYPES[name] == np.dtype(dtype)), str(np.dtype(dtype)))
 
 
 def _param_array(value: np.ndarray) -> np.ndarray:
