@@ -159,7 +159,9 @@ def _parse_input(text: str, features) -> tuple[str, Any]:
         except OSError as e:
             raise MLCIOError(f"--input {name}: cannot read image {value!r}: {e}") from e
         if feature is not None and feature.kind == "image":
-            image = _fit_image(image, feature)
+            from mlc.features import fit_image
+
+            image = fit_image(image, feature)
         return name, image
     try:
         parsed = json.loads(value)
@@ -175,20 +177,6 @@ def _parse_input(text: str, features) -> tuple[str, Any]:
     if feature is not None and feature.kind in ("int64", "double", "string", "dictionary", "sequence"):
         return name, parsed
     return name, np.asarray(parsed, dtype=feature.dtype if feature is not None and feature.dtype is not None else None)
-
-
-def _fit_image(image, feature):
-    """Convert the mode and resize to the declared size, as Core ML's image loaders do."""
-    from mlc.features import PIL_MODES
-
-    mode = PIL_MODES[feature.color_space]
-    if image.mode != mode:
-        image = image.convert(mode)
-    if feature.shape_ranges is None and not feature.enumerated_shapes:
-        h, w = feature.shape
-        if image.size != (w, h):
-            image = image.resize((w, h))
-    return image
 
 
 def _jsonable(value: Any) -> Any:

@@ -241,6 +241,18 @@ def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr[None])
 
 
+def fit_image(image, feature: Feature):
+    """``image`` converted to the declared colour space and resized to the declared size (the
+    default size of a flexible input), as Core ML's image loaders do before a prediction."""
+    mode = PIL_MODES[feature.color_space]
+    if image.mode != mode:
+        image = image.convert(mode)
+    w, h = image.size
+    if not _shape_allowed(feature, (h, w))[0]:
+        image = image.resize((feature.shape[1], feature.shape[0]))
+    return image
+
+
 def scalar_input(feature: Feature, value: Any, where: str) -> Any:
     if isinstance(value, np.ndarray) and value.size == 1 and feature.kind in ("int64", "double"):
         value = value.reshape(-1)[0]  # a one-element array holds the scalar (Core ML's Python bridge takes it)
