@@ -59,3 +59,9 @@ class MLCUpdateError(MLCError):
     """Training or updating a model failed."""
 
     code = "update"
+
+
+class MLCDataWarning(UserWarning):
+    """Training or evaluation data that mlc can use but that is probably not what was meant:
+    unreadable files left out, files outside any label folder, labels with few images, an
+    unbalanced set. Filter it with ``warnings.simplefilter("ignore", mlc.MLCDataWarning)``."""
