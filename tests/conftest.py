@@ -1,7 +1,10 @@
 import logging
 import os
 
+import tempfile
+
 os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' conversion progress bars
+os.environ.setdefault("MLC_CACHE_DIR", tempfile.mkdtemp(prefix="mlc-test-cache-"))  # never the user's cache
 
 import jax
 import pytest
