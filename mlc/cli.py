@@ -1,4 +1,4 @@
-"""The ``mlc`` command: ``info``, ``predict``, ``update``, ``demo`` and the registry listings."""
+"""The ``mlc`` command: ``info``, ``predict``, ``update``, ``train``, ``demo`` and the registry listings."""
 
 from __future__ import annotations
 
@@ -54,11 +54,101 @@ def _parser() -> argparse.ArgumentParser:
     upd.add_argument("--seed", type=int, help="override the shuffle seed")
     upd.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _train_parser(sub)
+
     sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
     sub.add_parser("layers", help="list the NeuralNetwork layer types mlc lowers")
     sub.add_parser("types", help="list the classic Core ML model types mlc runs, and those it refuses")
     sub.add_parser("demo", help="classify the image that ships with mlc using the bundled ColorNet model")
     return p
+
+
+def _train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train a model from data, as Create ML does")
+    kinds = train.add_subparsers(dest="task", required=True, metavar="TASK")
+    ic = kinds.add_parser(
+        "image-classifier",
+        help="train an image classifier from a folder of label subfolders (Create ML's MLImageClassifier)",
+        description="Extract features with a pretrained network (EfficientNet-Lite0 unless --extractor), fit a "
+        "multinomial logistic regression, print the metrics and write a Core ML model.",
+    )
+    ic.add_argument("train_dir", metavar="TRAIN_DIR", help="a folder whose subfolders are the labels, each holding images")
+    ic.add_argument("-o", "--output", required=True, metavar="MODEL.mlpackage", help="where to write the model (.mlpackage or .mlmodel)")
+    ic.add_argument("--test", metavar="TEST_DIR", help="a testing folder laid out like TRAIN_DIR, evaluated after training")
+    ic.add_argument("--iterations", type=int, default=25, help="maximum solver iterations (default 25)")
+    ic.add_argument("--augment", default="", metavar="NAMES", help="comma-separated: noise,blur,crop,exposure,flip,rotate")
+    ic.add_argument("--validation", default="auto", metavar="auto|none|FRACTION|DIR",
+                    help="validation data: auto (default), none, a fraction of the training images, or a folder")
+    ic.add_argument("--seed", type=int, default=0, help="seed of the validation split and the augmentations (default 0)")
+    ic.add_argument("--extractor", metavar="MODEL", help="a Core ML model with one image input to use as feature extractor")
+    ic.add_argument("--extractor-output", metavar="NAME", help="the extractor's feature output (needed when it has several)")
+    ic.add_argument("--device", help="where to extract features: cpu, gpu or tpu (default: JAX's default)")
+    ic.add_argument("--updatable", action="store_true", help="make the classifier head updatable (for mlc update / MLUpdateTask)")
+    ic.add_argument("--author", help="the model's author metadata (default: your user name)")
+    ic.add_argument("--description", help="the model's short description")
+    ic.add_argument("--version", default="1.0", help="the model's version string (default 1.0)")
+    ic.add_argument("--license", help="the model's license metadata")
+    ic.add_argument("--plot", metavar="CURVE.png", help="also write the accuracy per iteration as a PNG")
+    ic.add_argument("--json", action="store_true", help="print the metrics as JSON instead of tables")
+    ic.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _validation_arg(text: str):
+    if text.lower() in ("auto", "none"):
+        return text.lower()
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a folder
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"mlc: warning: {message}", file=sys.stderr)
+
+
+def _train(args) -> int:
+    import warnings
+
+    from mlc.createml import ImageClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _print_warning  # restored by catch_warnings
+        classifier = ImageClassifier(
+            args.train_dir, max_iterations=args.iterations, augmentations=args.augment, validation=_validation_arg(args.validation),
+            seed=args.seed, feature_extractor=args.extractor, feature_output=args.extractor_output, device=args.device,
+            show_progress=not args.quiet,
+        )
+        testing = classifier.evaluation(on=args.test) if args.test else None
+    path = classifier.write(args.output, author=args.author, description=args.description, version=args.version,
+                            license=args.license, updatable=args.updatable)
+    if args.plot:
+        classifier.plot_training(args.plot)
+    reports = [("training", classifier.training_metrics), ("validation", classifier.validation_metrics), ("testing", testing)]
+    if args.json:
+        print(json.dumps({name: m.to_dict() for name, m in reports if m is not None}, indent=2))
+    else:
+        last = classifier.history[-1]
+        validation = "" if last.validation_accuracy is None else f", validation accuracy {last.validation_accuracy:.1%}"
+        print(f"trained on {len(classifier.training_data)} images of {len(classifier.labels)} labels, "
+              f"{len(classifier.history)} iterations: loss {last.loss:.4f}, training accuracy {last.training_accuracy:.1%}{validation}")
+        for name, metrics in reports:
+            if metrics is not None:
+                print(f"\n{name} metrics ({metrics.count} images):\n{metrics.table()}")
+        print(f"\nwrote {path}")
+        image = _an_image(args.test or args.train_dir)
+        print(f"try it: mlc predict {path} --input image={image or 'photo.jpg'}")
+    return 0
+
+
+def _an_image(folder: str) -> str | None:
+    """The first image file under ``folder`` (for the preview command line)."""
+    for root, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                return os.path.join(root, name)
+    return None
 
 
 def _ops(args) -> int:
@@ -261,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "update": _update, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
     try:
         return handler(args)
     except MLCError as e:
