@@ -1,6 +1,7 @@
 """mlc: run Apple Core ML models anywhere JAX runs."""
 
 from mlc._errors import (
+    MLCDataWarning,
     MLCError,
     MLCFeatureTypeError,
     MLCIOError,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Classification",
+    "MLCDataWarning",
     "MLCError",
     "MLCFeatureTypeError",
     "MLCIOError",
