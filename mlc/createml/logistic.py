@@ -68,42 +68,54 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(scale < _MIN_SCALE, 1.0, scale).astype(np.float32)
 
 
-def _objective(l2: float):
-    def loss(params, z, y):
-        logits = z @ params["w"] + params["b"]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return ce + 0.5 * l2 * jnp.sum(params["w"] ** 2)
-
-    return loss
+def objective(params, z, y, mask, l2):
+    """The mean cross entropy over the real rows (``mask``) plus ``l2 / 2 * ||W||^2``."""
+    logits = z @ params["w"] + params["b"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.sum(ce * mask) / jnp.sum(mask) + 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
 
-def _solver(name: str, loss) -> tuple[optax.GradientTransformation, Callable]:
-    """The optax transformation and one jitted step ``(params, state, z, y) -> (params, state, loss)``."""
-    if name == "lbfgs":
-        opt = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(loss)
-
-        def step(params, state, z, y):
-            value, grad = value_and_grad(params, z, y, state=state)
-            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss, z=z, y=y)
-            return optax.apply_updates(params, updates), state, value
-
-    elif name == "adam":
-        opt = optax.adam(0.05)
-
-        def step(params, state, z, y):
-            value, grad = jax.value_and_grad(loss)(params, z, y)
-            updates, state = opt.update(grad, state, params)
-            return optax.apply_updates(params, updates), state, value
-
-    else:
-        raise MLCParametersError(f"solver must be one of {SOLVERS}, got {name!r}")
-    return opt, jax.jit(step)
+_LBFGS = optax.lbfgs()
+_ADAM = optax.adam(0.05)
+_lbfgs_value_and_grad = optax.value_and_grad_from_state(objective)
 
 
-def _accuracy(params, z, y) -> float:
-    predicted = np.asarray(jnp.argmax(z @ params["w"] + params["b"], axis=-1))
-    return float(np.mean(predicted == y))
+@jax.jit
+def _lbfgs_step(params, state, z, y, mask, l2):
+    value, grad = _lbfgs_value_and_grad(params, z, y, mask, l2, state=state)
+    updates, state = _LBFGS.update(grad, state, params, value=value, grad=grad, value_fn=objective, z=z, y=y, mask=mask, l2=l2)
+    return optax.apply_updates(params, updates), state
+
+
+@jax.jit
+def _adam_step(params, state, z, y, mask, l2):
+    grad = jax.grad(objective)(params, z, y, mask, l2)
+    updates, state = _ADAM.update(grad, state, params)
+    return optax.apply_updates(params, updates), state
+
+
+_SOLVERS = {"lbfgs": (_LBFGS, _lbfgs_step), "adam": (_ADAM, _adam_step)}
+
+
+@jax.jit
+def _scores(params, z, y, mask, l2):
+    """The objective, and the number of real rows classified right."""
+    correct = (jnp.argmax(z @ params["w"] + params["b"], axis=-1) == y) * mask
+    return objective(params, z, y, mask, l2), jnp.sum(correct)
+
+
+def _padded(z: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rows padded to the next power of two (at least 64) with a zero mask, so that training
+    again on a slightly different set (another split, more images) reuses the compiled steps."""
+    n = len(z)
+    rows = max(64, 1 << (n - 1).bit_length())
+    zp = np.zeros((rows, z.shape[1]), np.float32)
+    zp[:n] = z
+    yp = np.zeros(rows, np.int32)
+    yp[:n] = y
+    mask = np.zeros(rows, np.float32)
+    mask[:n] = 1.0
+    return jnp.asarray(zp), jnp.asarray(yp), jnp.asarray(mask)
 
 
 def fit_softmax_regression(
@@ -126,25 +138,26 @@ def fit_softmax_regression(
         raise MLCParametersError(f"training features must be (n, d) with n labels, got {x.shape} and {y.shape}")
     if max_iterations < 1:
         raise MLCParametersError(f"max_iterations must be at least 1, got {max_iterations}")
+    if solver not in _SOLVERS:
+        raise MLCParametersError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    opt, step = _SOLVERS[solver]
     mean, scale = standardization(x)
-    z = jnp.asarray((x - mean) / scale)
-    zv = yv = None
+    train = _padded((x - mean) / scale, y)
+    held_out = None
     if validation is not None and len(validation[1]):
-        zv = jnp.asarray((np.asarray(validation[0], np.float32) - mean) / scale)
-        yv = np.asarray(validation[1], np.int32)
-    loss = _objective(l2)
-    opt, step = _solver(solver, loss)
+        held_out = _padded((np.asarray(validation[0], np.float32) - mean) / scale, np.asarray(validation[1], np.int32))
+    l2 = jnp.float32(l2)
     params = {"w": jnp.zeros((x.shape[1], num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
     state = opt.init(params)
-    y_dev = jnp.asarray(y)
     history = []
     for i in range(1, max_iterations + 1):
-        params, state, _ = step(params, state, z, y_dev)
+        params, state = step(params, state, *train, l2)
+        value, correct = _scores(params, *train, l2)
         stats = IterationStats(
             iteration=i,
-            loss=float(loss(params, z, y_dev)),
-            training_accuracy=_accuracy(params, z, y),
-            validation_accuracy=None if zv is None else _accuracy(params, zv, yv),
+            loss=float(value),
+            training_accuracy=float(correct) / len(x),
+            validation_accuracy=None if held_out is None else float(_scores(params, *held_out, l2)[1]) / len(validation[1]),
         )
         history.append(stats)
         if on_iteration is not None:
