@@ -120,7 +120,8 @@ class Model:
         return CoreMLModule(self, trainable)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model as a Core ML file, trained weights included.
+        """Write the model as a Core ML file, trained weights included (an ML Program's, a
+        NeuralNetwork's, or those of the NeuralNetwork models of a pipeline).
 
         ``.mlmodel`` for NeuralNetwork and classic models, ``.mlpackage`` for any model (ML
         Programs must be packages). Written atomically: a failure leaves nothing behind and an
@@ -140,13 +141,9 @@ class Model:
             return save_mlprogram(self._loaded, changed, path, function_name=self.function_name)
         spec = self.spec
         if changed:
-            from mlc.nn import frontend as nn
+            from mlc.nn.writeback import model_spec_with_params
 
-            if kind not in nn.KINDS:
-                raise MLCUnsupportedError(f"{self.name}: writing trained params back into a {kind} model is not supported")
-            from mlc.nn.writeback import spec_with_params
-
-            spec = spec_with_params(spec, changed, self.name)
+            spec = model_spec_with_params(spec, changed, self.name)  # a NeuralNetwork, or a pipeline of them
         if path.endswith(".mlpackage"):
             writer.write_mlpackage(path, spec, None)
         else:

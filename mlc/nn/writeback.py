@@ -5,6 +5,13 @@ found again by its scope (``mlc.nn.network.scoped_layers``) and the ``WeightPara
 path (``"weights"``, ``"bias"``, ``"weightParams.inputGateWeightMatrix"``, ``"weights[0]"``).
 Each weight keeps the storage it had (``floatValue`` or ``float16Value``) and its
 ``isUpdatable`` flag; quantized weights cannot be rewritten.
+
+A pipeline (Model.proto ``Pipeline``, also inside ``PipelineClassifier`` /
+``PipelineRegressor``) holds its models' params under ``"<i>:<name>/<the model's key>"``
+(``mlc.classic.models.pipeline``: ``i`` the model's position in ``Pipeline.models``, ``name``
+its ``Pipeline.names`` entry, by default ``"model<i>"``): each key is written back into the
+model it names, every other field of the pipeline (``isUpdatable`` flags, ``trainingInput``)
+kept as it was.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ import re
 
 import numpy as np
 
-from mlc._errors import MLCParametersError
+from mlc._errors import MLCParametersError, MLCUnsupportedError
 from mlc.nn import weights as W
 from mlc.nn.network import scoped_layers
 
 _PART = re.compile(r"^(\w+)(?:\[(\d+)\])?$")
+NETWORKS = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
+PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
 
 
 def _weight_params(layer_params, path: str, where: str):
@@ -50,4 +59,43 @@ def spec_with_params(spec, params: dict[str, np.ndarray], where: str):
             if stored != np.size(value):
                 raise MLCParametersError(f"{what}: {np.size(value)} new values for the {stored} stored")
         W.encode(wp, np.asarray(value), what)
+    return out
+
+
+def model_spec_with_params(spec, params: dict[str, np.ndarray], where: str):
+    """A copy of ``spec``, a NeuralNetwork or a pipeline of them, holding ``params``."""
+    kind = spec.WhichOneof("Type")
+    if kind in NETWORKS:
+        return spec_with_params(spec, params, where)
+    if kind in PIPELINES:
+        return _pipeline_spec_with_params(spec, params, where)
+    raise MLCUnsupportedError(f"{where}: writing trained params back into a {kind} model is not supported")
+
+
+def pipeline_models(spec):
+    """The ``Pipeline.models`` of a pipeline spec (the classifier and regressor wrap one)."""
+    kind = spec.WhichOneof("Type")
+    return (spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline).models
+
+
+def pipeline_model_names(spec) -> list[str]:
+    """``Pipeline.names``, or Model.proto's default ``["model0", ..., "model<n-1>"]``."""
+    kind = spec.WhichOneof("Type")
+    message = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+    return list(message.names) or [f"model{i}" for i in range(len(message.models))]
+
+
+def _pipeline_spec_with_params(spec, params: dict[str, np.ndarray], where: str):
+    out = type(spec)()
+    out.CopyFrom(spec)
+    models, names = pipeline_models(out), pipeline_model_names(out)
+    by_model: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in params.items():
+        scope, _, rest = key.partition("/")
+        index, _, name = scope.partition(":")
+        if not index.isdigit() or int(index) >= len(models) or names[int(index)] != name or not rest:
+            raise MLCParametersError(f"{where}: params key {key!r} names no model of the pipeline (its models are {names})")
+        by_model.setdefault(int(index), {})[rest] = value
+    for i, model_params in sorted(by_model.items()):
+        models[i].CopyFrom(model_spec_with_params(models[i], model_params, f"{where} > stage {i} {names[i]!r}"))
     return out

@@ -133,10 +133,14 @@ def training_task(
     optimizer: optax.GradientTransformation,
     schedule: Schedule,
     show_progress: bool,
+    result_model: Callable[[dict], Any] | None = None,
 ) -> UpdateTask:
     """An ``UpdateTask`` training ``model``'s params ``keys`` (the rest frozen) with
-    ``run_epochs``. Its result holds ``model.with_params(trained)`` and the loss metrics; a
-    progress handler's ``ctx.model`` is the model with the weights reached so far."""
+    ``run_epochs``. Its result holds ``result_model(trained)`` and the loss metrics; a
+    progress handler's ``ctx.model`` is ``result_model`` of the weights reached so far.
+    ``result_model`` defaults to ``model.with_params``; an updatable pipeline passes one that
+    puts its last model's trained weights back into the whole pipeline."""
+    result_model = result_model or model.with_params
     trainable = {k: model.params[k] for k in keys}
     frozen = {k: v for k, v in model.params.items() if k not in trainable}
     latest = {"trainable": trainable}
@@ -148,6 +152,6 @@ def training_task(
         )
         epochs = task.history.epoch
         metrics = {"loss": epochs[-1] if epochs else None, "epochs": len(epochs), "examples": n}
-        return UpdateResult(model.with_params(trained), task.history, metrics, cancelled)
+        return UpdateResult(result_model(trained), task.history, metrics, cancelled)
 
-    return UpdateTask(name, run, lambda: model.with_params(latest["trainable"]), progress)
+    return UpdateTask(name, run, lambda: result_model(latest["trainable"]), progress)

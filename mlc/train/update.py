@@ -12,6 +12,9 @@ Two kinds of model are updatable in Core ML, and here:
   ``mean((input - target)**2)`` over the elements of the loss input blob (so the mini-batch
   MSE is the mean over all its elements, as ``torch.nn.MSELoss()``).
 * an updatable kNN classifier (``mlc.train.knn``): the examples are added to its index.
+* an updatable pipeline (``mlc.train.pipeline_update``) whose last model is one of those two:
+  its earlier models, frozen, compute the last model's inputs, and the last model is updated
+  as above.
 
 Hyper-parameters can be overridden by name (``learning_rate``, ``mini_batch_size``,
 ``momentum``, ``beta1``, ``beta2``, ``eps``, ``epochs``, ``shuffle``, ``seed``) within the
@@ -46,19 +49,23 @@ def update(model: Any, training_data: Any, *, progress=None, show_progress: bool
     ``show_progress``: a progress bar on the terminal (default: when stderr is a terminal).
     """
     from mlc.model import Model, load
-    from mlc.train import knn
+    from mlc.train import knn, pipeline_update
 
     model = model if isinstance(model, Model) else load(model)
     if show_progress is None:
         show_progress = show_progress_default()
-    if knn.is_updatable_knn(model.spec):
+    if pipeline_update.is_pipeline(model.spec):
+        task = pipeline_update.pipeline_task(model, training_data, progress, show_progress, overrides)
+    elif knn.is_updatable_knn(model.spec):
         task = _knn_task(model, training_data, progress, overrides)
     else:
         task = _nn_task(model, training_data, progress, show_progress, overrides)
     return task.resume() if start else task
 
 
-def _hyper_parameters(us: S.UpdateSpec, overrides: dict, where: str) -> dict:
+def hyper_parameters(us: S.UpdateSpec, overrides: dict, where: str) -> dict:
+    """The update's hyper-parameters: the model's defaults, with ``overrides`` checked against
+    the ``range`` or ``set`` the model declares for them."""
     hyper = dict(us.hyper)
     for name, value in overrides.items():
         if name not in HYPER_PARAMETERS:
@@ -140,17 +147,28 @@ def nn_loss(blobs, loss: S.LossSpec):
 def _nn_task(model, training_data, progress, show_progress: bool, overrides: dict) -> UpdateTask:
     where = model.name
     us = S.read_update_spec(model.spec, where)  # refuses every model that is not an updatable network
-    hyper = _hyper_parameters(us, overrides, where)
+    hyper = hyper_parameters(us, overrides, where)
+    columns, n = D.as_columns(training_data, where)
+    return nn_training_task(f"update {where}", model, us, hyper, columns, n, progress=progress, show_progress=show_progress)
+
+
+def nn_training_task(
+    name: str, model, us: S.UpdateSpec, hyper: dict, columns: dict, n: int, *, progress, show_progress: bool,
+    result_model=None,
+) -> UpdateTask:
+    """The ``UpdateTask`` training the updatable network ``model`` (checked into ``us``) on
+    ``columns``, its training inputs by name, with the hyper-parameters ``hyper``.
+    ``result_model(trained)`` makes the task's model (default ``model.with_params``)."""
+    where = model.name
     if model._exe.eager:
         raise MLCUpdateError(f"{where}: the network has data-dependent shapes or control flow and cannot be trained")
-    columns, n = D.as_columns(training_data, where)
     D.require(columns, us.training_inputs, where)
     inputs = D.model_input_batch(model, {k: columns[k] for k in us.training_inputs if k in columns}, where)
     example = {k: v[0] for k, v in inputs.items()}
     shape = jax.eval_shape(lambda p, x: model._exe.blobs(p, x)[us.loss.input], model.params, example).shape
     batch_columns = {**inputs, "@target": _targets(model, us, columns, int(np.prod(shape)), where)}
     return training_task(
-        f"update {where}",
+        name,
         model,
         us.trainable,
         progress=progress,
@@ -160,28 +178,41 @@ def _nn_task(model, training_data, progress, show_progress: bool, overrides: dic
         optimizer=make_optimizer(us.optimizer, hyper),
         schedule=Schedule(hyper["epochs"], hyper["mini_batch_size"], hyper["shuffle"], hyper["seed"]),
         show_progress=show_progress,
+        result_model=result_model,
     )
 
 
 def _knn_task(model, training_data, progress, overrides: dict) -> UpdateTask:
     from mlc.format.spec import LoadedSpec
     from mlc.model import Model
-    from mlc.train import knn
 
     where = model.name
-    if overrides:
-        raise MLCUpdateError(f"{where}: a kNN update has no hyper-parameters; got {sorted(overrides)}")
+    check_no_knn_overrides(overrides, where)
     columns, n = D.as_columns(training_data, where)
-    state = {"spec": model.spec}
 
     def derived(spec) -> Model:
         loaded = LoadedSpec(spec, model._loaded.path, model._loaded.model_dir)
         return Model(loaded, device=model.device, compute_precision=model.compute_precision)
 
+    return knn_training_task(f"update {where}", model.spec, columns, n, progress, where, derived)
+
+
+def check_no_knn_overrides(overrides: dict, where: str) -> None:
+    if overrides:
+        raise MLCUpdateError(f"{where}: a kNN update has no hyper-parameters; got {sorted(overrides)}")
+
+
+def knn_training_task(name: str, spec, columns: dict, n: int, progress, where: str, derived) -> UpdateTask:
+    """The ``UpdateTask`` adding the examples of ``columns`` to the updatable kNN ``spec``;
+    ``derived(new_knn_spec)`` makes the task's model."""
+    from mlc.train import knn
+
+    state = {"spec": spec}
+
     def run(task: UpdateTask) -> UpdateResult:
         task.emit("training_begin", examples=n)
-        state["spec"] = knn.add_examples(model.spec, columns, where)
+        state["spec"] = knn.add_examples(spec, columns, where)
         task.emit("epoch_end", epoch=0, examples=n)
         return UpdateResult(derived(state["spec"]), task.history, {"examples": n}, False)
 
-    return UpdateTask(f"update {where}", run, lambda: derived(state["spec"]), progress)
+    return UpdateTask(name, run, lambda: derived(state["spec"]), progress)
