@@ -66,7 +66,8 @@ class ImageClassifier:
     - ``seed`` (0): the validation split and the augmentations' randomness.
     - ``feature_extractor``: a Core ML model (path or ``mlc.Model``) with one image input, and
       ``feature_output``, the name of its feature output; default EfficientNet-Lite0.
-    - ``device``: where features are extracted (``"cpu"``, ``"gpu"``, ...).
+    - ``device``: where features are extracted (``"cpu"``, ``"gpu"``, ...), ``batch_size`` images at a time.
+    - ``l2`` (1e-3): the L2 penalty on the weights; ``solver``: ``"lbfgs"`` (default) or ``"adam"``.
     - ``cache_dir``: the feature cache's root (default ``mlc.createml.cache.user_cache_dir()``;
       ``False``: memory only). ``show_progress``: progress bars (default: on a terminal).
     """
@@ -238,17 +239,22 @@ class ImageClassifier:
         )
 
     def _features_of(self, images: Any) -> np.ndarray:
-        """Features of paths (cached) and PIL images, in order."""
+        """Features of paths (through the cache) and PIL images (extracted in one batch), in order."""
         from PIL import Image
 
-        rows = []
-        for item in images:
+        paths, pictures = [], []
+        for i, item in enumerate(images):
             if isinstance(item, Image.Image):
-                rows.append(self.extractor.extract([self.extractor.fit(item.convert("RGB"))])[0])
+                pictures.append((i, self.extractor.fit(item.convert("RGB"))))
             elif isinstance(item, (str, os.PathLike)):
-                rows.append(self.features([os.fspath(item)])[0])
+                paths.append((i, os.fspath(item)))
             else:
                 raise MLCParametersError(f"an image to classify is a path or a PIL image, got {type(item).__name__}")
+        rows: list = [None] * len(images)
+        for (i, _), row in zip(paths, self.features([p for _, p in paths]) if paths else []):
+            rows[i] = row
+        for (i, _), row in zip(pictures, self.extractor.extract([p for _, p in pictures]) if pictures else []):
+            rows[i] = row
         return np.stack(rows)
 
     def predict_probabilities(self, images: Any) -> list[dict[str, float]] | dict[str, float]:
