@@ -40,3 +40,12 @@ __all__ = [
     "UpdateResult",
     "UpdateTask",
 ]
+
+
+def __getattr__(name: str):
+    """``mlc.createml`` imports on first use (it pulls in the training stack)."""
+    if name == "createml":
+        import importlib
+
+        return importlib.import_module("mlc.createml")
+    raise AttributeError(f"module 'mlc' has no attribute {name!r}")
