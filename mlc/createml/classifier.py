@@ -328,17 +328,15 @@ class ImageClassifier:
         from mlc._atomic import atomic_write
 
         try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+            from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) is left alone
         except ImportError as e:  # pragma: no cover - matplotlib is a dependency
             raise MLCParametersError("plot_training needs matplotlib (pip install matplotlib)") from e
         path = os.fspath(path)
         if not path.lower().endswith(".png"):
             raise MLCIOError(f"plot_training writes a PNG; {path!r} does not end in .png")
         iterations = [s.iteration for s in self.history]
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         ax.plot(iterations, [s.training_accuracy for s in self.history], marker="o", label="training")
         if self.history and self.history[0].validation_accuracy is not None:
             ax.plot(iterations, [s.validation_accuracy for s in self.history], marker="o", label="validation")
@@ -354,8 +352,6 @@ class ImageClassifier:
                 fig.savefig(tmp, format="png")
         except OSError as e:
             raise MLCIOError(f"cannot write {path!r}: {e.strerror or e}") from e
-        finally:
-            plt.close(fig)
         return path
 
     def __repr__(self) -> str:
