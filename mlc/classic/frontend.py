@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from mlc.classic.lowering import NEURAL, lower_stage
-from mlc.classic.models.pipeline import PIPELINES, pipeline_message
+from mlc.format.pipelines import PIPELINES, pipeline_message
 from mlc.classic.registry import PROPRIETARY, find
 from mlc.classic.stage import StageContext
 from mlc.executable import Executable

@@ -23,12 +23,12 @@ import uuid
 from mlc._atomic import atomic_write
 from mlc._errors import MLCIOError
 from mlc.format.blob import BlobWriter
+from mlc.format.pipelines import PIPELINES, pipeline_message
 
 AUTHOR = "com.apple.CoreML"
 MODEL_ITEM = ("model.mlmodel", "com.apple.CoreML/model.mlmodel", "CoreML Model Specification")
 WEIGHTS_ITEM = ("weights", "com.apple.CoreML/weights", "CoreML Model Weights")
 WEIGHT_FILE = "weight.bin"  # programs name it ``@model_path/weights/weight.bin``
-_PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
 
 
 def contains_mlprogram(spec) -> bool:
@@ -36,10 +36,8 @@ def contains_mlprogram(spec) -> bool:
     kind = spec.WhichOneof("Type")
     if kind == "mlProgram":
         return True
-    if kind in _PIPELINES:
-        pipeline = getattr(spec, kind)
-        pipeline = pipeline if kind == "pipeline" else pipeline.pipeline
-        return any(contains_mlprogram(m) for m in pipeline.models)
+    if kind in PIPELINES:
+        return any(contains_mlprogram(m) for m in pipeline_message(spec).models)
     return False
 
 

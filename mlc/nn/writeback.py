@@ -21,12 +21,12 @@ import re
 import numpy as np
 
 from mlc._errors import MLCParametersError, MLCUnsupportedError
+from mlc.format.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
 from mlc.nn import weights as W
+from mlc.nn.frontend import KINDS as NETWORKS
 from mlc.nn.network import scoped_layers
 
 _PART = re.compile(r"^(\w+)(?:\[(\d+)\])?$")
-NETWORKS = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
-PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
 
 
 def _weight_params(layer_params, path: str, where: str):
@@ -72,30 +72,18 @@ def model_spec_with_params(spec, params: dict[str, np.ndarray], where: str):
     raise MLCUnsupportedError(f"{where}: writing trained params back into a {kind} model is not supported")
 
 
-def pipeline_models(spec):
-    """The ``Pipeline.models`` of a pipeline spec (the classifier and regressor wrap one)."""
-    kind = spec.WhichOneof("Type")
-    return (spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline).models
-
-
-def pipeline_model_names(spec) -> list[str]:
-    """``Pipeline.names``, or Model.proto's default ``["model0", ..., "model<n-1>"]``."""
-    kind = spec.WhichOneof("Type")
-    message = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
-    return list(message.names) or [f"model{i}" for i in range(len(message.models))]
-
-
 def _pipeline_spec_with_params(spec, params: dict[str, np.ndarray], where: str):
     out = type(spec)()
     out.CopyFrom(spec)
-    models, names = pipeline_models(out), pipeline_model_names(out)
+    pipeline = pipeline_message(out)
+    models, names = pipeline.models, stage_names(pipeline)
+    index_of = {stage_scope(i, name): i for i, name in enumerate(names)}
     by_model: dict[int, dict[str, np.ndarray]] = {}
     for key, value in params.items():
         scope, _, rest = key.partition("/")
-        index, _, name = scope.partition(":")
-        if not index.isdigit() or int(index) >= len(models) or names[int(index)] != name or not rest:
+        if scope not in index_of or not rest:
             raise MLCParametersError(f"{where}: params key {key!r} names no model of the pipeline (its models are {names})")
-        by_model.setdefault(int(index), {})[rest] = value
+        by_model.setdefault(index_of[scope], {})[rest] = value
     for i, model_params in sorted(by_model.items()):
-        models[i].CopyFrom(model_spec_with_params(models[i], model_params, f"{where} > stage {i} {names[i]!r}"))
+        models[i].CopyFrom(model_spec_with_params(models[i], model_params, stage_where(where, i, names[i])))
     return out

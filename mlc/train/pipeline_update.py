@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from mlc._errors import MLCFeatureTypeError, MLCUpdateError
-from mlc.nn.writeback import NETWORKS, PIPELINES, pipeline_model_names, pipeline_models
+from mlc.format.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
+from mlc.nn.frontend import KINDS as NETWORKS
 from mlc.train import data as D
 from mlc.train import knn
 from mlc.train import nn_spec as S
@@ -46,11 +47,6 @@ _BATCHABLE = ("multiArray", "image", "double", "int64")  # the input kinds predi
 
 def is_pipeline(spec: Any) -> bool:
     return spec.WhichOneof("Type") in PIPELINES
-
-
-def stage_where(where: str, index: int, name: str) -> str:
-    """A model of the pipeline in messages, as the pipeline's lowering names its stages."""
-    return f"{where} > stage {index} {name!r}"
 
 
 @dataclasses.dataclass
@@ -72,9 +68,8 @@ class PipelineUpdate:
 
     @property
     def scope(self) -> str:
-        """The prefix of the last model's keys in the pipeline's params (``"<i>:<name>"``,
-        ``mlc.classic.models.pipeline``)."""
-        return f"{self.index}:{self.name}"
+        """The prefix of the last model's keys in the pipeline's params (``"<i>:<name>"``)."""
+        return stage_scope(self.index, self.name)
 
     @property
     def last_inputs(self) -> list[str]:
@@ -93,7 +88,8 @@ def read_pipeline_update(spec: Any, where: str) -> PipelineUpdate:
             f"{where}: the {kind} is not marked updatable (spec.isUpdatable is false); Core ML updates a "
             f"pipeline only when it and its last model are marked updatable"
         )
-    models, names = pipeline_models(spec), pipeline_model_names(spec)
+    pipeline = pipeline_message(spec)
+    models, names = pipeline.models, stage_names(pipeline)
     _check_only_last_updatable(models, names, where)
     index = len(models) - 1
     last, last_where = models[index], stage_where(where, index, names[index])
@@ -204,7 +200,7 @@ def pipeline_with_last_model(model, plan: PipelineUpdate, last_spec: Any):
 
     spec = type(model.spec)()
     spec.CopyFrom(model.spec)
-    pipeline_models(spec)[plan.index].CopyFrom(last_spec)
+    pipeline_message(spec).models[plan.index].CopyFrom(last_spec)
     loaded = LoadedSpec(spec, model._loaded.path, model._loaded.model_dir)
     new = Model(loaded, device=model.device, compute_precision=model.compute_precision)
     changed = {k: model.params[k] for k in model._changed if k in new.params}
@@ -228,7 +224,7 @@ def last_model_columns(model, plan: PipelineUpdate, columns: dict, n: int) -> di
 
 
 def _outputs_of_earlier_models(spec: Any, index: int) -> set[str]:
-    return {f.name for m in pipeline_models(spec)[:index] for f in m.description.output}
+    return {f.name for m in pipeline_message(spec).models[:index] for f in m.description.output}
 
 
 def earlier_models(model, plan: PipelineUpdate, outputs: list[str]):
@@ -238,7 +234,7 @@ def earlier_models(model, plan: PipelineUpdate, outputs: list[str]):
     from mlc.format.spec import LoadedSpec
     from mlc.model import Model
 
-    models = pipeline_models(model.spec)[: plan.index]
+    models = pipeline_message(model.spec).models[: plan.index]
     spec = type(model.spec)()
     spec.specificationVersion = model.spec.specificationVersion
     read = {f.name for m in models for f in m.description.input}
@@ -246,7 +242,7 @@ def earlier_models(model, plan: PipelineUpdate, outputs: list[str]):
     declared = {f.name: f for f in plan.last.description.input}
     spec.description.output.extend(declared[name] for name in outputs)
     spec.pipeline.models.extend(models)
-    spec.pipeline.names.extend(pipeline_model_names(model.spec)[: plan.index])
+    spec.pipeline.names.extend(stage_names(pipeline_message(model.spec))[: plan.index])
     loaded = LoadedSpec(spec, model._loaded.path, model._loaded.model_dir)
     earlier = Model(loaded, device=model.device, compute_precision=model.compute_precision)
     changed = {k: model.params[k] for k in model._changed if k in earlier.params}

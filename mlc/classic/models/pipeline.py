@@ -18,21 +18,14 @@ from mlc.classic.lowering import lower_stage
 from mlc.classic.registry import model_type
 from mlc.classic.stage import Stage, StageContext
 from mlc.features import Feature, feature_from_proto
+from mlc.format.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
 from mlc.mil import checks
-
-PIPELINES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
-
-
-def pipeline_message(spec):
-    """The ``Pipeline`` message of a pipeline spec (the classifier and regressor wrap one)."""
-    kind = spec.WhichOneof("Type")
-    return spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
 
 
 def _stage_names(ctx: StageContext, pipeline) -> list[str]:
     n = len(pipeline.models)
     if not pipeline.names:
-        return [f"model{i}" for i in range(n)]
+        return stage_names(pipeline)
     if len(pipeline.names) != n:
         ctx.fail(f"{len(pipeline.names)} stage names for {n} models")
     if len(set(pipeline.names)) != n:
@@ -82,11 +75,11 @@ def pipeline(ctx: StageContext) -> Stage:
     _check_wiring(ctx, models, names)
     stages, histogram = [], {}
     for i, (model, name) in enumerate(zip(models, names)):
-        where = f"{ctx.where} > stage {i} {name!r}"
+        where = stage_where(ctx.where, i, name)
         stage = lower_stage(StageContext(model, ctx.loaded, where))
         feeds = [feature_from_proto(f) for f in model.description.input]
         outs = [f.name for f in model.description.output]
-        stages.append((f"{i}:{name}", where, stage, feeds, outs))
+        stages.append((stage_scope(i, name), where, stage, feeds, outs))
         for k, v in stage.op_histogram.items():
             histogram[k] = histogram.get(k, 0) + v
     host = any(s.host for _, _, s, _, _ in stages)
