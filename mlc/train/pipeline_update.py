@@ -40,6 +40,7 @@ from mlc.train import data as D
 from mlc.train import knn
 from mlc.train import nn_spec as S
 from mlc.train.task import UpdateTask
+from mlc.train.update import derived_model
 
 PREFIX_BATCH = 64  # examples per batched run of the earlier models
 _BATCHABLE = ("multiArray", "image", "double", "int64")  # the input kinds predict_batch takes
@@ -182,29 +183,18 @@ def pipeline_with_trained(model, last, plan: PipelineUpdate, trained: dict):
 def last_model(model, plan: PipelineUpdate):
     """The pipeline's last model as a ``Model`` of its own, holding the pipeline's current
     weights for it (those of an earlier update included)."""
-    from mlc.format.spec import LoadedSpec
-    from mlc.model import Model
-
-    loaded = LoadedSpec(plan.last, plan.last_where, model._loaded.model_dir)
-    last = Model(loaded, device=model.device, compute_precision=model.compute_precision)
     prefix = plan.scope + "/"
     changed = {k[len(prefix) :]: model.params[k] for k in model._changed if k.startswith(prefix)}
-    return last.with_params(changed) if changed else last
+    return derived_model(model, plan.last, plan.last_where, changed)
 
 
 def pipeline_with_last_model(model, plan: PipelineUpdate, last_spec: Any):
     """The pipeline ``model`` with its last model replaced by ``last_spec`` (a kNN's new index),
     its other weights as they were."""
-    from mlc.format.spec import LoadedSpec
-    from mlc.model import Model
-
     spec = type(model.spec)()
     spec.CopyFrom(model.spec)
     pipeline_message(spec).models[plan.index].CopyFrom(last_spec)
-    loaded = LoadedSpec(spec, model._loaded.path, model._loaded.model_dir)
-    new = Model(loaded, device=model.device, compute_precision=model.compute_precision)
-    changed = {k: model.params[k] for k in model._changed if k in new.params}
-    return new.with_params(changed) if changed else new
+    return derived_model(model, spec, params=_trained(model))
 
 
 # -- the last model's inputs --------------------------------------------------------------------
@@ -231,9 +221,6 @@ def earlier_models(model, plan: PipelineUpdate, outputs: list[str]):
     """A ``Model`` of the pipeline's models before the last one, outputting ``outputs`` (the
     last model's inputs, declared as the last model declares them), with the pipeline's current
     weights. Its inputs are the pipeline inputs those models read."""
-    from mlc.format.spec import LoadedSpec
-    from mlc.model import Model
-
     models = pipeline_message(model.spec).models[: plan.index]
     spec = type(model.spec)()
     spec.specificationVersion = model.spec.specificationVersion
@@ -243,10 +230,12 @@ def earlier_models(model, plan: PipelineUpdate, outputs: list[str]):
     spec.description.output.extend(declared[name] for name in outputs)
     spec.pipeline.models.extend(models)
     spec.pipeline.names.extend(stage_names(pipeline_message(model.spec))[: plan.index])
-    loaded = LoadedSpec(spec, model._loaded.path, model._loaded.model_dir)
-    earlier = Model(loaded, device=model.device, compute_precision=model.compute_precision)
-    changed = {k: model.params[k] for k in model._changed if k in earlier.params}
-    return earlier.with_params(changed) if changed else earlier
+    return derived_model(model, spec, params=_trained(model))
+
+
+def _trained(model) -> dict:
+    """``model``'s params trained since it was loaded (by an earlier update)."""
+    return {k: model.params[k] for k in model._changed}
 
 
 def run_batched(model, columns: dict, n: int, where: str) -> dict[str, Any]:

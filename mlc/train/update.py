@@ -23,6 +23,7 @@ Hyper-parameters can be overridden by name (``learning_rate``, ``mini_batch_size
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -182,18 +183,24 @@ def nn_training_task(
     )
 
 
-def _knn_task(model, training_data, progress, overrides: dict) -> UpdateTask:
+def derived_model(model, spec, name: str | None = None, params: dict | None = None):
+    """A ``Model`` of ``spec`` (a changed copy of ``model``'s spec, or part of it) on
+    ``model``'s device and precision, resolving files against its package; named ``name``
+    (default ``model``'s path), with those of ``params`` it has (by key) as its weights."""
     from mlc.format.spec import LoadedSpec
     from mlc.model import Model
 
+    loaded = LoadedSpec(spec, model._loaded.path if name is None else name, model._loaded.model_dir)
+    new = Model(loaded, device=model.device, compute_precision=model.compute_precision)
+    held = {k: v for k, v in (params or {}).items() if k in new.params}
+    return new.with_params(held) if held else new
+
+
+def _knn_task(model, training_data, progress, overrides: dict) -> UpdateTask:
     where = model.name
     check_no_knn_overrides(overrides, where)
     columns, n = D.as_columns(training_data, where)
-
-    def derived(spec) -> Model:
-        loaded = LoadedSpec(spec, model._loaded.path, model._loaded.model_dir)
-        return Model(loaded, device=model.device, compute_precision=model.compute_precision)
-
+    derived = functools.partial(derived_model, model)
     return knn_training_task(f"update {where}", model.spec, columns, n, progress, where, derived)
 
 
