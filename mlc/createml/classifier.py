@@ -108,13 +108,13 @@ class ImageClassifier:
         self.cache = FeatureCache(self.extractor.fingerprint, cache_dir)
         data = image_source(training_data, what="training data")
         self.training_data, self.validation_data = self._split(data, validation)
-        self.skipped_files = list(data.skipped) + (list(self.validation_data.skipped) if self._separate_validation else [])
+        # a split keeps the source's skipped files with its first part; a separate source has its own
+        self.skipped_files = list(data.skipped) + (list(self.validation_data.skipped) if self.validation_data else [])
         self.labels: list[str] = list(self.training_data.labels)
         self._fit(l2, solver)
 
     # -- data ---------------------------------------------------------------------------------
     def _split(self, data: ImageDataset, validation: Any) -> tuple[ImageDataset, ImageDataset | None]:
-        self._separate_validation = False
         if validation is None:
             return data, None
         if validation == "auto":
@@ -124,7 +124,6 @@ class ImageClassifier:
         if isinstance(validation, float):
             train, held_out = data.split(validation, self.seed)
             return train, (held_out if len(held_out) else None)
-        self._separate_validation = True
         return data, image_source(validation, what="validation data", min_classes=1, check_balance=False)
 
     def _index(self, labels: list[str], where: str) -> np.ndarray:
@@ -220,15 +219,8 @@ class ImageClassifier:
         return on_iteration
 
     # -- predictions --------------------------------------------------------------------------
-    def _probabilities_of_features(self, x: np.ndarray) -> np.ndarray:
-        w, b = self.model.folded()
-        logits = np.asarray(x, np.float32) @ w + b
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
-
     def _metrics(self, data: ImageDataset, x: np.ndarray) -> ClassifierMetrics:
-        p = self._probabilities_of_features(x)
+        p = self.model.probabilities(x)
         best = p.argmax(axis=1)
         return ClassifierMetrics.from_predictions(
             data.targets,
@@ -260,14 +252,14 @@ class ImageClassifier:
     def predict_probabilities(self, images: Any) -> list[dict[str, float]] | dict[str, float]:
         """Label -> probability for an image (a path or a PIL image) or a list of them."""
         single = not isinstance(images, (list, tuple))
-        p = self._probabilities_of_features(self._features_of([images] if single else list(images)))
+        p = self.model.probabilities(self._features_of([images] if single else list(images)))
         out = [{label: float(v) for label, v in zip(self.labels, row)} for row in p]
         return out[0] if single else out
 
     def predict(self, images: Any) -> list[str] | str:
         """The predicted label of an image (a path or a PIL image) or of each in a list."""
         single = not isinstance(images, (list, tuple))
-        p = self._probabilities_of_features(self._features_of([images] if single else list(images)))
+        p = self.model.probabilities(self._features_of([images] if single else list(images)))
         labels = [self.labels[i] for i in p.argmax(axis=1)]
         return labels[0] if single else labels
 

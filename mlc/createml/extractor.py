@@ -83,7 +83,6 @@ class FeatureExtractor:
             raise MLCParametersError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self.fingerprint = fingerprint(model, self.output)
-        self._dimension: int | None = None
 
     @property
     def is_default(self) -> bool:
@@ -103,7 +102,7 @@ class FeatureExtractor:
         """Features of fitted images, ``(n, d)`` float32, computed in fixed-size batches.
         ``on_batch(k)`` is told how many images each batch held (for a progress bar)."""
         if not images:
-            return np.zeros((0, self._dimension or 0), np.float32)
+            return np.zeros((0, 0), np.float32)
         size = min(self.batch_size, 1 << (len(images) - 1).bit_length())
         rows = []
         for start in range(0, len(images), size):
@@ -114,6 +113,4 @@ class FeatureExtractor:
             rows.append(np.asarray(out, np.float32).reshape(size, -1)[:real])
             if on_batch is not None:
                 on_batch(real)
-        features = np.concatenate(rows)
-        self._dimension = features.shape[1]
-        return features
+        return np.concatenate(rows)

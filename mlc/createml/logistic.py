@@ -55,11 +55,15 @@ class SoftmaxRegression:
         return w.astype(np.float32), b.astype(np.float32)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        z = (np.asarray(x, np.float32) - self.mean) / self.scale
-        return z @ self.weights + self.bias
+        """Logits of raw features, computed as an exported model's innerProduct does (``folded``)."""
+        w, b = self.folded()
+        return np.asarray(x, np.float32) @ w + b
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits(x)), axis=-1))
+        logits = self.logits(x)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
 
 
 def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
