@@ -345,6 +345,10 @@ class Model:
         inputs, n = self._prepare_batch(data)
         with self._x64():
             raw = self._compiled_batched()(self.params, inputs)
+        return self._batch_outputs(raw, n)
+
+    def _batch_outputs(self, raw: dict, n: int) -> dict:
+        """The batched program's raw outputs (leading axis ``n``) as ``predict_batch`` returns them."""
         checks.raise_failed(raw.pop(checks.CHECKS, {}))
         out = {}
         for name in list(self.output_description) or list(raw):
