@@ -39,13 +39,19 @@ __all__ = [
     "UpdateContext",
     "UpdateResult",
     "UpdateTask",
+    "cost_report",
 ]
 
 
 def __getattr__(name: str):
-    """``mlc.createml`` imports on first use (it pulls in the training stack)."""
-    if name == "createml":
+    """``mlc.createml`` imports on first use (it pulls in the training stack), and so do
+    ``mlc.cost`` and ``mlc.cost_report``."""
+    if name in ("createml", "cost"):
         import importlib
 
-        return importlib.import_module("mlc.createml")
+        return importlib.import_module(f"mlc.{name}")
+    if name == "cost_report":
+        from mlc.cost import cost_report
+
+        return cost_report
     raise AttributeError(f"module 'mlc' has no attribute {name!r}")

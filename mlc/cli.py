@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="path to a .mlpackage or .mlmodel")
     info.add_argument("--function", help="function of a multifunction package (default: the model's default)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--cost", action="store_true",
+                      help="also trace the model and report FLOPs and bytes per op family from XLA's cost analysis")
 
     pred = sub.add_parser("predict", help="run a model on inputs given as files or values")
     pred.add_argument("model", help="path to a .mlpackage or .mlmodel")
@@ -199,6 +201,10 @@ def _info(args) -> int:
         "unsupported_ops": exe.unsupported,
     }
     if args.json:
+        if args.cost:
+            from mlc.cost import cost_report
+
+            report["cost"] = cost_report(args.model, function_name=args.function).to_dict()
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.model}: {exe.kind}, specification version {spec.specificationVersion}")
@@ -222,6 +228,10 @@ def _info(args) -> int:
         print(f"unsupported {unit}: {', '.join(exe.unsupported)}")
     else:
         print(f"unsupported {unit}: none")
+    if args.cost:
+        from mlc.cost import cost_report
+
+        print(cost_report(args.model, function_name=args.function).table())
     return 0
 
 

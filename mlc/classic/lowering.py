@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mlc import observe
 from mlc._errors import MLCUnsupportedError
 from mlc.classic.registry import PROPRIETARY, find
 from mlc.classic.stage import Stage, StageContext
+from mlc.format.pipelines import PIPELINES
 from mlc.format.spec import LoadedSpec
 from mlc.mil import dtypes
 
 MAX_DEPTH = 16  # stages nested deeper than this (pipelines in pipelines, linked models) are refused
 NEURAL = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor", "mlProgram")
+COMPOSITE = (*PIPELINES, "linkedModel")  # types whose work is done by stages lowered with lower_stage
 
 
 def lower_stage(ctx: StageContext, fp16_as_fp32: bool = True) -> Stage:
@@ -34,6 +37,8 @@ def lower_stage(ctx: StageContext, fp16_as_fp32: bool = True) -> Stage:
         raise MLCUnsupportedError(f"{ctx.where}: Core ML model type {kind!r} is not supported by mlc yet")
     stage = builder(ctx)
     stage.op_histogram = stage.op_histogram or {kind: 1}
+    if kind not in COMPOSITE:  # a composite's stages report themselves
+        stage.fn = observe.observed_stage(stage.fn, kind, stage.host)
     return stage
 
 

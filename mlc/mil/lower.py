@@ -29,6 +29,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from mlc import observe
 from mlc._errors import DataDependentShapeError, MLCError
 from mlc.mil import checks, dtypes
 from mlc.mil.ir import Block, Function, Operation, StateType
@@ -226,9 +227,10 @@ class FunctionLowering:
                 kwargs[key] = params[param] if param in params else _static_const(value)
         if op.blocks:
             kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
+        folded = d.fold and is_static(list(kwargs.values()))
         try:
             with jax.named_scope(op.name), checks.operation(f"{self.model}: operation {op.name!r} ({op.type})"):
-                if d.fold and is_static(list(kwargs.values())):
+                if folded:
                     with jax.ensure_compile_time_eval():
                         result = to_numpy(d.fn(**kwargs))
                 else:
@@ -237,6 +239,8 @@ class FunctionLowering:
             raise
         except Exception as e:
             raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) failed: {type(e).__name__}: {e}") from e
+        if (observer := observe.current()) is not None:
+            observer.mil_op(op, d, kwargs, folded)
         results = () if not op.outputs else result if len(op.outputs) > 1 else (result,)
         if len(results) != len(op.outputs):
             raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) gave {len(results)} outputs, expected {len(op.outputs)}")

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from mlc import observe
 from mlc._errors import MLCError, MLCParametersError, MLCUnsupportedError, DataDependentShapeError
 from mlc.nn import weights as W
 from mlc.nn.context import LayerContext, weight_key
@@ -174,9 +175,10 @@ class NetworkLowering:
             model=self.model, layer=lp.layer, params=params, run=run_child, env=env, custom=self.custom,
             scope=lp.scope,
         )
+        folded = d.fold and is_static(args) and not _reads_weights(lp, params)
         try:
             with jax.named_scope(lp.layer.name or lp.kind):
-                if d.fold and is_static(args) and not _reads_weights(lp, params):
+                if folded:
                     with jax.ensure_compile_time_eval():
                         result = to_numpy(d.fn(ctx, lp.params, *args))
                 else:
@@ -185,6 +187,8 @@ class NetworkLowering:
             raise
         except Exception as e:
             raise MLCError(f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) failed: {type(e).__name__}: {e}") from e
+        if (observer := observe.current()) is not None:
+            observer.nn_layer(lp, ctx, args, folded)
         results = result if isinstance(result, (tuple, list)) else (result,)
         if not lp.outputs:
             return
