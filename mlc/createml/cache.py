@@ -20,13 +20,7 @@ import warnings
 
 import numpy as np
 
-
-def user_cache_dir() -> str:
-    """mlc's cache root: ``$MLC_CACHE_DIR``, ``$XDG_CACHE_HOME/mlc`` or ``~/.cache/mlc``."""
-    if os.environ.get("MLC_CACHE_DIR"):
-        return os.environ["MLC_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "mlc")
+from mlc._cache_dir import user_cache_dir  # noqa: F401  (re-exported: the feature cache's root)
 
 
 def file_digest(path: str) -> str:

@@ -1,0 +1,83 @@
+"""XLA's persistent compilation cache, kept in mlc's cache folder.
+
+JAX keeps one persistent compilation cache per process (``jax_compilation_cache_dir``): an
+executable is stored under a key made of the lowered program, the compile options and the
+backend's version, and a later process that compiles the same program reads it back instead
+of compiling again. That is what makes a second start of a large model fast (Core ML does the
+same with its compiled ``.mlmodelc`` and device caches).
+
+``mlc.load(..., cache_dir=)`` calls ``configure``:
+
+- ``None`` (the default): ``<mlc cache root>/xla`` (``$MLC_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/mlc``, else ``~/.cache/mlc``), unless the process already set its own
+  JAX cache folder (kept) or ``$MLC_COMPILATION_CACHE=0`` turns it off;
+- a path: that folder, for this process from now on;
+- ``False``: leave JAX's setting alone (no cache, unless something else turned one on).
+
+The folder is process-wide because JAX's cache is; mlc only points it somewhere. The cache is
+trusted code (JAX loads executables from it), so its folder is created private to the user.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import jax
+
+from mlc._cache_dir import user_cache_dir
+
+# Compiles at least this long are stored (JAX's default, 1 s, would skip most models on a GPU).
+MIN_COMPILE_SECONDS = 0.1
+_JAX_DEFAULT_MIN_COMPILE_SECONDS = 1.0
+
+_set_by_mlc: str | None = None  # the folder mlc pointed JAX at, if it did
+
+
+def default_dir() -> str:
+    return os.path.join(user_cache_dir(), "xla")
+
+
+def current_dir() -> str | None:
+    """The folder JAX's persistent compilation cache uses in this process (None: off)."""
+    if not jax.config.jax_enable_compilation_cache:
+        return None
+    return jax.config.jax_compilation_cache_dir
+
+
+def configure(cache_dir: str | os.PathLike | bool | None = None) -> str | None:
+    """Point JAX's persistent compilation cache at ``cache_dir`` (see the module docstring);
+    returns the folder in use, or None when there is none."""
+    if cache_dir is False:
+        return current_dir()
+    if cache_dir is True:
+        cache_dir = None
+    if cache_dir is None:
+        if os.environ.get("MLC_COMPILATION_CACHE", "1").strip() == "0":
+            return current_dir()
+        theirs = jax.config.jax_compilation_cache_dir
+        if theirs and theirs != _set_by_mlc:
+            return current_dir()  # the user configured JAX's cache themselves
+        cache_dir = default_dir()
+    return _use(os.path.abspath(os.fspath(cache_dir)))
+
+
+def _use(folder: str) -> str | None:
+    global _set_by_mlc
+    if jax.config.jax_compilation_cache_dir == folder:
+        return current_dir()
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as e:
+        warnings.warn(f"mlc: the compilation cache folder {folder} cannot be created ({e}); compiling without it", stacklevel=3)
+        return current_dir()
+    from jax.experimental.compilation_cache import compilation_cache
+
+    had_one = jax.config.jax_compilation_cache_dir is not None
+    jax.config.update("jax_compilation_cache_dir", folder)
+    if had_one:
+        compilation_cache.reset_cache()  # JAX opens its cache once; switch it to the new folder
+    if jax.config.jax_persistent_cache_min_compile_time_secs == _JAX_DEFAULT_MIN_COMPILE_SECONDS:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    _set_by_mlc = folder
+    return current_dir()
