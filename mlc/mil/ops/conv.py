@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mlc.layouts import spatial_first_kernel
 from mlc.mil.ops._helpers import static_int, static_ints, static_str
 from mlc.mil.registry import op
 
@@ -60,13 +61,14 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     strides, dilations = _per_dim(strides, nd, 1), _per_dim(dilations, nd, 1)
     kernel = tuple(jnp.shape(weight)[2:])
     padding = _conv_padding(jnp.shape(x)[2:], kernel, strides, dilations, static_str(pad_type), pad)
+    w, w_spec = spatial_first_kernel(jnp.asarray(weight, dtype=jnp.result_type(x)), nd)
     y = jax.lax.conv_general_dilated(
         x,
-        jnp.asarray(weight, dtype=jnp.result_type(x)),
+        w,
         window_strides=strides,
         padding=padding,
         rhs_dilation=dilations,
-        dimension_numbers=dims,
+        dimension_numbers=(dims[0], w_spec, dims[2]),
         feature_group_count=static_int(groups),
     )
     return _add_bias(y, bias, nd)

@@ -1,0 +1,129 @@
+"""Weight-only computation done once per set of weights, not on every call.
+
+A lowered Core ML program recomputes on every call whatever depends on its weights alone:
+fp16 weights widened to fp32 (fp16 programs on CPU), constexpr dequantization (palettized,
+affine-quantized, sparse weights), convolution kernels moved to the layout XLA's CPU kernels
+read, folded scales. XLA cannot fold any of it because weights are arguments of the compiled
+function (``params``), not constants; on a ResNet-18 that is most of a call's memory traffic.
+
+``HoistedFunction(fn)`` is called like ``jax.jit(fn)``. For each input signature it traces
+``fn(params, inputs)`` once and splits the program by partial evaluation (JAX's own
+``partial_eval_jaxpr_nounits``, params known, inputs unknown) into
+
+- *prepare*: ``params -> residuals``, everything that reads only weights, jitted and run once
+  per params object;
+- *run*: ``(residuals, inputs) -> outputs``, jitted and run per prediction.
+
+Residuals that are plain params are passed through, not copied. A function with nothing to
+hoist, inputs that are not arrays, or residuals larger than ``max_residual_bytes`` run as one
+plain ``jax.jit``; so does one whose weight-only part has effects (the host call that draws a
+fresh random key must run on every call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass
+class _Split:
+    prepare: Callable  # (*param leaves) -> computed residuals
+    run: Callable  # (*residuals, *input leaves) -> output leaves
+    forwards: list[int | None]  # per residual: the param leaf it is, or None (computed)
+    out_tree: Any
+
+
+class HoistedFunction:
+    """``fn(params, inputs)`` jitted, with its weight-only part computed once per params."""
+
+    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None):
+        self.fn = fn
+        self.max_residual_bytes = max_residual_bytes
+        self._plain = jax.jit(fn)
+        self._splits: dict[Any, _Split | None] = {}
+        self._prepared: dict[Any, tuple[Any, list]] = {}  # signature -> (params, residuals)
+        self._lock = threading.Lock()
+
+    def __call__(self, params: dict, inputs: dict):
+        leaves, tree = jax.tree_util.tree_flatten(inputs)
+        signature = _signature(tree, leaves)
+        if signature is None:
+            return self._plain(params, inputs)
+        split = self._splits.get(signature, False)
+        if split is False:
+            split = self._split_for(signature, params, inputs)
+        if split is None:
+            return self._plain(params, inputs)
+        residuals = self._residuals(signature, split, params)
+        return jax.tree_util.tree_unflatten(split.out_tree, split.run(*residuals, *leaves))
+
+    def hoisted(self, signature_inputs: dict) -> bool:
+        """Whether calls with inputs shaped like ``signature_inputs`` run split (for tests)."""
+        leaves, tree = jax.tree_util.tree_flatten(signature_inputs)
+        return bool(self._splits.get(_signature(tree, leaves)))
+
+    def _split_for(self, signature, params: dict, inputs: dict) -> _Split | None:
+        with self._lock:
+            if signature not in self._splits:
+                self._splits[signature] = split_weight_only(self.fn, params, inputs, self._limit(params))
+            return self._splits[signature]
+
+    def _limit(self, params: dict) -> int:
+        if self.max_residual_bytes is not None:
+            return self.max_residual_bytes
+        weights = sum(int(np.prod(np.shape(p))) * np.dtype(p.dtype).itemsize for p in jax.tree_util.tree_leaves(params))
+        return 4 * weights + (256 << 20)
+
+    def _residuals(self, signature, split: _Split, params: dict) -> list:
+        cached = self._prepared.get(signature)
+        if cached is not None and cached[0] is params:
+            return cached[1]
+        param_leaves = jax.tree_util.tree_leaves(params)
+        computed = iter(split.prepare(*param_leaves))
+        residuals = [next(computed) if f is None else param_leaves[f] for f in split.forwards]
+        self._prepared[signature] = (params, residuals)
+        return residuals
+
+
+def _signature(tree, leaves) -> tuple | None:
+    """The input signature (tree, shapes, dtypes); None when an input is not an array."""
+    parts = []
+    for leaf in leaves:
+        if not isinstance(leaf, (np.ndarray, np.generic, jax.Array)):
+            return None
+        parts.append((leaf.shape, leaf.dtype))
+    return tree, tuple(parts)
+
+
+def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_bytes: int) -> _Split | None:
+    """Split ``fn`` into prepare (weights only) and run parts, or None when not worth it."""
+    from jax._src import core
+    from jax._src.interpreters import partial_eval as pe
+
+    param_leaves = jax.tree_util.tree_leaves(params)
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(params, inputs)
+    n_known, n_all = len(param_leaves), len(closed.jaxpr.invars)
+    unknowns = [False] * n_known + [True] * (n_all - n_known)
+    known, unknown, _, _ = pe.partial_eval_jaxpr_nounits(closed, unknowns, instantiate=True)
+    if not known.jaxpr.eqns:
+        return None  # nothing reads weights alone: one plain jit
+    if known.effects:
+        return None  # a host call (fresh random keys) must run on every call, not once
+    position = {v: i for i, v in enumerate(known.jaxpr.invars)}
+    forwards = [position.get(v) if isinstance(v, core.Var) else None for v in known.jaxpr.outvars]
+    computed = [f is None for f in forwards]
+    if _bytes(v.aval for v, c in zip(known.jaxpr.outvars, computed) if c) > max_residual_bytes:
+        return None
+    pruned, _ = pe.dce_jaxpr(known.jaxpr, computed, instantiate=True)
+    prepare = jax.jit(core.jaxpr_as_fun(core.ClosedJaxpr(pruned, known.consts)))
+    run = jax.jit(core.jaxpr_as_fun(unknown))
+    return _Split(prepare, run, forwards, jax.tree_util.tree_structure(out_shape))
+
+
+def _bytes(avals) -> int:
+    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in avals)
