@@ -56,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     upd.add_argument("--seed", type=int, help="override the shuffle seed")
     upd.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    comp = sub.add_parser(
+        "compile",
+        help="compile a model ahead of time into a .mlc file that loads and runs without coremltools (as Core ML compiles .mlmodelc)",
+    )
+    comp.add_argument("model", help="path to a .mlpackage or .mlmodel")
+    comp.add_argument("-o", "--output", required=True, metavar="MODEL.mlc", help="where to write the compiled model")
+    comp.add_argument("--function", help="function of a multifunction package (default: the model's default)")
+    comp.add_argument("--platform", metavar="LIST", help="comma-separated platforms to compile for: cpu,cuda,tpu (default: all three, else this machine's)")
+    comp.add_argument("--compute-precision", default="auto", choices=["auto", "float32", "float16"],
+                      help="auto computes fp16 programs in fp32 on CPU (the default on this machine)")
+    comp.add_argument("--no-batch", action="store_true", help="leave out the batched version (predict_batch)")
+
     _train_parser(sub)
 
     sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
@@ -349,6 +361,20 @@ def _update(args) -> int:
     return 0
 
 
+def _compile(args) -> int:
+    import mlc
+    from mlc.aot import compile_model
+
+    if not args.output.endswith(".mlc"):
+        raise mlc.MLCParametersError(f"-o {args.output!r}: a compiled model's file name ends in .mlc")
+    platforms = tuple(p.strip() for p in args.platform.split(",") if p.strip()) if args.platform else None
+    model = mlc.load(args.model, function_name=args.function, compute_precision=args.compute_precision)
+    report = compile_model(model, args.output, platforms=platforms, batched=not args.no_batch)
+    batched = ", batched" if report.batched else ""
+    print(f"wrote {report.path} ({report.bytes / 1e6:.1f} MB; {', '.join(report.platforms)}{batched})")
+    return 0
+
+
 def _demo(args) -> int:
     print(f"$ mlc predict {DEMO_MODEL} --input image={DEMO_IMAGE}")
     args.model, args.input = DEMO_MODEL, [f"image={DEMO_IMAGE}"]
@@ -361,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "compile": _compile, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
     try:
         return handler(args)
     except MLCError as e:

@@ -34,5 +34,8 @@ class Executable:
     # How each param is stored in the file: "fp32", "fp16", or "compressed" (quantized or
     # palettized data, a constexpr op's input); training rounds to it and ``save`` writes it.
     param_storage: dict[str, str] = dataclasses.field(default_factory=dict)
+    # A batched ``fn`` over a leading input axis, where it cannot be ``jax.vmap(fn)`` (compiled
+    # ``.mlc`` models call serialized modules, which hold their own batched version).
+    batched: Callable[[dict, dict], dict] | None = None
     # NeuralNetwork models: ``blobs(params, inputs) -> every blob`` (loss layers read inner blobs).
     blobs: Callable[[dict, dict], dict] | None = None

@@ -126,6 +126,48 @@ def feature_from_proto(fd) -> Feature:
     return f
 
 
+def feature_to_json(f: Feature) -> dict:
+    """``f`` as plain JSON values (for compiled ``.mlc`` models, which carry no protobuf)."""
+    out = {}
+    for field in dataclasses.fields(Feature):
+        value = getattr(f, field.name)
+        if field.name == "dtype":
+            value = None if value is None else np.dtype(value).name
+        elif isinstance(value, tuple):
+            value = json_lists(value)
+        out[field.name] = value
+    return out
+
+
+def json_lists(value):
+    return [json_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def feature_from_json(d: dict, where: str) -> Feature:
+    """The inverse of ``feature_to_json``; a malformed entry raises ``MLCFeatureTypeError``."""
+    names = {field.name for field in dataclasses.fields(Feature)}
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("kind"), str) or set(d) - names:
+        raise MLCFeatureTypeError(f"{where}: not a feature description: {d!r}"[:300])
+    try:
+        kwargs = dict(d)
+        if kwargs.get("dtype") is not None:
+            kwargs["dtype"] = np.dtype(kwargs["dtype"])
+        for key in ("shape", "shape_ranges", "enumerated_shapes", "size_range"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = _tuples(kwargs[key])
+        return Feature(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise MLCFeatureTypeError(f"{where}: feature {d.get('name')!r} is malformed: {e}") from e
+
+
+def _tuples(value):
+    if not isinstance(value, list):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"expected integers or lists of them, got {value!r}")
+    return tuple(_tuples(v) for v in value)
+
+
 class FeatureDescriptions(dict):
     """Name -> ``Feature``, in declaration order, printed one per line (like coremltools)."""
 
@@ -133,6 +175,16 @@ class FeatureDescriptions(dict):
     def from_proto(cls, descriptions) -> "FeatureDescriptions":
         """From repeated ``FeatureDescription`` messages (a description's input, output or state)."""
         return cls((f.name, feature_from_proto(f)) for f in descriptions)
+
+    def to_json(self) -> list[dict]:
+        return [feature_to_json(f) for f in self.values()]
+
+    @classmethod
+    def from_json(cls, entries: Any, where: str) -> "FeatureDescriptions":
+        if not isinstance(entries, list):
+            raise MLCFeatureTypeError(f"{where}: expected a list of feature descriptions, got {type(entries).__name__}")
+        features = [feature_from_json(e, f"{where}[{i}]") for i, e in enumerate(entries)]
+        return cls((f.name, f) for f in features)
 
     def __repr__(self) -> str:
         return "\n".join(str(f) for f in self.values()) or "(none)"

@@ -10,11 +10,14 @@ from typing import Any
 import jax
 import numpy as np
 
+from mlc import compilation_cache
 from mlc import features as F
 from mlc._errors import MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.classification import Classification
 from mlc.executable import Executable
+from mlc.format.mlc_file import is_mlc_file
 from mlc.format.spec import LoadedSpec, load_spec
+from mlc.hoist import HoistedFunction
 from mlc.mil import checks, dtypes
 from mlc.mil.lower import STATES, DataDependentShapeError, debugging
 
@@ -70,21 +73,47 @@ class Model:
         device: Any = None,
         compute_precision: str = "auto",
         weights_dir: str | None = None,
+        cache_dir: Any = None,
     ):
         if compute_precision not in _PRECISIONS:
             raise MLCParametersError(f"compute_precision must be one of {_PRECISIONS}, got {compute_precision!r}")
         self.device = resolve_device(device)
+        self.cache_dir = compilation_cache.configure(cache_dir)
         self._default_device = self.device == jax.devices()[0]
         self.compute_precision = compute_precision
         self._fp16_as_fp32 = compute_precision == "float32" or (compute_precision == "auto" and self.device.platform == "cpu")
-        self._loaded = load_spec(source, weights_dir)
-        self.spec = self._loaded.spec
-        self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
+        self._compiled = None
+        if is_mlc_file(source):
+            self._load_compiled(os.fspath(source), function_name)
+        else:
+            self._loaded = load_spec(source, weights_dir)
+            self.spec = self._loaded.spec
+            self._name = self._loaded.name
+            self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
         with self._x64():
             self.params = jax.device_put(self._exe.params, self.device)
         self._jitted = None
         self._batched = None
         self._changed: frozenset[str] = frozenset()  # params trained since load: save writes them back
+
+    def _load_compiled(self, path: str, function_name: str | None) -> None:
+        """A ``.mlc`` file from ``mlc compile`` (``mlc.aot``): no Core ML spec, no coremltools."""
+        from mlc.aot import load_compiled
+
+        self._exe, self._compiled = load_compiled(path, self.device)
+        self._loaded, self.spec, self._name = None, None, self._compiled.name
+        if function_name is not None and function_name != self._exe.function_name:
+            raise MLCParametersError(f"{path}: compiled from function {self._exe.function_name!r}, not {function_name!r}")
+        if self.compute_precision != "auto" and (self.compute_precision == "float32") != self._compiled.fp16_as_fp32:
+            raise MLCParametersError(f"{path}: compiled with compute precision {self._compiled.header.get('compute_precision')!r}; load it with the default 'auto'")
+        self._fp16_as_fp32 = self._compiled.fp16_as_fp32
+
+    def compile(self, path: str | os.PathLike, *, platforms: tuple[str, ...] | None = None):
+        """Write this model ahead-of-time compiled, as a ``.mlc`` file (``mlc.aot``): it loads
+        with ``mlc.load`` without coremltools and without lowering the program again."""
+        from mlc.aot import compile_model
+
+        return compile_model(self, path, platforms=platforms)
 
     # -- trained copies and saving ------------------------------------------------------------
     def with_params(self, params: dict) -> "Model":
@@ -108,6 +137,7 @@ class Model:
         with self._x64():
             copy.params = {**self.params, **jax.device_put(new, self.device)}
         copy._changed = self._changed | frozenset(new)
+        copy._jitted = copy._batched = None  # their weight-only parts were computed from the old params
         return copy
 
     def as_flax(self, trainable=None):
@@ -131,6 +161,8 @@ class Model:
         from mlc.format import writer
 
         path = os.fspath(path)
+        if self._compiled is not None:
+            raise MLCUnsupportedError(f"{self.name}: a compiled .mlc model cannot be saved back as Core ML; save the model it was compiled from")
         if self._loaded.path and os.path.abspath(path) == os.path.abspath(self._loaded.path):
             raise MLCIOError(f"{path}: this is the file the model was loaded from; save to a new path")
         changed = {k: np.asarray(self.params[k]) for k in sorted(self._changed)}
@@ -152,7 +184,7 @@ class Model:
     # -- descriptions ------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self._loaded.name
+        return self._name
 
     @property
     def input_description(self) -> F.FeatureDescriptions:
@@ -164,6 +196,8 @@ class Model:
 
     @property
     def short_description(self) -> str:
+        if self._compiled is not None:
+            return self._compiled.short_description
         return self.spec.description.metadata.shortDescription
 
     @property
@@ -172,6 +206,8 @@ class Model:
 
     @property
     def user_defined_metadata(self) -> dict[str, str]:
+        if self._compiled is not None:
+            return dict(self._compiled.user_defined)
         return dict(self.spec.description.metadata.userDefined)
 
     def __repr__(self) -> str:
@@ -212,7 +248,7 @@ class Model:
         if self._exe.eager or debugging():
             return self._exe.fn(self.params, inputs)
         if self._jitted is None:
-            self._jitted = jax.jit(self._exe.fn)
+            self._jitted = HoistedFunction(self._exe.fn)
         try:
             return self._jitted(self.params, inputs)
         except DataDependentShapeError:
@@ -224,8 +260,11 @@ class Model:
             raise MLCUnsupportedError(f"{self.name}: predict_batch does not take a state; call predict per example")
         if self._exe.eager:
             raise MLCUnsupportedError(f"{self.name}: predict_batch cannot vmap a model whose output shapes depend on data; use predict")
+        if self._compiled is not None and self._exe.batched is None:
+            raise MLCUnsupportedError(f"{self.name}: this compiled model holds no batched version; call predict per example")
         if self._batched is None:
-            self._batched = jax.jit(jax.vmap(self._exe.fn, in_axes=(None, 0)))
+            batched = self._exe.batched or jax.vmap(self._exe.fn, in_axes=(None, 0))
+            self._batched = HoistedFunction(batched)
         return self._batched
 
     # -- inputs ------------------------------------------------------------------------------
@@ -421,6 +460,7 @@ def load(
     device: Any = None,
     compute_precision: str = "auto",
     weights_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
 ) -> Model:
     """Load a ``.mlpackage``, ``.mlmodel``, coremltools ``MLModel`` or ``Model`` proto.
 
@@ -428,6 +468,10 @@ def load(
     ``compute_precision``: ``"auto"`` computes fp16 programs in fp32 on CPU and in fp16 on
     accelerators; ``"float32"`` or ``"float16"`` force one.
     ``function_name``: which function of a multifunction package (default: the spec's).
+    ``cache_dir``: XLA's persistent compilation cache, so a later process starts without
+    compiling again: ``None`` uses ``<mlc cache root>/xla`` (``$MLC_CACHE_DIR`` or
+    ``~/.cache/mlc``), a path that folder, ``False`` none (``mlc.compilation_cache``). The
+    cache is process-wide, as JAX's is.
     """
     return Model(
         source,
@@ -435,6 +479,7 @@ def load(
         device=device,
         compute_precision=compute_precision,
         weights_dir=None if weights_dir is None else os.fspath(weights_dir),
+        cache_dir=cache_dir,
     )
 
 
