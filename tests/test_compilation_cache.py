@@ -1,0 +1,82 @@
+"""mlc.compilation_cache: JAX's persistent compilation cache, checked in fresh processes (JAX
+opens its cache once per process), with JAX's own cache-hit events as the evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r"""
+import json, os, sys, jax, jax.monitoring, numpy as np
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+import mlc
+arg = json.loads(sys.argv[1])
+model = mlc.load(arg["model"], **arg["kwargs"])
+model.predict({"x": np.ones(model.input_description["x"].shape, np.float32)})
+print(json.dumps({"dir": jax.config.jax_compilation_cache_dir, "model_dir": model.cache_dir,
+                  "hits": events.count("/jax/compilation_cache/cache_hits")}))
+"""
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from mlc.testing import torch_models
+
+    module, example = torch_models.build("resnet")
+    return torch_models.convert(module, example, target="iOS16", path=tmp_path_factory.mktemp("cc") / "m.mlpackage")
+
+
+def probe(model_path, env=None, setup="", **kwargs):
+    environ = {**os.environ, **(env or {})}
+    code = setup + PROBE
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps({"model": str(model_path), "kwargs": kwargs})],
+        capture_output=True, text=True, env=environ, timeout=300, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_reads_the_cache(model_path, tmp_path):
+    folder = str(tmp_path / "xla")
+    first = probe(model_path, cache_dir=folder)
+    assert first["dir"] == folder and first["model_dir"] == folder and first["hits"] == 0
+    assert os.listdir(folder)
+    second = probe(model_path, cache_dir=folder)
+    assert second["hits"] >= 1
+
+
+def test_default_folder_is_under_mlc_cache_dir(model_path, tmp_path):
+    got = probe(model_path, env={"MLC_CACHE_DIR": str(tmp_path)})
+    assert got["dir"] == os.path.join(str(tmp_path), "xla")
+    assert oct(os.stat(got["dir"]).st_mode & 0o777) == oct(0o700)
+
+
+def test_off_by_argument_and_by_environment(model_path, tmp_path):
+    assert probe(model_path, env={"MLC_CACHE_DIR": str(tmp_path)}, cache_dir=False)["dir"] is None
+    assert probe(model_path, env={"MLC_CACHE_DIR": str(tmp_path), "MLC_COMPILATION_CACHE": "0"})["dir"] is None
+    assert not os.path.exists(tmp_path / "xla")
+
+
+def test_a_cache_the_user_configured_is_kept(model_path, tmp_path):
+    theirs = str(tmp_path / "theirs")
+    setup = f"import jax; jax.config.update('jax_compilation_cache_dir', {theirs!r})\n"
+    assert probe(model_path, env={"MLC_CACHE_DIR": str(tmp_path)}, setup=setup)["dir"] == theirs
+
+
+def test_unwritable_folder_warns_and_runs(tmp_path):
+    import warnings
+
+    from mlc import compilation_cache
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compilation_cache.configure(str(blocker / "xla"))
+    assert result != str(blocker / "xla")
+    assert any("cannot be created" in str(w.message) for w in caught)
