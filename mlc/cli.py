@@ -195,9 +195,49 @@ def _types(args) -> int:
 # -- info ---------------------------------------------------------------------------------------
 
 
+def _compiled_info(args) -> int:
+    """``mlc info Model.mlc``: what the compiled file holds, read from its header alone."""
+    from mlc import features as F
+    from mlc._errors import MLCUnsupportedError
+    from mlc.format.mlc_file import MLCFile
+
+    if getattr(args, "cost", False):
+        raise MLCUnsupportedError(f"{args.model}: --cost analyses a Core ML model; run it on the .mlpackage or .mlmodel the file was compiled from")
+    h = MLCFile(args.model).header
+    inputs = F.FeatureDescriptions.from_json(h.get("inputs"), f"{args.model}: inputs")
+    outputs = F.FeatureDescriptions.from_json(h.get("outputs"), f"{args.model}: outputs")
+    report = {
+        "model": args.model,
+        "type": f"compiled {h.get('kind')}",
+        "compiled_from": h.get("name"),
+        "platforms": h.get("platforms"),
+        "batched": h.get("batched"),
+        "jax_version": h.get("jax_version"),
+        "created": h.get("created"),
+        "short_description": h.get("short_description"),
+        "inputs": {n: f.type_string() for n, f in inputs.items()},
+        "outputs": {n: f.type_string() for n, f in outputs.items()},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.model}: {report['type']}, compiled from {report['compiled_from']} with JAX {report['jax_version']} ({report['created']})")
+    print(f"  platforms: {', '.join(report['platforms'] or [])}; batched: {'yes' if report['batched'] else 'no'}")
+    print("inputs:")
+    for f in inputs.values():
+        print(f"  {f}")
+    print("outputs:")
+    for f in outputs.values():
+        print(f"  {f}")
+    return 0
+
+
 def _info(args) -> int:
+    from mlc.format.mlc_file import is_mlc_file
     from mlc.model import inspect
 
+    if is_mlc_file(args.model):
+        return _compiled_info(args)
     exe, loaded = inspect(args.model, function_name=args.function)
     spec = loaded.spec
     report = {

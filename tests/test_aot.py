@@ -291,3 +291,12 @@ def test_garbage_module_is_an_io_error(cnn, tmp_path):
     mlc_file.write(str(bad), {k: v for k, v in header.items() if k != "sections"}, sections)
     with pytest.raises(mlc.MLCIOError, match="'run'"):
         mlc.load(bad)
+
+
+def test_cli_info_reads_the_header(cnn, capsys):
+    assert cli.main(["info", str(cnn[1]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["compiled_from"] == "cnn.mlpackage" and report["batched"] is True
+    assert "cpu" in report["platforms"] and list(report["inputs"]) == ["x"]
+    assert cli.main(["info", str(cnn[1]), "--cost"]) == 2
+    assert "[unsupported]" in capsys.readouterr().err
