@@ -48,8 +48,11 @@ class HoistedFunction:
         self._splits: dict[Any, _Split | None] = {}
         self._prepared: dict[Any, tuple[Any, list]] = {}  # signature -> (params, residuals)
         self._lock = threading.Lock()
+        self._nothing_to_hoist = False
 
     def __call__(self, params: dict, inputs: dict):
+        if self._nothing_to_hoist:
+            return self._plain(params, inputs)
         leaves, tree = jax.tree_util.tree_flatten(inputs)
         signature = _signature(tree, leaves)
         if signature is None:
@@ -70,7 +73,11 @@ class HoistedFunction:
     def _split_for(self, signature, params: dict, inputs: dict) -> _Split | None:
         with self._lock:
             if signature not in self._splits:
-                self._splits[signature] = split_weight_only(self.fn, params, inputs, self._limit(params))
+                split = split_weight_only(self.fn, params, inputs, self._limit(params))
+                # A program with nothing weight-only at one input shape has none at others (what it
+                # reads of its weights does not depend on input shapes): from now on, the fast path.
+                self._nothing_to_hoist = split is None and not self._splits
+                self._splits[signature] = split
             return self._splits[signature]
 
     def _limit(self, params: dict) -> int:

@@ -94,6 +94,7 @@ class Model:
             self.params = jax.device_put(self._exe.params, self.device)
         self._jitted = None
         self._batched = None
+        self._input_targets: dict[str, Any] = {}  # input name -> the numpy dtype the program takes (None: as given)
         self._changed: frozenset[str] = frozenset()  # params trained since load: save writes them back
 
     def _load_compiled(self, path: str, function_name: str | None) -> None:
@@ -270,15 +271,21 @@ class Model:
     # -- inputs ------------------------------------------------------------------------------
     def _program_input(self, name: str, arr: Any) -> Any:
         """The input as the numpy dtype the program computes it in (still on the host)."""
-        mil = self._exe.input_dtypes.get(name)
-        if mil is None or not isinstance(arr, (np.ndarray, np.generic)):
+        if not isinstance(arr, (np.ndarray, np.generic)):
             return arr
+        target = self._input_targets.get(name, False)
+        if target is False:
+            target = self._input_targets[name] = self._program_dtype(name)
+        return arr if target is None else np.asarray(arr).astype(target, copy=False)
+
+    def _program_dtype(self, name: str) -> np.dtype | None:
+        mil = self._exe.input_dtypes.get(name)
+        if mil is None:
+            return None
         if self._exe.x64 and mil in ("fp64", "int64"):
-            target = dtypes.NUMPY_DTYPES[mil]
-        else:
-            with dtypes.precision(self._fp16_as_fp32):
-                target = dtypes.compute_dtype(mil)
-        return np.asarray(arr).astype(target, copy=False)
+            return dtypes.NUMPY_DTYPES[mil]
+        with dtypes.precision(self._fp16_as_fp32):
+            return dtypes.compute_dtype(mil)
 
     def _on_device(self, inputs: dict) -> dict:
         """Array inputs for the model's device. On JAX's default device numpy arrays go
