@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mlc.layouts import spatial_first_kernel
+from mlc import convolution
 from mlc.mil.ops._helpers import static_int, static_ints, static_str
 from mlc.mil.registry import op
 
@@ -57,19 +57,17 @@ def _add_bias(y, bias, nd: int):
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
     """Cross-correlation, weight (C_out, C_in / groups, *K); the output keeps x's dtype."""
     nd = jnp.ndim(x) - 2
-    dims = _dimension_numbers(nd)
+    _dimension_numbers(nd)  # 1 to 3 spatial dimensions
     strides, dilations = _per_dim(strides, nd, 1), _per_dim(dilations, nd, 1)
     kernel = tuple(jnp.shape(weight)[2:])
     padding = _conv_padding(jnp.shape(x)[2:], kernel, strides, dilations, static_str(pad_type), pad)
-    w, w_spec = spatial_first_kernel(jnp.asarray(weight, dtype=jnp.result_type(x)), nd)
-    y = jax.lax.conv_general_dilated(
+    y = convolution.conv(
         x,
-        w,
-        window_strides=strides,
+        jnp.asarray(weight, dtype=jnp.result_type(x)),
+        strides=strides,
         padding=padding,
-        rhs_dilation=dilations,
-        dimension_numbers=(dims[0], w_spec, dims[2]),
-        feature_group_count=static_int(groups),
+        dilations=dilations,
+        groups=static_int(groups),
     )
     return _add_bias(y, bias, nd)
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mlc._errors import MLCUnsupportedError
-from mlc.layouts import spatial_first_kernel
+from mlc.convolution import conv as compute_conv
 from mlc.nn.layers._common import f32
 from mlc.nn.registry import layer
 
@@ -94,13 +94,8 @@ def conv_nd(x, w, *, strides, pads, dilations, groups):
     """Cross-correlation of ``x [..., C_in, *S]`` with ``w [C_out, C_in/groups, *K]``."""
     n = len(strides)
     xb, lead = _fold_batch(x, n)
-    lhs, _, out = _dimension_numbers(n)
-    w, w_spec = spatial_first_kernel(w, n)
-    y = lax.conv_general_dilated(
-        xb, w, window_strides=tuple(strides), padding=[tuple(p) for p in pads],
-        rhs_dilation=tuple(dilations), feature_group_count=groups,
-        dimension_numbers=(lhs, w_spec, out), precision=PRECISION,
-    )
+    y = compute_conv(xb, w, strides=tuple(strides), padding=[tuple(p) for p in pads],
+                     dilations=tuple(dilations), groups=groups, precision=PRECISION)
     return _unfold_batch(y, lead)
 
 
