@@ -45,6 +45,8 @@ import jax
 import numpy as np
 
 from mlc import features as F
+from mlc import xla_options
+from mlc.hoist import HoistedFunction
 from mlc._atomic import atomic_write
 from mlc._errors import MLCDataWarning, MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.cli import IMAGE_SUFFIXES  # files with these suffixes (any case) in an input folder are images
@@ -344,7 +346,8 @@ class BatchPredictor:
         self.prefetch = int(prefetch)
         self._sharded = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(AXIS))
         fn, params = model.jax_function()
-        self._fn = jax.jit(jax.vmap(fn, in_axes=(None, 0)))
+        # weight-only work (fp16 widening, kernel layouts) once per run, not per batch (mlc.hoist)
+        self._fn = HoistedFunction(jax.vmap(fn, in_axes=(None, 0)), compiler_options=xla_options.compiler_options(self.devices[0]))
         self._params = self._replicated(params)
         self.skipped: list[tuple[int, str]] = []
 

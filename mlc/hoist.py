@@ -41,10 +41,11 @@ class _Split:
 class HoistedFunction:
     """``fn(params, inputs)`` jitted, with its weight-only part computed once per params."""
 
-    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None):
+    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None, compiler_options: dict | None = None):
         self.fn = fn
         self.max_residual_bytes = max_residual_bytes
-        self._plain = jax.jit(fn)
+        self.compiler_options = compiler_options
+        self._plain = jax.jit(fn, compiler_options=compiler_options)
         self._splits: dict[Any, _Split | None] = {}
         self._prepared: dict[Any, tuple[Any, list]] = {}  # signature -> (params, residuals)
         self._lock = threading.Lock()
@@ -65,6 +66,12 @@ class HoistedFunction:
         residuals = self._residuals(signature, split, params)
         return jax.tree_util.tree_unflatten(split.out_tree, split.run(*residuals, *leaves))
 
+    def compiled_signatures(self) -> int:
+        """How many input signatures have been compiled (one per shape set: a run that pads its
+        last batch should see 1)."""
+        split = sum(1 for v in self._splits.values() if v is not None)
+        return split + self._plain._cache_size()
+
     def hoisted(self, signature_inputs: dict) -> bool:
         """Whether calls with inputs shaped like ``signature_inputs`` run split (for tests)."""
         leaves, tree = jax.tree_util.tree_flatten(signature_inputs)
@@ -73,7 +80,7 @@ class HoistedFunction:
     def _split_for(self, signature, params: dict, inputs: dict) -> _Split | None:
         with self._lock:
             if signature not in self._splits:
-                split = split_weight_only(self.fn, params, inputs, self._limit(params))
+                split = split_weight_only(self.fn, params, inputs, self._limit(params), self.compiler_options)
                 # A program with nothing weight-only at one input shape has none at others (what it
                 # reads of its weights does not depend on input shapes): from now on, the fast path.
                 self._nothing_to_hoist = split is None and not self._splits
@@ -107,7 +114,7 @@ def _signature(tree, leaves) -> tuple | None:
     return tree, tuple(parts)
 
 
-def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_bytes: int) -> _Split | None:
+def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_bytes: int, compiler_options: dict | None = None) -> _Split | None:
     """Split ``fn`` into prepare (weights only) and run parts, or None when not worth it."""
     from jax._src import core
     from jax._src.interpreters import partial_eval as pe
@@ -127,8 +134,8 @@ def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_byt
     if _bytes(v.aval for v, c in zip(known.jaxpr.outvars, computed) if c) > max_residual_bytes:
         return None
     pruned, _ = pe.dce_jaxpr(known.jaxpr, computed, instantiate=True)
-    prepare = jax.jit(core.jaxpr_as_fun(core.ClosedJaxpr(pruned, known.consts)))
-    run = jax.jit(core.jaxpr_as_fun(unknown))
+    prepare = jax.jit(core.jaxpr_as_fun(core.ClosedJaxpr(pruned, known.consts)), compiler_options=compiler_options)
+    run = jax.jit(core.jaxpr_as_fun(unknown), compiler_options=compiler_options)
     return _Split(prepare, run, forwards, jax.tree_util.tree_structure(out_shape))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from mlc import compilation_cache
 from mlc import features as F
+from mlc import xla_options
 from mlc._errors import MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.classification import Classification
 from mlc.executable import Executable
@@ -249,7 +250,7 @@ class Model:
         if self._exe.eager or debugging():
             return self._exe.fn(self.params, inputs)
         if self._jitted is None:
-            self._jitted = HoistedFunction(self._exe.fn)
+            self._jitted = HoistedFunction(self._exe.fn, compiler_options=xla_options.compiler_options(self.device))
         try:
             return self._jitted(self.params, inputs)
         except DataDependentShapeError:
@@ -265,7 +266,7 @@ class Model:
             raise MLCUnsupportedError(f"{self.name}: this compiled model holds no batched version; call predict per example")
         if self._batched is None:
             batched = self._exe.batched or jax.vmap(self._exe.fn, in_axes=(None, 0))
-            self._batched = HoistedFunction(batched)
+            self._batched = HoistedFunction(batched, compiler_options=xla_options.compiler_options(self.device))
         return self._batched
 
     # -- inputs ------------------------------------------------------------------------------

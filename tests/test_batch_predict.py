@@ -228,7 +228,7 @@ def test_one_compile_for_a_run_with_a_partial_last_batch(data):
     predictor = batch.BatchPredictor(model, batch_size=4)
     done = []
     results = predictor.predict(batch.open_inputs(model, data["npz"]), progress=done.append)
-    assert done == [4, 4, 2] and predictor._fn._cache_size() == 1
+    assert done == [4, 4, 2] and predictor._fn.compiled_signatures() == 1
     assert list(results.indices) == list(range(N)) and results.outputs["h"].shape == (N, 2, 5)
 
 
