@@ -347,7 +347,8 @@ class BatchPredictor:
         self._sharded = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(AXIS))
         fn, params = model.jax_function()
         # weight-only work (fp16 widening, kernel layouts) once per run, not per batch (mlc.hoist)
-        self._fn = HoistedFunction(jax.vmap(fn, in_axes=(None, 0)), compiler_options=xla_options.compiler_options(self.devices[0]))
+        self._fn = HoistedFunction(jax.vmap(fn, in_axes=(None, 0)), compiler_options=xla_options.compiler_options(self.devices[0]),
+                                   host_prepare=False)  # params are replicated over the mesh: prepare there
         self._params = self._replicated(params)
         self.skipped: list[tuple[int, str]] = []
 

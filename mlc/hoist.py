@@ -10,8 +10,9 @@ function (``params``), not constants; on a ResNet-18 that is most of a call's me
 ``fn(params, inputs)`` once and splits the program by partial evaluation (JAX's own
 ``partial_eval_jaxpr_nounits``, params known, inputs unknown) into
 
-- *prepare*: ``params -> residuals``, everything that reads only weights, jitted and run once
-  per params object;
+- *prepare*: ``params -> residuals``, everything that reads only weights, run once per params
+  object: with numpy on the host when it is only layout and arithmetic (``mlc.host_jaxpr``;
+  ``host_prepare=True``, what ``Model`` asks for on CPU), else jitted;
 - *run*: ``(residuals, inputs) -> outputs``, jitted and run per prediction.
 
 Residuals that are plain params are passed through, not copied. A function with nothing to
@@ -29,10 +30,13 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from mlc import host_jaxpr
+
 
 @dataclasses.dataclass
 class _Split:
     prepare: Callable  # (*param leaves) -> computed residuals
+    known: Any  # the weight-only jaxpr (a ClosedJaxpr) that ``prepare`` compiles
     run: Callable  # (*residuals, *input leaves) -> output leaves
     forwards: list[int | None]  # per residual: the param leaf it is, or None (computed)
     out_tree: Any
@@ -41,8 +45,9 @@ class _Split:
 class HoistedFunction:
     """``fn(params, inputs)`` jitted, with its weight-only part computed once per params."""
 
-    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None, compiler_options: dict | None = None):
+    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None, compiler_options: dict | None = None, host_prepare: bool = False):
         self.fn = fn
+        self.host_prepare = host_prepare  # weight-only parts made only of layout/arithmetic run in numpy
         self.max_residual_bytes = max_residual_bytes
         self.compiler_options = compiler_options
         self._plain = jax.jit(fn, compiler_options=compiler_options)
@@ -98,10 +103,20 @@ class HoistedFunction:
         if cached is not None and cached[0] is params:
             return cached[1]
         param_leaves = jax.tree_util.tree_leaves(params)
-        computed = iter(split.prepare(*param_leaves))
+        computed = iter(self._prepare(split, param_leaves))
         residuals = [next(computed) if f is None else param_leaves[f] for f in split.forwards]
         self._prepared[signature] = (params, residuals)
         return residuals
+
+
+    def _prepare(self, split: _Split, param_leaves: list) -> list:
+        """The computed residuals: with numpy when the weight-only part is simple enough (no
+        XLA compile on a cold start), else with the compiled ``prepare``."""
+        if self.host_prepare and host_jaxpr.supported(split.known.jaxpr):
+            values = host_jaxpr.evaluate(split.known.jaxpr, list(split.known.consts), [np.asarray(v) for v in param_leaves])
+            devices = getattr(param_leaves[0], "devices", None) if param_leaves else None
+            return jax.device_put(values, next(iter(devices())) if devices else None)
+        return split.prepare(*param_leaves)
 
 
 def _signature(tree, leaves) -> tuple | None:
@@ -134,9 +149,10 @@ def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_byt
     if _bytes(v.aval for v, c in zip(known.jaxpr.outvars, computed) if c) > max_residual_bytes:
         return None
     pruned, _ = pe.dce_jaxpr(known.jaxpr, computed, instantiate=True)
-    prepare = jax.jit(core.jaxpr_as_fun(core.ClosedJaxpr(pruned, known.consts)), compiler_options=compiler_options)
+    known_part = core.ClosedJaxpr(pruned, known.consts)
+    prepare = jax.jit(core.jaxpr_as_fun(known_part), compiler_options=compiler_options)
     run = jax.jit(core.jaxpr_as_fun(unknown), compiler_options=compiler_options)
-    return _Split(prepare, run, forwards, jax.tree_util.tree_structure(out_shape))
+    return _Split(prepare, known_part, run, forwards, jax.tree_util.tree_structure(out_shape))
 
 
 def _bytes(avals) -> int:

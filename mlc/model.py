@@ -250,12 +250,17 @@ class Model:
         if self._exe.eager or debugging():
             return self._exe.fn(self.params, inputs)
         if self._jitted is None:
-            self._jitted = HoistedFunction(self._exe.fn, compiler_options=xla_options.compiler_options(self.device))
+            self._jitted = self._hoisted(self._exe.fn)
         try:
             return self._jitted(self.params, inputs)
         except DataDependentShapeError:
             self._exe.eager = True  # found while tracing: this model runs op by op from now on
             return self._exe.fn(self.params, inputs)
+
+    def _hoisted(self, fn) -> HoistedFunction:
+        """``fn`` jitted for this model's device, its weight-only part computed once (``mlc.hoist``)."""
+        cpu = self.device.platform == "cpu"
+        return HoistedFunction(fn, compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
 
     def _compiled_batched(self):
         if self._exe.states:
@@ -266,7 +271,7 @@ class Model:
             raise MLCUnsupportedError(f"{self.name}: this compiled model holds no batched version; call predict per example")
         if self._batched is None:
             batched = self._exe.batched or jax.vmap(self._exe.fn, in_axes=(None, 0))
-            self._batched = HoistedFunction(batched, compiler_options=xla_options.compiler_options(self.device))
+            self._batched = self._hoisted(batched)
         return self._batched
 
     # -- inputs ------------------------------------------------------------------------------

@@ -112,3 +112,30 @@ def test_model_with_params_recomputes_the_hoisted_part(tmp_path):
     zeroed = model.with_params({k: np.zeros(v.shape) for k, v in model.params.items()})
     np.testing.assert_array_equal(zeroed.predict(x)["y"], np.zeros_like(y0))
     np.testing.assert_array_equal(model.predict(x)["y"], y0)
+
+
+def test_host_prepare_matches_the_compiled_prepare():
+    """Layout and arithmetic-only weight parts run in numpy (no compile); same bits as XLA."""
+    params = {"w": jnp.asarray(W), "b": jnp.asarray(B)}
+    x = RNG.normal(size=(1, 4)).astype(np.float32)
+    host, compiled = HoistedFunction(layer, host_prepare=True), HoistedFunction(layer)
+    np.testing.assert_array_equal(host(params, {"x": x})["y"], compiled(params, {"x": x})["y"])
+    split = next(iter(host._splits.values()))
+    from mlc import host_jaxpr
+
+    assert host_jaxpr.supported(split.known.jaxpr)
+    computed = host_jaxpr.evaluate(split.known.jaxpr, list(split.known.consts), [np.asarray(v) for v in jax.tree_util.tree_leaves(params)])
+    for a, b in zip(computed, split.prepare(*jax.tree_util.tree_leaves(params))):
+        np.testing.assert_array_equal(a, np.asarray(b))
+        assert a.dtype == b.dtype
+
+
+def test_host_prepare_falls_back_to_xla_for_other_primitives():
+    from mlc import host_jaxpr
+
+    closed = jax.make_jaxpr(lambda w: jnp.tanh(w) @ w.T)(np.ones((2, 2), np.float32))
+    assert not host_jaxpr.supported(closed.jaxpr)
+    f = HoistedFunction(lambda p, i: {"y": i["x"] @ (jnp.tanh(p["w"]) @ p["w"].T)}, host_prepare=True)
+    w = RNG.normal(size=(2, 2)).astype(np.float32)
+    x = np.ones((1, 2), np.float32)
+    np.testing.assert_allclose(f({"w": jnp.asarray(w)}, {"x": x})["y"], x @ (np.tanh(w) @ w.T), rtol=1e-5)
