@@ -66,23 +66,28 @@ def _is_depthwise(x, weight, groups: int, padding) -> bool:
 
 def depthwise(x, weight, *, strides, padding, dilations):
     """Depthwise convolution as a sum of shifted slices: output channel ``o`` reads input
-    channel ``o // multiplier`` (``C_out = multiplier * C_in``), Core ML's grouped layout."""
+    channel ``o // multiplier`` (``C_out = multiplier * C_in``), Core ML's grouped layout.
+
+    Computed channels-last, the layout of the convolutions around it on XLA:CPU, so XLA
+    cancels the transposes between them (in channels-first every depthwise layer of a
+    MobileNet costs two activation transposes)."""
     spatial = x.ndim - 2
     multiplier = weight.shape[0] // x.shape[1]
     if multiplier > 1:
         x = jnp.repeat(x, multiplier, axis=1)
-    xp = jnp.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in padding])
+    last = jnp.moveaxis(x, 1, -1)  # (N, *S, C)
+    xp = jnp.pad(last, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
     kernel = weight.shape[2:]
-    out = [(xp.shape[2 + d] - (kernel[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(spatial)]
+    out = [(xp.shape[1 + d] - (kernel[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(spatial)]
     w = weight.astype(x.dtype).reshape(weight.shape[0], -1)  # (C_out, taps)
     acc = None
     for tap, offsets in enumerate(_taps(kernel)):
         starts = [o * dilations[d] for d, o in enumerate(offsets)]
         limits = [starts[d] + strides[d] * (out[d] - 1) + 1 for d in range(spatial)]
-        piece = jax.lax.slice(xp, (0, 0, *starts), (xp.shape[0], xp.shape[1], *limits), (1, 1, *strides))
-        term = piece * w[:, tap].reshape((1, -1) + (1,) * spatial)
+        piece = jax.lax.slice(xp, (0, *starts, 0), (xp.shape[0], *limits, xp.shape[-1]), (1, *strides, 1))
+        term = piece * w[:, tap]
         acc = term if acc is None else acc + term
-    return acc
+    return jnp.moveaxis(acc, -1, 1)
 
 
 def _taps(kernel):
