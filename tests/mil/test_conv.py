@@ -86,6 +86,7 @@ def _conv_cases(nd, x, same_lower):
             dict(c_out=6, kernel=[2, 4], strides=[2, 3], dilations=[2, 1], pad_type="same"),
             dict(c_out=6, kernel=[3, 3], groups=2, dilations=[1, 2], pad_type="custom", pad=[0, 2, 1, 1]),
             dict(c_out=4, kernel=[3, 3], groups=4, strides=[2, 2], pad_type="custom", pad=[1, 1, 1, 1]),  # depthwise
+            dict(c_out=8, kernel=[3, 2], groups=4, strides=[1, 2], dilations=[2, 1], pad_type="same"),  # depthwise x2, dilated
             dict(c_out=6, kernel=[4, 3], strides=[1, 2], pad_type="same_lower", bias=False),
         ]
     else:
@@ -94,6 +95,7 @@ def _conv_cases(nd, x, same_lower):
             dict(c_out=4, kernel=[3, 2, 3], strides=[2, 2, 2], pad_type="same"),
             dict(c_out=4, kernel=[3, 3, 3], groups=2, dilations=[2, 1, 1], pad_type="custom", pad=[1, 0, 0, 1, 2, 2]),
             dict(c_out=2, kernel=[2, 2, 2], strides=[1, 2, 2], pad_type="same_lower"),
+            dict(c_out=4, kernel=[2, 3, 2], groups=2, strides=[2, 1, 1], pad_type="same"),  # depthwise x2
         ]
     if not same_lower:  # iOS15 conv has no same_lower
         cases = [c for c in cases if c.get("pad_type") != "same_lower"]
