@@ -1,0 +1,1453 @@
+"""mlc against torch eager and onnxruntime on a suite of models, in one process, alternating runs.
+
+The suite (random weights from a fixed seed, defined here, no torchvision):
+
+- ``resnet18``: ResNet-18 (torchvision's architecture, 11.7M params), 1x3x224x224;
+- ``mobilenetv2``: MobileNetV2 (torchvision's architecture, 3.5M params), 1x3x224x224;
+- ``vit``: ViT-Ti/16 (patch 16, 224x224, depth 12, dim 192, 3 heads, 5.7M params);
+- ``gpt``: a GPT-style decoder (vocab 8192, 128 tokens, 8 causal blocks, dim 384, 20.5M params);
+- ``lstm``: a 2-layer LSTM (input 128, hidden 512, 64 steps) with a linear head on the last step;
+- ``trees``: scikit-learn ``RandomForestRegressor`` (500 trees, depth 8, 20 features); its
+  "torch" column is scikit-learn's own ``predict`` and its onnxruntime model comes from skl2onnx.
+
+Each torch module is traced and converted with coremltools to an ML Program (iOS18, fp32
+compute precision) and exported with ``torch.onnx.export`` (dynamo exporter with a dynamic
+batch axis; ``dynamo=False`` as a fallback; which one is recorded). Converted models are kept
+in ``bench/.models/`` (git-ignored), so reruns skip conversion.
+
+Measured (all three frameworks in this process, warmed up, then run round-robin with the
+starting framework rotated each round, a short sleep outside the timed region between runs):
+
+- median latency at batch 1: mlc ``model.predict(dict)``, torch ``module(x)`` under
+  ``inference_mode``, onnxruntime ``session.run``;
+- median time of one batch of 32: mlc ``model.predict_batch`` (vmapped over the leading axis;
+  each example keeps the declared batch-1 shape), torch and onnxruntime on a (32, ...) tensor;
+- cold start, in a fresh subprocess per framework and model: imports, then load to first
+  result; for mlc without and with XLA's persistent compilation cache;
+- peak RSS of that subprocess after load + first result + one batch of 32 (and after imports).
+
+Outputs are checked against torch (scikit-learn for the forest) before anything is timed.
+Writes ``bench/results.md`` and ``bench/results.json``.
+
+    .venv/bin/python scripts/bench.py [--models resnet18,gpt] [--repeats 30] [--repeats32 10]
+    .venv/bin/python scripts/bench.py --quick --models lstm --size tiny --out /tmp/r.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("resnet18", "mobilenetv2", "vit", "gpt", "lstm", "trees")
+FRAMEWORKS = ("mlc", "torch", "ort", "mlc-jit")  # mlc-jit: the pure function, informational
+BATCH = 32
+HEADERS = {"mlc": "mlc `predict`", "torch": "torch eager (forest: scikit-learn)", "ort": "onnxruntime", "mlc-jit": "mlc jit(fn) (not in ratios)"}
+# Agreement with the source framework: max |diff| <= RTOL * max |reference| + ATOL.
+RTOL, ATOL = 1e-3, 1e-5
+# Bump when a module definition, the conversion or the export changes: cached models are rebuilt.
+MODEL_VERSION = 1
+
+
+# ============================================================================================
+# the models (torch imported inside, so that a framework's cold-start subprocess imports only
+# what it needs)
+# ============================================================================================
+
+CONFIGS = {
+    "full": {
+        "resnet18": {"width": 64, "image": 224, "classes": 1000},
+        "mobilenetv2": {"width": 1.0, "image": 224, "classes": 1000},
+        "vit": {"image": 224, "patch": 16, "dim": 192, "depth": 12, "heads": 3, "mlp": 768, "classes": 1000},
+        "gpt": {"vocab": 8192, "seq": 128, "dim": 384, "depth": 8, "heads": 6, "mlp": 1536},
+        "lstm": {"features": 128, "hidden": 512, "layers": 2, "seq": 64, "classes": 10},
+        "trees": {"trees": 500, "depth": 8, "features": 20, "train_rows": 5000},
+    },
+    "tiny": {  # small variants of the same definitions, for the smoke test
+        "resnet18": {"width": 8, "image": 32, "classes": 10},
+        "mobilenetv2": {"width": 0.25, "image": 32, "classes": 10},
+        "vit": {"image": 32, "patch": 8, "dim": 32, "depth": 2, "heads": 2, "mlp": 64, "classes": 10},
+        "gpt": {"vocab": 256, "seq": 16, "dim": 32, "depth": 2, "heads": 2, "mlp": 64},
+        "lstm": {"features": 16, "hidden": 32, "layers": 2, "seq": 8, "classes": 10},
+        "trees": {"trees": 20, "depth": 4, "features": 20, "train_rows": 500},
+    },
+}
+
+TITLES = {
+    "resnet18": "ResNet-18",
+    "mobilenetv2": "MobileNetV2",
+    "vit": "ViT-Ti/16",
+    "gpt": "GPT decoder",
+    "lstm": "LSTM",
+    "trees": "random forest",
+}
+
+
+def _resnet18(torch, nn, F, c):
+    """torchvision's resnet18: 7x7/2 stem, max pool, [2, 2, 2, 2] basic blocks, average pool, fc."""
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            h = F.relu(self.bn1(self.conv1(x)))
+            h = self.bn2(self.conv2(h))
+            return F.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet18(nn.Module):
+        def __init__(self, w, classes):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(w)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            widths, layers, cin = [w, 2 * w, 4 * w, 8 * w], [], w
+            for i, cout in enumerate(widths):
+                stride = 1 if i == 0 else 2
+                layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+                cin = cout
+            self.layer1, self.layer2, self.layer3, self.layer4 = layers
+            self.fc = nn.Linear(8 * w, classes)
+
+        def forward(self, x):
+            h = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+            h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+    return ResNet18(c["width"], c["classes"])
+
+
+def _mobilenetv2(torch, nn, F, c):
+    """torchvision's mobilenet_v2: inverted residuals (t, c, n, s) as in the paper, relu6, 1280-wide head."""
+
+    def divisible(v, d=8):
+        new = max(d, int(v + d / 2) // d * d)
+        return new + d if new < 0.9 * v else new
+
+    def conv_bn(cin, cout, k, stride=1, groups=1, act=True):
+        layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand):
+            super().__init__()
+            hidden = int(round(cin * expand))
+            self.residual = stride == 1 and cin == cout
+            layers = [conv_bn(cin, hidden, 1)] if expand != 1 else []
+            layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.residual else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self, width, classes):
+            super().__init__()
+            cin, last = divisible(32 * width), divisible(1280 * max(1.0, width))
+            features = [conv_bn(3, cin, 3, 2)]
+            for t, ch, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+                cout = divisible(ch * width)
+                for i in range(n):
+                    features.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                    cin = cout
+            features.append(conv_bn(cin, last, 1))
+            self.features = nn.Sequential(*features)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, classes))
+
+        def forward(self, x):
+            h = F.adaptive_avg_pool2d(self.features(x), 1)
+            return self.classifier(torch.flatten(h, 1))
+
+    return MobileNetV2(c["width"], c["classes"])
+
+
+def _block(torch, nn, F, dim, heads, mlp, causal, approximate):
+    """Pre-norm transformer block: x + attn(ln(x)), x + mlp(ln(x)); F.scaled_dot_product_attention."""
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.proj = nn.Linear(dim, dim)
+
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = self.qkv(x).reshape(b, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return self.proj(a.transpose(1, 2).reshape(b, t, c))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.attn, self.ln2 = nn.LayerNorm(dim), Attention(), nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(approximate=approximate), nn.Linear(mlp, dim))
+
+        def forward(self, x):
+            x = x + self.attn(self.ln1(x))
+            return x + self.mlp(self.ln2(x))
+
+    return Block()
+
+
+def _vit(torch, nn, F, c):
+    """ViT (Dosovitskiy et al.): patch-embedding conv, class token, learned positions, pre-norm blocks, head on the class token."""
+
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d, tokens = c["dim"], (c["image"] // c["patch"]) ** 2 + 1
+            self.patch = nn.Conv2d(3, d, c["patch"], c["patch"])
+            self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d))
+            self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, d))
+            self.blocks = nn.Sequential(*[_block(torch, nn, F, d, c["heads"], c["mlp"], False, "none") for _ in range(c["depth"])])
+            self.ln = nn.LayerNorm(d)
+            self.head = nn.Linear(d, c["classes"])
+
+        def forward(self, x):
+            h = self.patch(x).flatten(2).transpose(1, 2)
+            h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1) + self.pos
+            return self.head(self.ln(self.blocks(h))[:, 0])
+
+    return ViT()
+
+
+def _gpt(torch, nn, F, c):
+    """GPT-2-style decoder: token + position embeddings, causal pre-norm blocks (tanh GELU), final norm, untied LM head."""
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d = c["dim"]
+            self.tok = nn.Embedding(c["vocab"], d)
+            self.pos = nn.Embedding(c["seq"], d)
+            self.blocks = nn.Sequential(*[_block(torch, nn, F, d, c["heads"], c["mlp"], True, "tanh") for _ in range(c["depth"])])
+            self.ln = nn.LayerNorm(d)
+            self.head = nn.Linear(d, c["vocab"], bias=False)
+
+        def forward(self, ids):
+            pos = torch.arange(ids.shape[1], device=ids.device)
+            return self.head(self.ln(self.blocks(self.tok(ids) + self.pos(pos))))
+
+    return GPT()
+
+
+def _lstm(torch, nn, F, c):
+    """A stacked LSTM over a sequence of feature vectors, classifying from the last step."""
+
+    class LSTMClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(c["features"], c["hidden"], num_layers=c["layers"], batch_first=True)
+            self.head = nn.Linear(c["hidden"], c["classes"])
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out[:, -1])
+
+    return LSTMClassifier()
+
+
+_TORCH_BUILDERS = {"resnet18": _resnet18, "mobilenetv2": _mobilenetv2, "vit": _vit, "gpt": _gpt, "lstm": _lstm}
+
+
+def torch_module(name: str, size: str, seed: int = 0, randomize: bool = True):
+    """The eval-mode module; random weights from ``seed`` (``randomize=False``: torch's default
+    initialisation only, for a module whose weights are loaded from a file next)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    if not randomize:
+        return _TORCH_BUILDERS[name](torch, nn, F, CONFIGS[size][name]).eval()
+    module = _TORCH_BUILDERS[name](torch, nn, F, CONFIGS[size][name])
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # non-trivial batch norm statistics and affine parameters
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(0.5 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=g))
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(0.2 * torch.randn(n, generator=g))
+    return module.eval()
+
+
+def input_name(name: str) -> str:
+    return "ids" if name == "gpt" else "x"
+
+
+def make_input(name: str, size: str, batch: int, seed: int = 1) -> np.ndarray:
+    """The source framework's input at ``batch`` (the first row is the batch-1 input)."""
+    c = CONFIGS[size][name]
+    rng = np.random.default_rng(seed)
+    if name in ("resnet18", "mobilenetv2", "vit"):
+        return rng.standard_normal((batch, 3, c["image"], c["image"]), dtype=np.float32)
+    if name == "gpt":
+        return rng.integers(0, c["vocab"], (batch, c["seq"]), dtype=np.int64)
+    if name == "lstm":
+        return rng.standard_normal((batch, c["seq"], c["features"]), dtype=np.float32)
+    # float32-representable values: scikit-learn compares float32, Core ML's trees double
+    return rng.standard_normal((batch, c["features"]), dtype=np.float32)
+
+
+def _forest_data(c):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(c["train_rows"], c["features"])).astype(np.float32).astype(np.float64)
+    y = x[:, 0] + x[:, 1] ** 2 + np.sin(3 * x[:, 2]) + x[:, 3] * x[:, 4] + 0.1 * rng.normal(size=len(x))
+    return x, y
+
+
+# ============================================================================================
+# conversion and export (cached under bench/.models/<name>-<size>/)
+# ============================================================================================
+
+
+def _quiet():
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import logging
+    import warnings
+
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def model_dir(root: Path, name: str, size: str) -> Path:
+    return Path(root) / f"{name}-{size}"
+
+
+def prepare(name: str, size: str, root: Path, log=print) -> dict:
+    """Build, convert and export ``name`` unless ``root`` has it already; returns its meta dict.
+
+    Files: ``model.mlpackage`` (or ``model.mlmodel`` for the forest), ``model.onnx`` (batch
+    axis dynamic when the exporter allowed it, else also ``model_b32.onnx``), the source
+    (``torch_state.pt`` or ``forest.pkl``) and ``meta.json``.
+    """
+    d = model_dir(root, name, size)
+    meta_path = d / "meta.json"
+    key = {"version": MODEL_VERSION, "config": CONFIGS[size][name]}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return meta
+    d.mkdir(parents=True, exist_ok=True)
+    _quiet()
+    meta = {"key": key, "name": name, "size": size}
+    (_prepare_forest if name == "trees" else _prepare_torch)(name, size, d, meta, log)
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _prepare_torch(name, size, d, meta, log):
+    import torch
+
+    from mlc.testing.torch_models import convert
+
+    module = torch_module(name, size)
+    meta["params"] = sum(p.numel() for p in module.parameters())
+    torch.save(module.state_dict(), d / "torch_state.pt")
+    x1 = torch.from_numpy(make_input(name, size, 1))
+    t = time.perf_counter()
+    convert(module, (x1,), target="iOS18", precision="fp32", path=str(d / "model.mlpackage"))
+    meta["coreml"] = "model.mlpackage"
+    meta["convert_s"] = time.perf_counter() - t
+    log(f"{name}: converted to Core ML in {meta['convert_s']:.1f} s")
+    t = time.perf_counter()
+    meta["onnx"] = _export_onnx(module, name, size, d, meta, log)
+    meta["export_s"] = time.perf_counter() - t
+
+
+def _export_onnx(module, name, size, d, meta, log) -> dict:
+    """``torch.onnx.export``: dynamo with a dynamic batch axis, else TorchScript-based with
+    ``dynamic_axes``, else fixed batch-1 and batch-32 files. Returns {batch: file}."""
+    import torch
+
+    iname = input_name(name)
+    x2 = torch.from_numpy(make_input(name, size, 2))  # batch 2: torch.export specialises a size-1 axis
+    path = d / "model.onnx"
+    errors = []
+    try:
+        torch.onnx.export(
+            module, (x2,), str(path), dynamo=True, input_names=[iname], output_names=["y"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), external_data=False,
+        )  # fmt: skip
+        meta["exporter"] = "dynamo (torch.export), dynamic batch"
+        return {"1": path.name, str(BATCH): path.name}
+    except Exception as e:  # noqa: BLE001 - any exporter failure falls back
+        errors.append(f"dynamo: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        log(f"{name}: dynamo export failed ({errors[-1]}); trying dynamo=False")
+    try:
+        torch.onnx.export(
+            module, (x2,), str(path), dynamo=False, input_names=[iname], output_names=["y"],
+            dynamic_axes={iname: {0: "batch"}, "y": {0: "batch"}}, opset_version=17,
+        )  # fmt: skip
+        meta["exporter"] = "TorchScript (dynamo=False), dynamic batch"
+        meta["export_errors"] = errors
+        return {"1": path.name, str(BATCH): path.name}
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"dynamo=False: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        log(f"{name}: dynamic-batch export failed ({errors[-1]}); exporting batch 1 and {BATCH} separately")
+    files = {}
+    for b in (1, BATCH):
+        p = d / f"model_b{b}.onnx"
+        torch.onnx.export(module, (torch.from_numpy(make_input(name, size, b)),), str(p), dynamo=False,
+                          input_names=[iname], output_names=["y"], opset_version=17)  # fmt: skip
+        files[str(b)] = p.name
+    meta["exporter"] = "TorchScript (dynamo=False), fixed batch 1 and 32"
+    meta["export_errors"] = errors
+    return files
+
+
+def _prepare_forest(name, size, d, meta, log):
+    import pickle
+
+    from sklearn.ensemble import RandomForestRegressor
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    from mlc._proto import import_coremltools
+
+    c = CONFIGS[size][name]
+    x, y = _forest_data(c)
+    t = time.perf_counter()
+    forest = RandomForestRegressor(n_estimators=c["trees"], max_depth=c["depth"], random_state=0, n_jobs=-1).fit(x, y)
+    forest.set_params(n_jobs=None)
+    meta["train_s"] = time.perf_counter() - t
+    meta["params"] = int(sum(e.tree_.node_count for e in forest.estimators_))  # nodes
+    (d / "forest.pkl").write_bytes(pickle.dumps(forest))
+    import_coremltools()
+    from coremltools.converters import sklearn as skc
+
+    t = time.perf_counter()
+    skc.convert(forest, "x", "y").save(str(d / "model.mlmodel"))
+    meta["coreml"] = "model.mlmodel"
+    meta["convert_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    onx = convert_sklearn(forest, initial_types=[("x", FloatTensorType([None, c["features"]]))], target_opset={"": 17, "ai.onnx.ml": 3})
+    (d / "model.onnx").write_bytes(onx.SerializeToString())
+    meta["export_s"] = time.perf_counter() - t
+    meta["onnx"] = {"1": "model.onnx", str(BATCH): "model.onnx"}
+    meta["exporter"] = "skl2onnx (TreeEnsembleRegressor, ai.onnx.ml opset 3)"
+    log(f"{name}: trained in {meta['train_s']:.1f} s, converted in {meta['convert_s']:.1f} s")
+
+
+# ============================================================================================
+# runners: one per framework and device; call(batch) -> the output as numpy, batch-major
+# ============================================================================================
+
+
+class Unavailable(Exception):
+    """This framework cannot run this model here (no GPU, a load or run error): the cell says why."""
+
+
+def _mlc_supports_cache_dir() -> bool:
+    import inspect
+
+    import mlc
+
+    return "cache_dir" in inspect.signature(mlc.load).parameters
+
+
+def mlc_load(path: str, device: str | None, cache) -> tuple:
+    """``mlc.load`` with ``cache_dir=cache`` (False = off, a path = that folder).
+
+    Until ``mlc.load`` takes ``cache_dir``, a path sets JAX's persistent compilation cache
+    directly (every compile cached, whatever its time or size) and False leaves it unset.
+    Returns (model, how the cache was set).
+    """
+    import mlc
+
+    kwargs = {} if device in (None, "cpu") else {"device": device}
+    if _mlc_supports_cache_dir():
+        return mlc.load(path, cache_dir=cache, **kwargs), "mlc.load(cache_dir=...)"
+    if cache is not False:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        return mlc.load(path, **kwargs), "jax.config jax_compilation_cache_dir (mlc.load has no cache_dir yet)"
+    return mlc.load(path, **kwargs), "none set (mlc.load has no cache_dir yet; JAX's default is off)"
+
+
+class Runner:
+    def __init__(self, framework: str, device: str, name: str, size: str, d: Path, meta: dict, threads: int):
+        self.framework, self.device, self.name, self.size = framework, device, name, size
+        self.label = framework if device == "cpu" else f"{framework} ({device})"
+        self.error = None
+        self.inputs = {b: make_input(name, size, b) for b in (1, BATCH)}
+        try:
+            getattr(self, f"_load_{framework.replace('-', '_')}")(d, meta, threads)
+        except Unavailable as e:
+            self.error = str(e)
+        except Exception as e:  # noqa: BLE001 - recorded in the table, the benchmark goes on
+            self.error = f"load failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+    def call(self, batch: int) -> np.ndarray:
+        return self._call(batch)
+
+    # -- mlc: the user-facing API --------------------------------------------------------------
+    def _mlc_feeds(self, batch):
+        x = self.inputs[batch]
+        if self.name == "gpt":
+            x = x.astype(np.int32)  # the Core ML input is int32 (ids < vocab)
+        if self.name == "trees":  # declared shape (features,): one row per predict
+            return {"x": x[0]} if batch == 1 else {"x": x}
+        return {input_name(self.name): x} if batch == 1 else {input_name(self.name): x[:, None]}
+
+    def _load_mlc(self, d, meta, threads):
+        import jax
+
+        if self.device != "cpu":
+            try:
+                jax.devices(self.device)
+            except RuntimeError:
+                raise Unavailable(f"n/a: JAX has no {self.device} here") from None
+        self.model, _ = mlc_load(str(d / meta["coreml"]), self.device, False)
+        self.feeds = {b: self._mlc_feeds(b) for b in (1, BATCH)}
+
+        def call(batch):
+            if batch == 1:
+                return np.asarray(self.model.predict(self.feeds[1])["y"]).reshape(1, -1)
+            return np.asarray(self.model.predict_batch(self.feeds[batch])["y"]).reshape(batch, -1)
+
+        self._call = call
+
+    def _load_mlc_jit(self, d, meta, threads):
+        """The model's pure function, jitted (vmapped for the batch), on device arrays: what
+        ``predict`` costs without its host-side input/output handling."""
+        import jax
+
+        self._load_mlc(d, meta, threads)
+        fn, params = self.model.jax_function()
+        x64 = self.name == "trees"  # classic models compute in double
+        with jax.enable_x64(x64):
+            self.jitted = {1: jax.jit(fn), BATCH: jax.jit(jax.vmap(fn, in_axes=(None, 0)))}
+            dev = self.model.device
+
+            def prog(v):
+                v = np.asarray(v)
+                return jax.device_put(v.astype(np.float64 if x64 else (np.int32 if v.dtype.kind == "i" else np.float32)), dev)
+
+            self.device_feeds = {b: {k: prog(v) for k, v in f.items()} for b, f in self.feeds.items()}
+
+        def call(batch):
+            with jax.enable_x64(True) if x64 else contextlib.nullcontext():
+                out = self.jitted[batch](params, self.device_feeds[batch])["y"]
+                return np.asarray(jax.block_until_ready(out)).reshape(batch, -1)
+
+        self._call = call
+
+    # -- torch eager (scikit-learn for the forest) ---------------------------------------------
+    def _load_torch(self, d, meta, threads):
+        if self.name == "trees":
+            import pickle
+
+            self.forest = pickle.loads((d / "forest.pkl").read_bytes())
+            if self.device != "cpu":
+                raise Unavailable("n/a: scikit-learn runs on CPU only")
+            self._call = lambda batch: self.forest.predict(self.inputs[batch]).reshape(batch, -1)
+            return
+        import torch
+
+        if self.device != "cpu" and not (self.device == "gpu" and torch.cuda.is_available()):
+            raise Unavailable(f"n/a: this torch ({torch.__version__}) has no {self.device} support")
+        dev = "cuda" if self.device == "gpu" else "cpu"
+        self.module = torch_module(self.name, self.size)
+        self.module.load_state_dict(torch.load(d / "torch_state.pt"))
+        self.module.to(dev)
+        self.tensors = {b: torch.from_numpy(x).to(dev) for b, x in self.inputs.items()}
+
+        def call(batch):
+            with torch.inference_mode():
+                out = self.module(self.tensors[batch])
+            return out.cpu().numpy().reshape(batch, -1)
+
+        self._call = call
+
+    # -- onnxruntime ---------------------------------------------------------------------------
+    def _load_ort(self, d, meta, threads):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if self.device == "gpu":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise Unavailable(f"n/a: this onnxruntime ({ort.__version__}) has no CUDAExecutionProvider")
+            providers = ["CUDAExecutionProvider"]
+        elif self.device != "cpu":
+            raise Unavailable(f"n/a: onnxruntime has no {self.device} provider here")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        files = meta["onnx"]
+        self.sessions = {}
+        for b in (1, BATCH):
+            f = files[str(b)]
+            self.sessions[b] = self.sessions.get(1) if b != 1 and f == files["1"] else ort.InferenceSession(str(d / f), opts, providers=providers)
+        iname = self.sessions[1].get_inputs()[0].name
+
+        def call(batch):
+            return self.sessions[batch].run(None, {iname: self.inputs[batch]})[0].reshape(batch, -1)
+
+        self._call = call
+
+
+def make_runners(name, size, root, meta, frameworks, device, threads) -> list[Runner]:
+    d = model_dir(root, name, size)
+    runners = [Runner(f, "cpu", name, size, d, meta, threads) for f in frameworks]
+    if device != "cpu":
+        runners += [Runner(f, device, name, size, d, meta, threads) for f in frameworks]
+    return runners
+
+
+def check(runners: list[Runner], reference: str = "torch") -> dict:
+    """Each runner's output at batch 1 and 32 against the reference runner's (CPU torch, or
+    scikit-learn): max |diff|, the reference's max |value|, and whether it is within
+    RTOL * max |ref| + ATOL. A runner that fails here gets its error set (and is not timed)."""
+    ref = next(r for r in runners if r.framework == reference and r.device == "cpu")
+    if ref.error:
+        raise SystemExit(f"{ref.name}: the reference {reference} failed: {ref.error}")
+    expected = {b: ref.call(b) for b in (1, BATCH)}
+    out = {}
+    for r in runners:
+        if r is ref or r.error:
+            continue
+        res = {}
+        try:
+            for b in (1, BATCH):
+                got = r.call(b)
+                if got.shape != expected[b].shape:
+                    raise ValueError(f"output shape {got.shape}, expected {expected[b].shape}")
+                scale = float(np.max(np.abs(expected[b])))
+                diff = float(np.max(np.abs(got.astype(np.float64) - expected[b])))
+                res[str(b)] = {"max_abs_diff": diff, "ref_max_abs": scale, "ok": diff <= RTOL * scale + ATOL}
+        except Exception as e:  # noqa: BLE001
+            r.error = f"run failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            res["error"] = r.error
+        else:
+            if not all(v["ok"] for v in res.values()):
+                bad = next(k for k, v in res.items() if not v["ok"])
+                r.error = f"wrong results: max |diff| {res[bad]['max_abs_diff']:.3g} vs max |{reference}| {res[bad]['ref_max_abs']:.3g} at batch {bad}"
+        out[r.label] = res
+    return out
+
+
+# ============================================================================================
+# timing
+# ============================================================================================
+
+
+def time_round_robin(runners: list[Runner], batch: int, repeats: int, warmup: int, block: int) -> dict:
+    """Warm each runner up, then rounds of blocks until each runner has ``repeats`` timed calls.
+
+    A round gives every runner one block, the starting runner rotated round by round, so drift
+    and other jobs' load hit all of them alike. A block is one untimed call, then up to
+    ``block`` timed calls back to back: the untimed call absorbs the switch from the previous
+    framework (its worker threads still spinning, this one's asleep), the timed ones are the
+    steady state. Wall and process CPU time per call; median and min."""
+    live = [r for r in runners if not r.error]
+    for r in live:
+        for _ in range(warmup):
+            r.call(batch)
+    walls = {r.label: [] for r in live}
+    cpus = {r.label: [] for r in live}
+    rounds = -(-repeats // max(1, block))
+    for i in range(rounds):
+        k = i % len(live) if live else 0
+        n = min(block, repeats - i * block)
+        for r in live[k:] + live[:k]:
+            r.call(batch)
+            for _ in range(n):
+                w, c = time.perf_counter(), time.process_time()
+                r.call(batch)
+                walls[r.label].append(time.perf_counter() - w)
+                cpus[r.label].append(time.process_time() - c)
+    out = {}
+    for r in runners:
+        if r.error:
+            out[r.label] = {"error": r.error}
+        elif walls[r.label]:
+            out[r.label] = {
+                "median_s": statistics.median(walls[r.label]),
+                "min_s": min(walls[r.label]),
+                "cpu_median_s": statistics.median(cpus[r.label]),
+                "n": len(walls[r.label]),
+            }
+    return out
+
+
+# ============================================================================================
+# cold start and peak memory: a fresh subprocess per framework and model
+# ============================================================================================
+
+
+def _rss_mib() -> float:
+    """This process's peak RSS so far, MiB: Linux's VmHWM (``ru_maxrss`` would carry the
+    parent's peak over ``fork`` + ``exec``), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def child(args) -> dict:
+    """Imports, load -> first result, one batch of 32; prints JSON. Runs in its own process."""
+    res = {}
+    t0 = time.perf_counter()
+    fw, name, size = args.child_framework, args.child_model, args.size
+    d = model_dir(Path(args.models_dir), name, size)
+    meta = json.loads((d / "meta.json").read_text())
+    if fw == "mlc":
+        import jax  # noqa: F401
+
+        import mlc  # noqa: F401
+    elif fw == "torch" and name == "trees":
+        import pickle  # noqa: F401
+
+        import sklearn.ensemble  # noqa: F401
+    elif fw == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    else:
+        import onnxruntime as ort
+    res["import_s"] = time.perf_counter() - t0
+    res["import_rss_mib"] = _rss_mib()
+    x1, x32 = make_input(name, size, 1), make_input(name, size, BATCH)
+    t1 = time.perf_counter()
+    if fw == "mlc":
+        cache = False if args.child_cache == "off" else args.child_cache
+        model, res["cache_how"] = mlc_load(str(d / meta["coreml"]), args.device, cache)
+        res["load_s"] = time.perf_counter() - t1
+        r = Runner.__new__(Runner)
+        r.name = name
+        r.inputs = {1: x1, BATCH: x32}
+        y1 = np.asarray(model.predict(r._mlc_feeds(1))["y"]).reshape(1, -1)
+        res["first_result_s"] = time.perf_counter() - t1
+        y32 = np.asarray(model.predict_batch(r._mlc_feeds(BATCH))["y"]).reshape(BATCH, -1)
+    elif fw == "torch" and name == "trees":
+        forest = pickle.loads((d / "forest.pkl").read_bytes())
+        res["load_s"] = time.perf_counter() - t1
+        y1 = forest.predict(x1).reshape(1, -1)
+        res["first_result_s"] = time.perf_counter() - t1
+        y32 = forest.predict(x32).reshape(BATCH, -1)
+    elif fw == "torch":
+        module = torch_module(name, size, randomize=False)  # as users do: build, then load the weights
+        module.load_state_dict(torch.load(d / "torch_state.pt"))
+        res["load_s"] = time.perf_counter() - t1
+        with torch.inference_mode():
+            y1 = module(torch.from_numpy(x1)).numpy().reshape(1, -1)
+            res["first_result_s"] = time.perf_counter() - t1
+            y32 = module(torch.from_numpy(x32)).numpy().reshape(BATCH, -1)
+    else:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        files = meta["onnx"]
+        s1 = ort.InferenceSession(str(d / files["1"]), opts, providers=["CPUExecutionProvider"])
+        res["load_s"] = time.perf_counter() - t1
+        iname = s1.get_inputs()[0].name
+        y1 = s1.run(None, {iname: x1})[0].reshape(1, -1)
+        res["first_result_s"] = time.perf_counter() - t1
+        s32 = s1 if files[str(BATCH)] == files["1"] else ort.InferenceSession(str(d / files[str(BATCH)]), opts, providers=["CPUExecutionProvider"])
+        y32 = s32.run(None, {iname: x32})[0].reshape(BATCH, -1)
+    res["peak_rss_mib"] = _rss_mib()
+    res["y1_head"] = [float(v) for v in y1.ravel()[:4]]
+    res["y32_sum"] = float(np.sum(y32, dtype=np.float64))
+    return res
+
+
+def _child_env(mlc_cache_root: str) -> dict:
+    env = dict(os.environ)
+    for k in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        env.pop(k, None)
+    env["TQDM_DISABLE"] = "1"
+    env["MLC_CACHE_DIR"] = mlc_cache_root  # never the user's cache
+    return env
+
+
+def run_child(framework, name, args, cache="off", device="cpu") -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--child-framework", framework, "--child-model", name,
+           "--child-cache", cache, "--size", args.size, "--models-dir", str(args.models_dir), "--threads", str(args.threads),
+           "--device", device]  # fmt: skip
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlc-bench-root-") as root:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(root), cwd=str(ROOT))
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()
+        return {"error": f"subprocess failed (rc {p.returncode}): {tail[-1][:300] if tail else ''}"}
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res["process_wall_s"] = wall
+    return res
+
+
+def cold_kinds(device: str) -> list[str]:
+    """The cold-start runs per model: mlc's three cache modes, torch, onnxruntime (CPU); mlc's
+    again on ``device`` when that is not the CPU (torch here is CPU-only; onnxruntime on CPU)."""
+    kinds = ["mlc off", "mlc fill", "mlc hit", "torch", "ort"]
+    if device != "cpu":
+        kinds += [f"mlc {mode} ({device})" for mode in ("off", "fill", "hit")]
+    return kinds
+
+
+def _jax_has(device: str) -> bool:
+    import jax
+
+    try:
+        return bool(jax.devices(device))
+    except RuntimeError:
+        return False
+
+
+def cold_starts(name: str, args, log) -> dict:
+    """Per framework: ``args.cold_repeats`` fresh processes, frameworks interleaved; the median.
+
+    mlc three ways: ``off`` (no persistent cache), ``fill`` (a fresh cache folder, the run that
+    writes it), ``hit`` (a second process on the filled folder)."""
+    kinds = cold_kinds(args.device)
+    runs = {k: [] for k in kinds}
+    for _ in range(args.cold_repeats):
+        with tempfile.TemporaryDirectory(prefix="mlc-bench-xla-cache-") as cache:
+            for k in kinds:
+                fw, _, mode = k.partition(" ")
+                device = "cpu"
+                if "(" in mode:  # "off (gpu)"
+                    mode, device = mode.split(" ")[0], mode.split("(")[1].rstrip(")")
+                    if not _jax_has(device):
+                        runs[k].append({"error": f"n/a: JAX has no {device} here"})
+                        continue
+                r = run_child(fw, name, args, cache=cache if mode in ("fill", "hit") else "off", device=device)
+                runs[k].append(r)
+                if "error" in r:
+                    log(f"  {name} cold {k}: {r['error']}")
+                else:
+                    log(f"  {name} cold {k}: import {r['import_s']:.2f} s, load+first {r['first_result_s']:.2f} s, peak {r['peak_rss_mib']:.0f} MiB")
+    out = {}
+    for k, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            out[k] = {"error": rs[0]["error"] if rs else "not run"}
+            continue
+        med = {f: statistics.median(r[f] for r in ok) for f in ("import_s", "import_rss_mib", "load_s", "first_result_s", "peak_rss_mib")}
+        med["n"] = len(ok)
+        med["runs_first_result_s"] = [r["first_result_s"] for r in ok]
+        if "cache_how" in ok[0]:
+            med["cache_how"] = ok[0]["cache_how"]
+        med["y1_head"], med["y32_sum"] = ok[0]["y1_head"], ok[0]["y32_sum"]
+        out[k] = med
+    ref = out.get("torch", {}).get("y1_head")
+    for k, c in out.items():  # the fresh processes computed what the in-process check accepted
+        if ref and "y1_head" in c:
+            scale = max(abs(v) for v in ref)
+            c["agrees_with_torch"] = max(abs(a - b) for a, b in zip(c["y1_head"], ref)) <= RTOL * scale + ATOL
+    return out
+
+
+# ============================================================================================
+# where mlc's time goes: XLA's own profile of predict / predict_batch
+# ============================================================================================
+
+
+def profile_mlc(name: str, size: str, root: Path, meta: dict, calls: dict | None = None) -> dict:
+    """Trace mlc's ``predict`` (batch 1) and ``predict_batch`` (32) with ``jax.profiler`` and sum
+    the time of XLA's CPU thunks per kind (``ynn_fusion.33`` -> ``ynn_fusion``) over all threads.
+
+    Returns {batch: {"wall_ms": per call, "thread_ms": XLA thread time per call, "kinds":
+    {kind: ms per call}}}; kinds are XLA's fusion names (``ynn_fusion``: a YNNPACK convolution
+    or dot, ``transpose_copy_fusion``, ``copy_pad_fusion``, loops fused with their ops...).
+    """
+    import collections
+    import re
+    import shutil
+
+    import jax
+    from jax.profiler import ProfileData
+
+    calls = calls or {1: 5, BATCH: 2}
+    runner = Runner("mlc", "cpu", name, size, model_dir(root, name, size), meta, os.cpu_count())
+    if runner.error:
+        return {"error": runner.error}
+    out = {}
+    for batch, n in calls.items():
+        for _ in range(2):
+            runner.call(batch)
+        logdir = tempfile.mkdtemp(prefix="mlc-bench-profile-")
+        try:
+            t = time.perf_counter()
+            with jax.profiler.trace(logdir):
+                for _ in range(n):
+                    runner.call(batch)
+            wall = (time.perf_counter() - t) / n
+            trace = next(Path(logdir).rglob("*.xplane.pb"))
+            kinds = collections.defaultdict(float)
+            for plane in ProfileData.from_file(str(trace)).planes:
+                for line in plane.lines:
+                    if not line.name.startswith("tf_XLA"):
+                        continue
+                    for ev in line.events:
+                        if ev.name.startswith("end: ") or "ThunkExecutor" in ev.name or "Dispatch" in ev.name:
+                            continue
+                        kinds[re.sub(r"\.\d+$", "", ev.name)] += ev.duration_ns / 1e6 / n
+        except Exception as e:  # noqa: BLE001 - a profile is a bonus
+            out[str(batch)] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            continue
+        finally:
+            shutil.rmtree(logdir, ignore_errors=True)
+        out[str(batch)] = {"wall_ms": wall * 1e3, "thread_ms": sum(kinds.values()), "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
+    return out
+
+
+# ============================================================================================
+# a probe of where mlc loses on MobileNetV2
+# ============================================================================================
+
+
+def depthwise_probe(repeats: int = 10) -> list[dict]:
+    """XLA's depthwise convolution (``feature_group_count`` = channels, what mlc lowers Core ML's
+    grouped ``conv`` to) against the same result as a sum of 9 shifted, per-channel-scaled slices,
+    on two MobileNetV2 layer shapes at batch 1; fastest of ``repeats`` runs each."""
+    import jax
+    import jax.numpy as jnp
+
+    def shifted(x, w, stride):
+        _, _, h, wd = x.shape
+        xp = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+        acc = 0.0
+        for i in range(3):
+            for j in range(3):
+                tap = xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+                acc = acc + tap * w[None, :, 0, i, j, None, None]
+        return acc
+
+    out = []
+    for c, hw, stride in [(96, 112, 2), (144, 56, 1), (384, 14, 1)]:
+        x = jax.random.normal(jax.random.key(0), (1, c, hw, hw), jnp.float32)
+        w = jax.random.normal(jax.random.key(1), (c, 1, 3, 3), jnp.float32)
+        conv = jax.jit(lambda x, w, s=stride, c=c: jax.lax.conv_general_dilated(
+            x, w, (s, s), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=c))  # fmt: skip
+        alt = jax.jit(lambda x, w, s=stride: shifted(x, w, s))
+        diff = float(jnp.max(jnp.abs(conv(x, w) - alt(x, w))))
+        times = {}
+        for label, f in (("lax_conv_ms", conv), ("shifted_sum_ms", alt)):
+            f(x, w).block_until_ready()
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                f(x, w).block_until_ready()
+                best = min(best, time.perf_counter() - t)
+            times[label] = best * 1e3
+        out.append({"channels": c, "size": hw, "stride": stride, "max_abs_diff": diff, **times})
+    return out
+
+
+# ============================================================================================
+# the machine, the report
+# ============================================================================================
+
+
+def machine() -> dict:
+    import jax
+    import jaxlib
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or cpu
+    ram = None
+    try:
+        import psutil
+
+        ram = psutil.virtual_memory().total / 2**30
+    except ImportError:
+        try:
+            kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+            ram = kb / 2**20
+        except (OSError, StopIteration):
+            pass
+    versions = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__}
+    for mod in ("torch", "onnxruntime", "coremltools", "onnx", "onnxscript", "sklearn", "skl2onnx"):
+        try:
+            m = __import__(mod)
+            versions["scikit-learn" if mod == "sklearn" else mod] = m.__version__
+        except Exception:  # noqa: BLE001
+            versions[mod] = "not installed"
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "mlc"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if dirty:  # a fingerprint of the uncommitted state: the diff and the untracked files
+        import hashlib
+
+        h = hashlib.sha1(subprocess.run(["git", "diff", "HEAD", "--", "mlc"], cwd=ROOT, capture_output=True).stdout)
+        untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "mlc"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+        for f in sorted(untracked):
+            h.update(f.encode() + (ROOT / f).read_bytes())
+        versions["mlc"] = f"{rev or '?'} + uncommitted changes under mlc/ (sha1 {h.hexdigest()[:10]})"
+    else:
+        versions["mlc"] = rev or "?"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": ram,
+        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "jax_devices": [str(d) for d in jax.devices()],
+        "versions": versions,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _header(label: str) -> str:
+    fw, _, dev = label.partition(" ")
+    return HEADERS.get(fw, fw) + (f" {dev}" if dev else "")
+
+
+def _ms(t: dict | None, cpu=True) -> str:
+    if not t:
+        return "—"
+    if "error" in t:
+        return f"n/a: {t['error']}" if not t["error"].startswith("n/a") else t["error"]
+    s = f"{t['median_s'] * 1e3:.3g} ms"
+    if cpu:
+        s += f" (min {t['min_s'] * 1e3:.3g}, CPU {t['cpu_median_s'] * 1e3:.3g})"
+    return s
+
+
+def _ratio(a: dict | None, b: dict | None, key: str = "median_s") -> float | None:
+    if not a or not b or key not in a or key not in b:
+        return None
+    return a[key] / b[key]
+
+
+def ratios(results: dict, device_suffix: str = "", key: str = "median_s") -> dict:
+    """mlc over onnxruntime and over torch per model (``key``: median_s, or min_s for the
+    fastest runs), cold start over onnxruntime's, and the median of each column."""
+    out = {}
+    for name, r in results["models"].items():
+        m = "mlc" + device_suffix
+        out[name] = {
+            "b1 mlc/ort": _ratio(r["b1"].get(m), r["b1"].get("ort" + device_suffix), key),
+            "b1 mlc/torch": _ratio(r["b1"].get(m), r["b1"].get("torch" + device_suffix), key),
+            "b32 mlc/ort": _ratio(r["b32"].get(m), r["b32"].get("ort" + device_suffix), key),
+            "b32 mlc/torch": _ratio(r["b32"].get(m), r["b32"].get("torch" + device_suffix), key),
+        }
+        cold = r.get("cold", {})
+        for mode in ("off", "hit"):
+            if key != "median_s":
+                break
+            a, b = cold.get(f"mlc {mode}{device_suffix}", {}), cold.get("ort", {})  # onnxruntime: CPU
+            out[name][f"cold mlc({mode})/ort"] = a["first_result_s"] / b["first_result_s"] if "first_result_s" in a and "first_result_s" in b else None
+    cols = list(next(iter(out.values()))) if out else []
+    cols = [c for c in cols if any(v.get(c) for v in out.values())] if key != "median_s" else cols
+    out = {n: {c: v.get(c) for c in cols} for n, v in out.items()}
+    out["median"] = {c: (statistics.median(v[c] for v in out.values() if v.get(c)) if any(v.get(c) for v in out.values()) else None) for c in cols}
+    return out
+
+
+def _fmt_ratio(v):
+    return "—" if v is None else f"{v:.2f}"
+
+
+def report(results: dict, args) -> str:
+    m, models = results["machine"], results["models"]
+    labels = results["labels"]
+    v = m["versions"]
+    lines = [
+        "# mlc vs torch eager vs onnxruntime",
+        "",
+        f"Written by `scripts/bench.py` on {m['date'][:10]} (`{results['command'].strip()}`"
+        + ("" if results["command"].strip() != "scripts/bench.py" else ", the defaults") + "). "
+        "The machine is shared with other jobs, so these numbers may be re-run later; the ratios, "
+        "measured in one process with the frameworks alternating, are the more robust part.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gib']:.1f} GiB; {m['os']}. "
+        f"Load average at the end of the run: {results['loadavg']}.",
+        f"- JAX devices: {', '.join(m['jax_devices'])}.",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        f"- Threads: torch.set_num_threads({results['threads']}) (torch.get_num_threads() = {results['torch_threads']}); "
+        f"onnxruntime intra_op_num_threads = {results['threads']} (inter-op default, sequential execution, graph "
+        f"optimisation ORT_ENABLE_ALL); XLA's CPU client uses all cores (XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')!r}); "
+        "scikit-learn `predict` with its default n_jobs (one thread).",
+        "",
+        "## Method",
+        "",
+        "- Models are defined in `scripts/bench.py` (torchvision's ResNet-18 and MobileNetV2 architectures re-written, "
+        "no torchvision here) with random weights from seed 0 (batch norm statistics and affine parameters randomised "
+        "too), in eval mode. Core ML: `torch.jit.trace` at batch 1, then `coremltools.convert` to an ML Program "
+        "(`minimum_deployment_target=iOS18`, `compute_precision=FLOAT32`, fixed input shape, "
+        "`mlc.testing.torch_models.convert`). fp16 policy: these programs are fp32; an fp16 program would be "
+        "computed in fp32 by mlc on CPU (and in fp16 on GPU unless `compute_precision=\"float32\"`).",
+        "- ONNX: `torch.onnx.export` of the same module (exporter per model below); the forest through skl2onnx.",
+        "- The forest's \"torch\" column is scikit-learn's own `RandomForestRegressor.predict` and its onnxruntime "
+        "column runs the skl2onnx model; mlc runs coremltools' `treeEnsembleRegressor` conversion (in float64, as Core ML does).",
+        "- mlc batch 1: `model.predict({name: x})` (numpy in, numpy out). Batch 32: `model.predict_batch({name: x32})` "
+        "where each of the 32 examples has the declared batch-1 shape (`x32` is (32, 1, ...)): mlc vmaps the program "
+        "over the leading axis, one compile. torch: `module(x)` under `torch.inference_mode()`, output `.numpy()`. "
+        "onnxruntime: `session.run` on the same numpy arrays. The \"mlc jit(fn)\" column is the model's pure function "
+        "(`model.jax_function()`) under a plain `jax.jit` (vmapped for batch 32) on device-resident inputs, as a JAX user "
+        "would call it: without `predict`'s host-side input/output handling, but also without what `predict` adds to "
+        "the compiled program (weight-only work hoisted out of the per-call program, mlc's XLA options); not in the ratios.",
+        f"- Agreement is checked before timing: every framework's output against torch (scikit-learn for the forest) "
+        f"at batch 1 and 32, pass if max |diff| <= {RTOL:g} * max |reference| + {ATOL:g}.",
+        f"- Steady state: all frameworks loaded in one process, each warmed up ({args.warmup} runs), then "
+        f"{args.repeats} timed runs at batch 1 and {args.repeats32} at batch 32 per framework, in rounds: each round "
+        f"gives every framework a block of one untimed run then up to {args.block} timed runs back to back, the first "
+        "framework rotated from round to round, so drift and other jobs' load hit all of them alike; the untimed run "
+        "absorbs the switch between frameworks (the previous one's worker threads still spin-waiting, this one's "
+        "asleep). Reported: median wall time (the fastest run, and the median process CPU time of all threads, in "
+        "brackets: CPU above wall means several cores busy).",
+        f"- Cold start: a fresh `python` subprocess per framework and model, {args.cold_repeats} time(s) each, the "
+        "frameworks interleaved, median reported. Import time (numpy excluded; mlc: `import jax, mlc`; torch: `import "
+        "torch`; onnxruntime: `import onnxruntime`; forest: `import sklearn.ensemble`) is timed apart from load -> "
+        "first result (mlc: `mlc.load` + first `predict`, i.e. parse, lower, trace and XLA compile; torch: the module "
+        "built (default initialisation) + `load_state_dict(torch.load(...))` + first call; onnxruntime: "
+        "`InferenceSession` + first `run`; forest: unpickle + `predict`). mlc's persistent compilation cache: "
+        "`off` = `mlc.load(path, cache_dir=False)`; `fill` = a fresh, empty cache folder (the run that writes it); "
+        "`hit` = a second process on that folder. The model files are in the OS page cache (a warm disk).",
+        "- Peak memory: the same subprocess's peak RSS (VmHWM from `/proc/self/status`) after load, the first result and one batch of 32 "
+        "(mlc's includes compiling the batched program), next to the peak after the imports alone.",
+        "",
+        "## Models",
+        "",
+        "| model | definition | params | input (batch 1) | Core ML conversion | ONNX export | max \\|diff\\| vs torch (forest: scikit-learn), batch 1 / 32 (max \\|reference\\|) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in models.items():
+        diffs = []
+        for lab, c in r["check"].items():
+            if "error" in c:
+                diffs.append(f"{lab}: {c['error']}")
+            else:
+                diffs.append(f"{lab}: {c['1']['max_abs_diff']:.2g} / {c[str(BATCH)]['max_abs_diff']:.2g}" + ("" if c["1"]["ok"] and c[str(BATCH)]["ok"] else " **FAIL**"))
+        ref = next((c for c in r["check"].values() if "1" in c), None)
+        scale = f" ({ref['1']['ref_max_abs']:.3g})" if ref else ""
+        params = f"{r['params'] / 1e6:.2f}M" if name != "trees" else f"{r['params']:,} nodes"
+        conv = f"{r.get('convert_s', 0):.0f} s" if r.get("convert_s") is not None else "cached"
+        lines.append(f"| {TITLES[name]} | {r['definition']} | {params} | {r['input']} | {r['coreml']} ({conv}) | {r['exporter']} | {'; '.join(diffs)}{scale} |")
+
+    def table(key, title, unit_note):
+        head = ["model"] + [_header(lab) for lab in labels]
+        out = ["", f"## {title}", "", unit_note, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, r in models.items():
+            cells = [TITLES[name]]
+            for lab in labels:
+                t = r[key].get(lab)
+                cell = _ms(t)
+                if key == "b32" and t and "median_s" in t:
+                    cell += f", {BATCH / t['median_s']:.4g}/s"
+                cells.append(cell)
+            out.append("| " + " | ".join(cells) + " |")
+        return out
+
+    lines += table("b1", "Latency at batch 1", "Median wall time of one prediction (the fastest run and the median process CPU time in brackets).")
+    lines += ["", "Load average (1 min) before / after each model's timing: " + ", ".join(
+        f"{TITLES[n]} {r['loadavg_before']:.1f} / {r['loadavg_after']:.1f}" for n, r in models.items() if "loadavg_before" in r) + "."]
+    lines += table("b32", f"Throughput at batch {BATCH}", f"Median wall time of one batch of {BATCH} (fastest run, median CPU time in brackets), then examples per second at the median.")
+
+    kinds = cold_kinds(args.device)
+    cold_titles = {"mlc off": "mlc, no persistent cache", "mlc fill": "mlc, filling an empty cache", "mlc hit": "mlc, cache hit",
+                   "torch": "torch (forest: scikit-learn)", "ort": "onnxruntime"}  # fmt: skip
+
+    def cold_title(k):
+        base, _, dev = k.partition(" (")
+        return cold_titles[base] + (f" ({dev}" if dev else "")
+
+    lines += ["", "## Cold start", "",
+              "Seconds from the load call to the first result in a fresh process (import time in brackets, not included; "
+              "median of the runs). The load / first-call split follows.", "",
+              "| model | " + " | ".join(cold_title(k) for k in kinds) + " |", "|---|" + "---|" * len(kinds)]  # fmt: skip
+    for name, r in models.items():
+        cold = r.get("cold", {})
+        cells = [TITLES[name]]
+        for k in kinds:
+            c = cold.get(k)
+            if not c:
+                cells.append("—")
+            elif "error" in c:
+                cells.append(c["error"] if c["error"].startswith("n/a") else f"n/a: {c['error']}")
+            else:
+                cells.append(f"{c['first_result_s']:.2f} s (import {c['import_s']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| model | " + " | ".join(cold_title(k) + ": load / first call" for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for name, r in models.items():
+        cold = r.get("cold", {})
+        cells = [TITLES[name]]
+        for k in kinds:
+            c = cold.get(k)
+            cells.append("—" if not c or "error" in c else f"{c['load_s']:.2f} / {c['first_result_s'] - c['load_s']:.2f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    bad = [f"{TITLES[n]} {k}" for n, r in models.items() for k, c in r.get("cold", {}).items() if c.get("agrees_with_torch") is False]
+    lines += ["", "Every fresh process's first result agreed with the torch process's." if not bad else f"**First results that disagree with torch**: {', '.join(bad)}."]
+    hows = {c.get("cache_how") for r in models.values() for k, c in r.get("cold", {}).items() if k.startswith("mlc") and c.get("cache_how")}
+    if hows:
+        lines += ["", "How the persistent cache was set: " + "; ".join(sorted(hows)) + "."]
+
+    lines += ["", "## Peak memory", "",
+              f"Peak RSS (MiB) of the cold-start subprocess after load, first result and one batch of {BATCH}; after the imports "
+              "alone in brackets. mlc: the no-cache run.", "",
+              "| model | mlc | torch | onnxruntime |", "|---|---|---|---|"]  # fmt: skip
+    for name, r in models.items():
+        cold = r.get("cold", {})
+        cells = [TITLES[name]]
+        for k in ("mlc off", "torch", "ort"):
+            c = cold.get(k)
+            cells.append("—" if not c or "error" in c else f"{c['peak_rss_mib']:.0f} ({c['import_rss_mib']:.0f})")
+        lines.append("| " + " | ".join(cells) + " |")
+
+    for suffix, rt in results["ratios"].items():
+        dev = "CPU" if not suffix else suffix.strip(" ()").upper()
+        lines += ["", f"## Ratios ({dev})", "",
+                  "mlc's time divided by the other framework's (below 1: mlc faster). Batch 1: median latency; batch 32: "
+                  "median time per batch; cold: load to first result (mlc without / with a cache hit, over onnxruntime"
+                  + (" on CPU" if suffix else "") + ").", "",
+                  "| model | batch 1 mlc/ort | batch 1 mlc/torch | batch 32 mlc/ort | batch 32 mlc/torch | cold mlc(off)/ort | cold mlc(hit)/ort |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, row in rt.items():
+            title = "**median across the suite**" if name == "median" else TITLES[name]
+            lines.append("| " + " | ".join([title] + [_fmt_ratio(row[c]) for c in row]) + " |")
+        fast = results.get("ratios_fastest", {}).get(suffix)
+        if fast:
+            cols = list(fast["median"])
+            lines += ["", f"The same ratios from the fastest run of each framework ({dev}; less sensitive to other jobs' load):", "",
+                      "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]  # fmt: skip
+            for name, row in fast.items():
+                title = "**median across the suite**" if name == "median" else TITLES[name]
+                lines.append("| " + " | ".join([title] + [_fmt_ratio(row[c]) for c in cols]) + " |")
+
+    profiled = {n: r["profile"] for n, r in models.items() if r.get("profile")}
+    if profiled:
+        lines += ["", "## Where mlc's time goes", "",
+                  "`jax.profiler` traces of mlc's `predict` (batch 1) and `predict_batch` (32), taken after the timing "
+                  "(tracing adds overhead per thunk, a lot for small models and loops: the timing tables have the true wall times): "
+                  "XLA's CPU thunks summed per kind over all threads, per call. "
+                  "`ynn_fusion` is a convolution or dot run by YNNPACK (with what XLA fused into it); `transpose_copy` / "
+                  "`copy_pad` fusions are layout changes and padding copies; `wrapped_reduce-window` are reductions "
+                  "(layer norm, softmax) that XLA split into windows; `SlinkyThreadPool::Await` is waiting for other threads.", "",
+                  "| model | batch | wall per call | XLA thread time | largest kinds (ms, share) |", "|---|---|---|---|---|"]  # fmt: skip
+        for n, prof in profiled.items():
+            if "error" in prof:
+                lines.append(f"| {TITLES[n]} | — | — | — | {prof['error']} |")
+                continue
+            for b, pr in prof.items():
+                if "error" in pr:
+                    lines.append(f"| {TITLES[n]} | {b} | — | — | {pr['error']} |")
+                    continue
+                tot = pr["thread_ms"] or 1.0
+                top = "; ".join(f"{k} {v:.1f} ({100 * v / tot:.0f}%)" for k, v in list(pr["kinds"].items())[:5])
+                lines.append(f"| {TITLES[n]} | {b} | {pr['wall_ms']:.1f} ms | {pr['thread_ms']:.1f} ms | {top} |")
+    probe = results.get("depthwise_probe")
+    if probe:
+        lines += ["", "## Depthwise convolutions (MobileNetV2)", "",
+                  "XLA's CPU backend runs a depthwise 3x3 convolution (`lax.conv_general_dilated` with "
+                  "`feature_group_count` = channels) far slower than the same result computed as a sum of 9 shifted "
+                  "slices scaled per channel, which XLA fuses into one loop; mlc lowers depthwise convolutions the second "
+                  "way (since commit 4108f6c), and this probe checks that the reason still holds. MobileNetV2 has 17 such "
+                  "layers. Fastest of 10 runs (3 with --quick), batch 1, NCHW:", "",
+                  "| channels x size, stride | lax conv | shifted sum | max \\|diff\\| |", "|---|---|---|---|"]  # fmt: skip
+        for p in probe:
+            lines.append(f"| {p['channels']} x {p['size']}x{p['size']}, {p['stride']} | {p['lax_conv_ms']:.2f} ms | "
+                         f"{p['shifted_sum_ms']:.2f} ms | {p['max_abs_diff']:.1e} |")  # fmt: skip
+    lines += ["", "## Notes: what is not comparable", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def notes(results: dict) -> list[str]:
+    n = [
+        "mlc runs the Core ML file, not the torch module: coremltools' conversion already changed the graph (batch norms "
+        "folded into convolutions, its own op decompositions), and mlc then lowers that MIL program to XLA. torch and "
+        "onnxruntime run the source module (onnxruntime after its own graph optimisations). The comparison is of three "
+        "runtimes, each on its own form of the same model.",
+        "mlc's `predict` converts inputs and outputs on the host per call (feature checks, dtype casts, device transfer, "
+        "output reshaping) but also runs a better program than the plain pure function: weight-only work (kernel layout "
+        "transposes, ...) hoisted out and run once. Where \"mlc jit(fn)\" is slower than `predict`, the hoisting gains more "
+        "than the host-side handling costs.",
+        "The machine is shared: other jobs' load (see the load averages) slows every framework, but not equally. torch's "
+        "OpenMP threads spin-wait at each parallel region's barrier, and when another process holds one of the 2 cores a "
+        "barrier waits for a scheduler time slice, many times per call: torch's median can be far above its fastest run "
+        "(in an earlier run at a load average of 5 to 7, torch's MobileNetV2 at batch 1 had a median of 1.34 s and a "
+        "fastest run of 73 ms). The \"fastest runs\" ratio table is less sensitive to this; "
+        "mlc/torch ratios from a loaded run flatter mlc. In a separate check on this machine (load about 5), the small "
+        "LSTM of the smoke test took either about 0.4 ms or about 170 ms per call in torch with 2 threads, switching "
+        "between the two for stretches of dozens of calls in one process: about one 4 ms scheduler tick per parallel "
+        "region. onnxruntime's and XLA's thread pools keep spinning through a call and were not seen to do this.",
+        "mlc's batch of 32 is a vmap of a batch-1 program (the Core ML file has a fixed batch-1 shape, as most deployed "
+        "models do); torch and onnxruntime run a batch-32 graph natively. XLA's batching rules turn vmapped convolutions "
+        "and matmuls into batched ones, so this mostly costs nothing, but the LSTM's recurrence and the forest's "
+        "traversal are vmapped loops.",
+        "The forest: mlc computes in float64 (Core ML's tree ensembles compare doubles), scikit-learn compares float32 "
+        "inputs with float64 thresholds, skl2onnx's model holds float32 thresholds, so onnxruntime can differ from "
+        "scikit-learn where a value lies between a threshold and its float32 rounding. scikit-learn's `predict` is a "
+        "different algorithm on one thread; it stands in for \"the source framework\".",
+        "GPT: torch and onnxruntime take int64 token ids, mlc int32 (the Core ML input type); the values are the same.",
+        "Cold start measures a warm disk and includes whatever each runtime does on first use (XLA compilation for mlc, "
+        "onnxruntime's graph optimisation at session creation, nothing for torch eager). Import times differ a lot and are "
+        "reported apart: `import jax, mlc` vs `import torch` vs `import onnxruntime`.",
+        "Peak RSS includes each framework's own runtime (JAX/XLA's compiler, torch's libraries) and is a per-process "
+        "total; mlc's batch-32 step also compiles the vmapped program, which costs memory the others do not need.",
+        "CPU times are per process (all threads): with 2 cores, a CPU time near twice the wall time means both cores "
+        "were busy; well below it means the run waited (another job, or a single-threaded stretch).",
+    ]
+    for name, r in results["models"].items():
+        e = r.get("export_errors")
+        if e:
+            n.append(f"{TITLES[name]}: the dynamo ONNX exporter failed ({e[0]}), so {r['exporter']} was used.")
+        for lab, t in r["b1"].items():
+            if t.get("error") and not t["error"].startswith("n/a"):
+                n.append(f"{TITLES[name]}, {lab}: {t['error']}")
+    return n
+
+
+# ============================================================================================
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--size", default="full", choices=sorted(CONFIGS), help="'tiny' builds small variants (smoke runs)")
+    p.add_argument("--repeats", type=int, default=30, help="rounds at batch 1")
+    p.add_argument("--repeats32", type=int, default=10, help=f"rounds at batch {BATCH}")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--cold-repeats", type=int, default=3, help="fresh processes per framework and model (0: skip cold start)")
+    p.add_argument("--block", type=int, default=5, help="timed runs back to back per framework per round")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and onnxruntime intra-op threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "gpu", "tpu"), help="gpu/tpu: add columns on that device")
+    p.add_argument("--quick", action="store_true", help="tiny repeats, one cold start: a smoke run")
+    p.add_argument("--models-dir", default=str(ROOT / "bench" / ".models"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    p.add_argument("--json", default=None, help="raw numbers (default: --out with .json)")
+    p.add_argument("--profile", action="store_true", help="also profile mlc's predict/predict_batch with jax.profiler (XLA time by fusion kind)")
+    p.add_argument("--report-only", metavar="JSON", help="rewrite --out from the raw numbers of an earlier run (with --profile: add profiles to them)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child-framework", help=argparse.SUPPRESS)
+    p.add_argument("--child-model", help=argparse.SUPPRESS)
+    p.add_argument("--child-cache", default="off", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.repeats32, args.warmup, args.cold_repeats = min(args.repeats, 3), min(args.repeats32, 2), 1, min(args.cold_repeats, 1)
+        args.block = min(args.block, 2)
+    args.models_dir = Path(args.models_dir)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child:
+        _quiet()
+        print(json.dumps(child(args)))
+        return {}
+    if args.report_only:
+        results = json.loads(Path(args.report_only).read_text())
+        saved = argparse.Namespace(**{**vars(args), **results["settings"]})
+        if args.profile:  # profiles added to an earlier run's numbers
+            saved.profile = True
+            for name in results["models"]:
+                print(f"{name}: profiling mlc", flush=True)
+                results["models"][name]["profile"] = profile_mlc(name, saved.size, Path(saved.models_dir), prepare(name, saved.size, Path(saved.models_dir)))
+            results["settings"]["profile"] = True
+            Path(args.report_only).write_text(json.dumps(results, indent=1, default=str))
+        results["notes"] = notes(results)
+        Path(args.out).write_text(report(results, saved))
+        print(f"wrote {args.out}")
+        return results
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; choose from {','.join(MODELS)}")
+    _quiet()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    results = {
+        "command": "scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},
+        "mlc_load_has_cache_dir": _mlc_supports_cache_dir(),
+        "models": {},
+    }
+    for name in names:
+        meta = prepare(name, args.size, args.models_dir, log)
+        runners = make_runners(name, args.size, args.models_dir, meta, FRAMEWORKS, args.device, args.threads)
+        results["labels"] = [r.label for r in runners]
+        c = CONFIGS[args.size][name]
+        r = {
+            "params": meta["params"],
+            "definition": ", ".join(f"{k} {v}" for k, v in c.items()),
+            "input": f"{input_name(name)} {'x'.join(map(str, make_input(name, args.size, 1).shape))}"
+            + (" int32 token ids" if name == "gpt" else "")
+            + (" (Core ML: shape (features,), one row)" if name == "trees" else ""),
+            "coreml": "treeEnsembleRegressor (.mlmodel)" if name == "trees" else "ML Program, iOS18, fp32",
+            "convert_s": meta.get("convert_s"),
+            "exporter": meta["exporter"],
+            "export_errors": meta.get("export_errors"),
+        }
+        log(f"{name}: checking against {'scikit-learn' if name == 'trees' else 'torch'}")
+        r["check"] = check(runners)
+        for lab, ch in r["check"].items():
+            log(f"  {lab}: {ch}")
+        r["loadavg_before"] = os.getloadavg()[0]
+        log(f"{name}: batch 1, {args.repeats} rounds")
+        r["b1"] = time_round_robin(runners, 1, args.repeats, args.warmup, args.block)
+        log("  " + ", ".join(f"{k} {_ms(v, cpu=False)}" for k, v in r["b1"].items()))
+        log(f"{name}: batch {BATCH}, {args.repeats32} rounds")
+        r["b32"] = time_round_robin(runners, BATCH, args.repeats32, max(1, args.warmup // 2), args.block)
+        log("  " + ", ".join(f"{k} {_ms(v, cpu=False)}" for k, v in r["b32"].items()))
+        r["loadavg_after"] = os.getloadavg()[0]
+        results["models"][name] = r
+        del runners
+        gc.collect()
+    if args.cold_repeats > 0:
+        for name in names:
+            log(f"{name}: cold starts ({args.cold_repeats} per framework)")
+            results["models"][name]["cold"] = cold_starts(name, args, log)
+    if args.profile:
+        for name in names:
+            log(f"{name}: profiling mlc")
+            results["models"][name]["profile"] = profile_mlc(name, args.size, args.models_dir, prepare(name, args.size, args.models_dir, log))
+    if "mobilenetv2" in names:
+        log("depthwise convolution probe")
+        results["depthwise_probe"] = depthwise_probe(3 if args.quick else 10)
+    results["loadavg"] = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    results["ratios"] = {"": ratios(results)}
+    results["ratios_fastest"] = {"": ratios(results, key="min_s")}
+    if args.device != "cpu":
+        results["ratios"][f" ({args.device})"] = ratios(results, f" ({args.device})")
+        results["ratios_fastest"][f" ({args.device})"] = ratios(results, f" ({args.device})", key="min_s")
+    results["notes"] = notes(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report(results, args))
+    Path(args.json or out.with_suffix(".json")).write_text(json.dumps(results, indent=1, default=str))
+    log(f"wrote {out} and {Path(args.json or out.with_suffix('.json'))}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
