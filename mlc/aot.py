@@ -129,6 +129,8 @@ def _export_all(parts: _Parts, params, inputs, platforms, batched: bool, name: s
         try:
             modules = lower_all(plats)
             break
+        except ImportError as e:  # jax.export's serializer needs flatbuffers
+            raise MLCUnsupportedError(f"{name}: cannot write a compiled model: {e}") from e
         except Exception as e:  # a platform whose lowering rules are missing here
             error = e
     else:
