@@ -150,33 +150,21 @@ def example_inputs(model) -> dict:
     """Program-level inputs at the declared default shapes (what a compiled model accepts)."""
     values = {}
     for name, feature in model.input_description.items():
-        values[name] = _default_value(feature, model.name)
-    prepared = model._prepare(values)
-    if model.state_description:
-        prepared = model._with_state(dict(prepared), model.make_state())
+        _check_compilable(feature, model.name)
+        values[name] = F.example_value(feature)
     out = {}
-    for name, value in prepared.items():
+    for name, value in model._traceable_inputs(values).items():
         if not isinstance(value, (np.ndarray, np.generic, jax.Array)):
             raise MLCUnsupportedError(f"{model.name}: input {name!r} is not an array at run time, so the model cannot be compiled ahead of time")
         out[name] = np.asarray(value)
     return out
 
 
-def _default_value(feature: F.Feature, model: str) -> Any:
-    if feature.kind == "multiArray":
-        if not feature.shape:
-            raise MLCUnsupportedError(f"{model}: input {feature.name!r} declares no default shape to compile for")
-        return np.zeros(feature.shape, feature.dtype or np.float32)
-    if feature.kind == "image":
-        from PIL import Image
-
-        h, w = feature.shape
-        return Image.new(F.PIL_MODES[feature.color_space or "RGB"], (w, h))
-    if feature.kind == "double":
-        return 0.0
-    if feature.kind == "int64":
-        return 0
-    raise MLCUnsupportedError(f"{model}: input {feature.name!r} is a {feature.kind}; only array, image and number inputs can be compiled ahead of time")
+def _check_compilable(feature: F.Feature, model: str) -> None:
+    if feature.kind == "multiArray" and not feature.shape:
+        raise MLCUnsupportedError(f"{model}: input {feature.name!r} declares no default shape to compile for")
+    if feature.kind not in ("multiArray", "image", "double", "int64"):
+        raise MLCUnsupportedError(f"{model}: input {feature.name!r} is a {feature.kind}; only array, image and number inputs can be compiled ahead of time")
 
 
 def _flat_params(model) -> dict:

@@ -43,7 +43,7 @@ import numpy as np
 
 from mlc import observe
 from mlc._errors import DataDependentShapeError, MLCFeatureTypeError
-from mlc.features import PIL_MODES, Feature
+from mlc.features import example_value
 from mlc.mil import checks
 
 _KEYS = {"flops": "flops", "transcendentals": "transcendentals", "bytes accessed": "bytes_accessed"}
@@ -337,39 +337,20 @@ def _nn_call(plan, ctx, args: list) -> tuple[Callable, tuple]:
 # -- the model's inputs -------------------------------------------------------------------------
 
 
-def _example(feature: Feature, model: str) -> Any:
-    """A value of the feature's declared (default) shape and type: zeros, a black image."""
-    if feature.kind == "multiArray":
-        shape = feature.shape
-        if not shape and feature.shape_ranges:
-            shape = tuple(max(lo, 1) for lo, _ in feature.shape_ranges)
-        elif not shape and feature.enumerated_shapes:
-            shape = feature.enumerated_shapes[0]
-        if not shape:
-            raise MLCFeatureTypeError(
-                f"{model}: input {feature.name!r} declares no shape; pass inputs={{{feature.name!r}: array}} to cost_report"
-            )
-        return np.zeros(shape, feature.dtype or np.float32)
-    if feature.kind == "image":
-        from PIL import Image
-
-        height, width = feature.shape
-        return Image.new(PIL_MODES[feature.color_space], (width, height))
-    if feature.kind == "sequence":
-        count = feature.size_range[0] if feature.size_range else 0
-        return ["" if feature.key_kind == "string" else 0] * count
-    return {"int64": 0, "double": 0.0, "string": "", "dictionary": {}}.get(feature.kind)
-
-
 def _program_inputs(model, given: dict | None) -> dict:
-    """The program-level inputs to cost the model on: ``given`` where named, examples elsewhere."""
+    """The program-level inputs to cost the model on: ``given`` where named, examples elsewhere
+    (zeros, black images: ``mlc.features.example_value``)."""
     given = dict(given or {})
-    values = {n: given.pop(n) if n in given else _example(f, model.name) for n, f in model.input_description.items()}
+    values = {}
+    for name, feature in model.input_description.items():
+        if name in given:
+            values[name] = given.pop(name)
+            continue
+        values[name] = example_value(feature)
+        if values[name] is None and feature.kind == "multiArray":
+            raise MLCFeatureTypeError(f"{model.name}: input {name!r} declares no shape; pass inputs={{{name!r}: array}} to cost_report")
     values.update(given)  # unknown names: predict's own check names them
-    inputs = model._prepare(values)
-    if model.state_description:
-        inputs = model._with_state(inputs, model.make_state())
-    return inputs
+    return model._traceable_inputs(values)
 
 
 def _describe(value: Any) -> str:

@@ -408,6 +408,26 @@ def check_input_names(inputs: Any, features: FeatureDescriptions, model: str) ->
         raise MLCFeatureTypeError(f"{model}: missing input {missing[0]!r} ({features[missing[0]].type_string()})")
 
 
+def example_value(feature: Feature) -> Any:
+    """A value of the feature's declared type at its default shape: zeros, a black image, 0,
+    "", an empty dictionary or sequence (for tracing a model without user inputs); None for a
+    multiarray that declares no shape at all."""
+    if feature.kind == "multiArray":
+        shape = feature.shape
+        if not shape and feature.shape_ranges:
+            shape = tuple(max(lo, 1) for lo, _ in feature.shape_ranges)
+        elif not shape and feature.enumerated_shapes:
+            shape = feature.enumerated_shapes[0]
+        return np.zeros(shape, feature.dtype or np.float32) if shape else None
+    if feature.kind == "image":
+        height, width = feature.shape
+        return _pil().new(PIL_MODES[feature.color_space or "RGB"], (width, height))
+    if feature.kind == "sequence":
+        count = feature.size_range[0] if feature.size_range else 0
+        return ["" if feature.key_kind == "string" else 0] * count
+    return {"int64": 0, "double": 0.0, "string": "", "dictionary": {}}.get(feature.kind)
+
+
 # -- outputs --------------------------------------------------------------------------------
 
 

@@ -314,6 +314,14 @@ class Model:
             out[name] = self._program_input(name, arr)
         return self._on_device(out)
 
+    def _traceable_inputs(self, values: dict) -> dict:
+        """Program-level inputs for ``values``, with a fresh state for a stateful model: what
+        tracing the program needs (``mlc.aot`` exports, ``mlc.cost`` costs)."""
+        inputs = self._prepare(values)
+        if self._exe.states:
+            inputs = self._with_state(dict(inputs), self.make_state())
+        return inputs
+
     def _prepare_batch(self, data: dict) -> tuple[dict, int]:
         F.check_input_names(data, self.input_description, self.name)
         out, sizes = {}, set()
