@@ -55,9 +55,7 @@ class CompileReport:
 # -- compiling --------------------------------------------------------------------------------
 def compile_model(model, path: str | os.PathLike, *, platforms: tuple[str, ...] | None = None, batched: bool = True) -> CompileReport:
     """Write ``model`` (an ``mlc.Model``) as a ``.mlc`` file at ``path``; nothing is written on error."""
-    path = os.fspath(path)
-    if not path.endswith(".mlc"):
-        raise MLCParametersError(f"{path}: a compiled model's file name ends in .mlc")
+    path = check_output_path(path)
     exe = model._exe
     if exe.eager:
         raise MLCUnsupportedError(f"{model.name}: its output shapes depend on data (it runs op by op), so it cannot be compiled ahead of time")
@@ -75,6 +73,14 @@ def compile_model(model, path: str | os.PathLike, *, platforms: tuple[str, ...] 
     sections.update(modules)
     mlc_file.write(path, header, sections)
     return CompileReport(path, used, "run_batched" in modules, parts.prepare is not None, os.path.getsize(path))
+
+
+def check_output_path(path: str | os.PathLike) -> str:
+    """``path`` as a string, if it names a ``.mlc`` file (checked before anything is loaded)."""
+    path = os.fspath(path)
+    if not path.endswith(".mlc"):
+        raise MLCParametersError(f"{path}: a compiled model's file name ends in .mlc")
+    return path
 
 
 @dataclasses.dataclass
@@ -203,7 +209,7 @@ def _without_classifications(fn, classes: dict):
 def _header(model, classes: dict, parts: _Parts, platforms: tuple[str, ...], batched: bool) -> dict:
     exe = model._exe
     params = model.params
-    keys = [k for k in sorted(params)]  # jax flattens dicts in sorted key order
+    keys = sorted(params)  # jax flattens dicts in sorted key order
     return {
         "format": FORMAT,
         "mlc_version": _mlc_version(),
@@ -263,7 +269,7 @@ def load_compiled(path: str, device: jax.Device) -> tuple[Executable, CompiledIn
     platforms = tuple(_field(h, "platforms", list, path))
     _check_platform(device, platforms, path)
     params = _read_params(f, h, path)
-    modules = {name: _deserialize(f, name, h, path) for name in ("prepare", "run", "run_batched") if name == "run" or _has(f, name)}
+    modules = {name: _deserialize(f, name, h, path) for name in ("prepare", "run", "run_batched") if name == "run" or name in f}
     residuals = _residual_maker(modules.get("prepare"), _field(h, "residuals", list, path), len(params), path)
     keys = _field(h, "param_keys", list, path)
     classes = {k: tuple(v) for k, v in _field(h, "classifications", dict, path).items()}
@@ -311,10 +317,6 @@ def _field(h: dict, key: str, kind: type, path: str):
     if not isinstance(value, kind):
         raise MLCIOError(f"{path}: header field {key!r} is missing or not a {kind.__name__}")
     return value
-
-
-def _has(f: mlc_file.MLCFile, name: str) -> bool:
-    return name in f._sections
 
 
 def _deserialize(f: mlc_file.MLCFile, name: str, h: dict, path: str):

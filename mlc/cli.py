@@ -403,10 +403,9 @@ def _update(args) -> int:
 
 def _compile(args) -> int:
     import mlc
-    from mlc.aot import compile_model
+    from mlc.aot import check_output_path, compile_model
 
-    if not args.output.endswith(".mlc"):
-        raise mlc.MLCParametersError(f"-o {args.output!r}: a compiled model's file name ends in .mlc")
+    check_output_path(args.output)  # before the model is loaded
     platforms = tuple(p.strip() for p in args.platform.split(",") if p.strip()) if args.platform else None
     model = mlc.load(args.model, function_name=args.function, compute_precision=args.compute_precision)
     report = compile_model(model, args.output, platforms=platforms, batched=not args.no_batch)

@@ -95,8 +95,7 @@ class HoistedFunction:
     def _limit(self, params: dict) -> int:
         if self.max_residual_bytes is not None:
             return self.max_residual_bytes
-        weights = sum(int(np.prod(np.shape(p))) * np.dtype(p.dtype).itemsize for p in jax.tree_util.tree_leaves(params))
-        return 4 * weights + (256 << 20)
+        return 4 * _bytes(jax.tree_util.tree_leaves(params)) + (256 << 20)
 
     def _residuals(self, signature, split: _Split, params: dict) -> list:
         cached = self._prepared.get(signature)
@@ -155,5 +154,6 @@ def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_byt
     return _Split(prepare, known_part, run, forwards, jax.tree_util.tree_structure(out_shape))
 
 
-def _bytes(avals) -> int:
-    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in avals)
+def _bytes(arrays) -> int:
+    """Total size of arrays or abstract values (anything with ``shape`` and ``dtype``)."""
+    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays)

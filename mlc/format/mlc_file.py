@@ -128,6 +128,10 @@ class MLCFile:
                 raise MLCIOError(f"{self.path}: sections {a!r} and {b!r} overlap")
         return spans
 
+    def __contains__(self, name: str) -> bool:
+        """Whether the file has a section ``name``."""
+        return name in self._sections
+
     def section(self, name: str) -> memoryview:
         if name not in self._sections:
             raise MLCIOError(f"{self.path}: section {name!r} is missing")
