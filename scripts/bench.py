@@ -461,34 +461,13 @@ class Unavailable(Exception):
     """This framework cannot run this model here (no GPU, a load or run error): the cell says why."""
 
 
-def _mlc_supports_cache_dir() -> bool:
-    import inspect
-
-    import mlc
-
-    return "cache_dir" in inspect.signature(mlc.load).parameters
-
-
 def mlc_load(path: str, device: str | None, cache) -> tuple:
     """``mlc.load`` with ``cache_dir=cache`` (False = off, a path = that folder).
-
-    Until ``mlc.load`` takes ``cache_dir``, a path sets JAX's persistent compilation cache
-    directly (every compile cached, whatever its time or size) and False leaves it unset.
-    Returns (model, how the cache was set).
-    """
+    Returns (model, how the cache was set)."""
     import mlc
 
     kwargs = {} if device in (None, "cpu") else {"device": device}
-    if _mlc_supports_cache_dir():
-        return mlc.load(path, cache_dir=cache, **kwargs), "mlc.load(cache_dir=...)"
-    if cache is not False:
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", str(cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-        return mlc.load(path, **kwargs), "jax.config jax_compilation_cache_dir (mlc.load has no cache_dir yet)"
-    return mlc.load(path, **kwargs), "none set (mlc.load has no cache_dir yet; JAX's default is off)"
+    return mlc.load(path, cache_dir=cache, **kwargs), "mlc.load(cache_dir=...)"
 
 
 class Runner:
@@ -1389,7 +1368,6 @@ def main(argv=None) -> dict:
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},
-        "mlc_load_has_cache_dir": _mlc_supports_cache_dir(),
         "models": {},
     }
     for name in names:
