@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mlc import compilation_cache
+from mlc import compilation_cache, limits
 from mlc import features as F
 from mlc import xla_options
 from mlc._errors import MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
@@ -75,6 +75,7 @@ class Model:
         compute_precision: str = "auto",
         weights_dir: str | None = None,
         cache_dir: Any = None,
+        max_tensor_bytes: int | str | None = None,
     ):
         if compute_precision not in _PRECISIONS:
             raise MLCParametersError(f"compute_precision must be one of {_PRECISIONS}, got {compute_precision!r}")
@@ -84,13 +85,15 @@ class Model:
         self.compute_precision = compute_precision
         self._fp16_as_fp32 = compute_precision == "float32" or (compute_precision == "auto" and self.device.platform == "cpu")
         self._compiled = None
-        if is_mlc_file(source):
-            self._load_compiled(os.fspath(source), function_name)
-        else:
-            self._loaded = load_spec(source, weights_dir)
-            self.spec = self._loaded.spec
-            self._name = self._loaded.name
-            self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
+        self.max_tensor_bytes = limits.resolve(max_tensor_bytes)  # None: $MLC_MAX_TENSOR_BYTES or the default
+        with self._limits():
+            if is_mlc_file(source):
+                self._load_compiled(os.fspath(source), function_name)
+            else:
+                self._loaded = load_spec(source, weights_dir)
+                self.spec = self._loaded.spec
+                self._name = self._loaded.name
+                self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
         with self._x64():
             self.params = jax.device_put(self._exe.params, self.device)
         self._jitted = None
@@ -217,6 +220,11 @@ class Model:
             f"mlc.Model({self.name!r}, {self._exe.kind}, device={self.device}, compute_precision={self.compute_precision!r})\n"
             f"inputs:\n{self.input_description}\noutputs:\n{self.output_description}"
         )
+
+    def _limits(self):
+        """This model's tensor size limit in force (``mlc.limits``) while it parses, traces and
+        takes inputs."""
+        return limits.tensor_limit(self.max_tensor_bytes)
 
     def _x64(self):
         """Classic models compute in double (as Core ML does): JAX's 64-bit mode while they run."""
@@ -389,8 +397,9 @@ class Model:
         """
         if isinstance(data, (list, tuple)):
             return [self.predict(d, state=state) for d in data]
-        inputs = self._with_state(self._prepare(data), state)
-        raw = self._run(inputs)
+        with self._limits():
+            inputs = self._with_state(self._prepare(data), state)
+            raw = self._run(inputs)
         if state is not None:
             for name, value in raw.pop(STATES).items():
                 state.values[name] = np.asarray(value).astype(state.values[name].dtype)
@@ -402,9 +411,10 @@ class Model:
         Image inputs take a list of PIL images. Classifier outputs come back as a list of
         labels and a list of probability dicts.
         """
-        inputs, n = self._prepare_batch(data)
-        with self._x64():
-            raw = self._compiled_batched()(self.params, inputs)
+        with self._limits():
+            inputs, n = self._prepare_batch(data)
+            with self._x64():
+                raw = self._compiled_batched()(self.params, inputs)
         return self._batch_outputs(raw, n)
 
     def _batch_outputs(self, raw: dict, n: int) -> dict:
@@ -482,6 +492,7 @@ def load(
     compute_precision: str = "auto",
     weights_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | bool | None = None,
+    max_tensor_bytes: int | str | None = None,
 ) -> Model:
     """Load a ``.mlpackage``, ``.mlmodel``, coremltools ``MLModel`` or ``Model`` proto.
 
@@ -493,6 +504,9 @@ def load(
     compiling again: ``None`` uses ``<mlc cache root>/xla`` (``$MLC_CACHE_DIR`` or
     ``~/.cache/mlc``), a path that folder, ``False`` none (``mlc.compilation_cache``). The
     cache is process-wide, as JAX's is.
+    ``max_tensor_bytes``: the largest tensor the model may declare, build or take as input
+    (``mlc.limits``; default ``$MLC_MAX_TENSOR_BYTES`` or 4 GiB): a file that asks for more is
+    refused before anything is allocated.
     """
     return Model(
         source,
@@ -501,6 +515,7 @@ def load(
         compute_precision=compute_precision,
         weights_dir=None if weights_dir is None else os.fspath(weights_dir),
         cache_dir=cache_dir,
+        max_tensor_bytes=max_tensor_bytes,
     )
 
 

@@ -1,0 +1,115 @@
+"""Resource limits: what a model file or an input may make mlc allocate.
+
+A downloaded model is untrusted: a declared shape of ``[100000, 100000, 100000]``, a
+``fill`` to that shape, or an input of that size would exhaust memory before anything
+fails. mlc refuses any single tensor larger than ``max_tensor_bytes()`` *before* allocating
+it, with an error that names the file, the field and the limit.
+
+The limit is 4 GiB per tensor unless ``$MLC_MAX_TENSOR_BYTES`` or
+``mlc.load(..., max_tensor_bytes=)`` says otherwise (a byte count; ``8G``, ``512M``,
+``64K`` accepted). It applies to declared shapes while a model is parsed, to tensors an op
+builds from constants while the program is traced, to every intermediate value of the traced
+program before XLA compiles it, and to inputs before they are converted.
+
+Nesting (blocks inside blocks, pipelines inside pipelines) is limited to ``MAX_NESTING``
+levels, far beyond any real model and far below Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from mlc._errors import MLCParametersError
+
+ENV = "MLC_MAX_TENSOR_BYTES"
+DEFAULT_MAX_TENSOR_BYTES = 4 << 30
+MAX_NESTING = 64
+
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_override: contextvars.ContextVar[int | None] = contextvars.ContextVar("mlc_max_tensor_bytes", default=None)
+
+
+def parse_bytes(value: int | str, what: str = ENV) -> int:
+    """A positive byte count from an int or a string like ``"8G"`` / ``"512M"`` / ``"4096"``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        n = int(value)
+    elif isinstance(value, str):
+        text = value.strip().upper().removesuffix("IB").removesuffix("B")
+        suffix = text[-1:] if text[-1:] in _SUFFIXES and text[-1:] else ""
+        number = text[: len(text) - len(suffix)]
+        try:
+            n = int(float(number) * _SUFFIXES[suffix]) if number else -1
+        except ValueError:
+            n = -1
+    else:
+        n = -1
+    if n <= 0:
+        raise MLCParametersError(f"{what}: {value!r} is not a positive byte count (e.g. 4294967296, 8G, 512M)")
+    return n
+
+
+def max_tensor_bytes() -> int:
+    """The largest tensor mlc will allocate, in bytes (see the module docstring)."""
+    override = _override.get()
+    if override is not None:
+        return override
+    env = os.environ.get(ENV)
+    return parse_bytes(env) if env else DEFAULT_MAX_TENSOR_BYTES
+
+
+def resolve(value: int | str | None) -> int | None:
+    """A ``max_tensor_bytes=`` argument checked, or None to follow the environment."""
+    return None if value is None else parse_bytes(value, "max_tensor_bytes")
+
+
+@contextlib.contextmanager
+def tensor_limit(limit: int | None) -> Iterator[None]:
+    """Within the block, ``max_tensor_bytes()`` is ``limit`` (None: unchanged)."""
+    if limit is None:
+        yield
+        return
+    token = _override.set(limit)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def tensor_bytes(shape: Iterable[int], itemsize: int) -> int:
+    """Bytes of a tensor of ``shape`` (exact Python integers: no overflow)."""
+    return math.prod(int(d) for d in shape) * int(itemsize)
+
+
+def check_tensor(shape: Iterable[int | None], itemsize: int, what: str, error: type = MLCParametersError) -> None:
+    """Refuse a negative dimension, or a tensor larger than the limit, before it is allocated.
+
+    Unknown dimensions (None) are skipped: they are checked when they become known.
+    """
+    dims = tuple(shape)
+    known = [int(d) for d in dims if d is not None]
+    if any(d < 0 for d in known):
+        raise error(f"{what}: shape {_show(dims)} has a negative dimension")
+    size = tensor_bytes(known, itemsize)
+    limit = max_tensor_bytes()
+    if size > limit:
+        raise error(
+            f"{what}: shape {_show(dims)} would take {_human(size)}, more than the limit of {_human(limit)} per tensor "
+            f"(raise it with mlc.load(..., max_tensor_bytes=) or ${ENV} if the model is trusted)"
+        )
+
+
+def _show(dims: tuple) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit} ({n} bytes)"
+    return f"{n} bytes"
