@@ -16,6 +16,7 @@ from mlc import xla_options
 from mlc._errors import MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.classification import Classification
 from mlc.executable import Executable
+from mlc.format.description import check_description
 from mlc.format.mlc_file import is_mlc_file
 from mlc.format.spec import LoadedSpec, load_spec
 from mlc.hoist import HoistedFunction
@@ -45,9 +46,19 @@ def resolve_device(device: Any) -> jax.Device:
 
 
 def _build(loaded: LoadedSpec, function_name: str | None, fp16_as_fp32: bool, lower: bool = True) -> Executable:
+    """The model's executable. Nesting is limited where mlc recurses (``mlc.limits.MAX_NESTING``);
+    a structure so deep that Python's own recursion limit is reached first is refused too."""
+    try:
+        return _build_kind(loaded, function_name, fp16_as_fp32, lower)
+    except RecursionError as e:
+        raise MLCParametersError(f"{loaded.name}: the model nests its parts too deeply to load ({e})") from None
+
+
+def _build_kind(loaded: LoadedSpec, function_name: str | None, fp16_as_fp32: bool, lower: bool) -> Executable:
     kind = loaded.spec.WhichOneof("Type")
     if kind is None:
         raise MLCParametersError(f"{loaded.name}: the model's Type is not set (an empty or corrupt specification)")
+    check_description(loaded.spec, loaded.name)
     if kind == "mlProgram":
         from mlc.mil.frontend import build
 
@@ -95,7 +106,10 @@ class Model:
                 self._name = self._loaded.name
                 self._exe = _build(self._loaded, function_name, self._fp16_as_fp32)
         with self._x64():
-            self.params = jax.device_put(self._exe.params, self.device)
+            # On CPU the device takes the memory-mapped weights without copying them (their data
+            # is 64-byte aligned): loading reads no weight. fp16 weights stay fp16 until
+            # ``params`` is read (``_public``); the program widens them itself, once (mlc.hoist).
+            self._params = jax.device_put(self._exe.params, self.device)
         self._jitted = None
         self._batched = None
         self._input_targets: dict[str, Any] = {}  # input name -> the numpy dtype the program takes (None: as given)
@@ -120,6 +134,25 @@ class Model:
 
         return compile_model(self, path, platforms=platforms)
 
+    # -- params ------------------------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The weights by name, as the program computes with them (an fp16 weight as fp32 where
+        the model computes fp16 in fp32): what ``jax_function``, training and ``with_params``
+        take. Loading keeps such weights as the file stores them; the first read widens them."""
+        if any(self._public_dtype(v) != v.dtype for v in self._params.values()):
+            with self._x64():
+                self._params = {k: v.astype(self._public_dtype(v)) for k, v in self._params.items()}
+        return self._params
+
+    @params.setter
+    def params(self, value: dict) -> None:
+        self._params = value
+
+    def _public_dtype(self, value) -> np.dtype:
+        """The dtype ``params`` gives ``value`` (a param as held): fp16 as fp32 when computed so."""
+        return np.dtype(np.float32) if self._fp16_as_fp32 and value.dtype == np.float16 else np.dtype(value.dtype)
+
     # -- trained copies and saving ------------------------------------------------------------
     def with_params(self, params: dict) -> "Model":
         """A copy of this model computing with ``params`` (a dict with some or all of
@@ -128,19 +161,19 @@ class Model:
         Values are rounded to the precision the file stores them in (an fp16 weight through
         fp16), so the saved and reloaded model predicts exactly as the returned one.
         """
-        unknown = [k for k in params if k not in self.params]
+        unknown = [k for k in params if k not in self._params]
         if unknown:
             raise MLCParametersError(f"{self.name}: {unknown[0]!r} is not a param of the model")
         new = {}
         for key, value in params.items():
-            old = self.params[key]
+            old = self._params[key]
             if tuple(np.shape(value)) != tuple(old.shape):
                 raise MLCParametersError(f"{self.name}: param {key!r} has shape {tuple(old.shape)}, got {tuple(np.shape(value))}")
-            new[key] = _round_to_storage(np.asarray(value), self._exe.param_storage.get(key)).astype(old.dtype)
+            new[key] = _round_to_storage(np.asarray(value), self._exe.param_storage.get(key)).astype(self._public_dtype(old))
         copy = object.__new__(Model)
         copy.__dict__.update(self.__dict__)
         with self._x64():
-            copy.params = {**self.params, **jax.device_put(new, self.device)}
+            copy._params = {**self._params, **jax.device_put(new, self.device)}  # the others as held: not widened here
         copy._changed = self._changed | frozenset(new)
         copy._jitted = copy._batched = None  # their weight-only parts were computed from the old params
         return copy
@@ -170,7 +203,7 @@ class Model:
             raise MLCUnsupportedError(f"{self.name}: a compiled .mlc model cannot be saved back as Core ML; save the model it was compiled from")
         if self._loaded.path and os.path.abspath(path) == os.path.abspath(self._loaded.path):
             raise MLCIOError(f"{path}: this is the file the model was loaded from; save to a new path")
-        changed = {k: np.asarray(self.params[k]) for k in sorted(self._changed)}
+        changed = {k: np.asarray(self._params[k]) for k in sorted(self._changed)}  # with_params gave them as params has them
         kind = self.spec.WhichOneof("Type")
         if kind == "mlProgram":
             from mlc.mil.writeback import save_mlprogram
@@ -256,14 +289,14 @@ class Model:
 
     def _call(self, inputs: dict) -> dict:
         if self._exe.eager or debugging():
-            return self._exe.fn(self.params, inputs)
+            return self._exe.fn(self._params, inputs)
         if self._jitted is None:
             self._jitted = self._hoisted(self._exe.fn)
         try:
-            return self._jitted(self.params, inputs)
+            return self._jitted(self._params, inputs)
         except DataDependentShapeError:
             self._exe.eager = True  # found while tracing: this model runs op by op from now on
-            return self._exe.fn(self.params, inputs)
+            return self._exe.fn(self._params, inputs)
 
     def _hoisted(self, fn) -> HoistedFunction:
         """``fn`` jitted for this model's device, its weight-only part computed once (``mlc.hoist``)."""
@@ -414,7 +447,7 @@ class Model:
         with self._limits():
             inputs, n = self._prepare_batch(data)
             with self._x64():
-                raw = self._compiled_batched()(self.params, inputs)
+                raw = self._compiled_batched()(self._params, inputs)
         return self._batch_outputs(raw, n)
 
     def _batch_outputs(self, raw: dict, n: int) -> dict:

@@ -13,10 +13,11 @@ import json
 import os
 from typing import Any
 
-from mlc._errors import MLCIOError
+from mlc._errors import MLCIOError, MLCUnsupportedError
 from mlc._proto import proto
 
 MAX_SPEC_BYTES = 2 << 30  # protobuf's own limit on one message
+MAX_SPECIFICATION_VERSION = 10  # Core ML 9 (iOS 26, macOS 26): coremltools' _SPECIFICATION_VERSION_IOS_26
 
 
 @dataclasses.dataclass
@@ -53,7 +54,19 @@ def parse_model_bytes(data: bytes, where: str):
         raise MLCIOError(f"{where}: not a Core ML model (the protobuf does not parse: {e})") from e
     if spec.specificationVersion <= 0 or spec.WhichOneof("Type") is None:
         raise MLCIOError(f"{where}: not a Core ML model (no specification version or model type)")
+    check_specification_version(spec, where)
     return spec
+
+
+def check_specification_version(spec, where: str) -> None:
+    """Refuse a ``specificationVersion`` newer than any Core ML release mlc knows, as Core ML
+    refuses a model made for a newer OS: its fields may mean things mlc cannot know."""
+    version = int(spec.specificationVersion)
+    if version > MAX_SPECIFICATION_VERSION:
+        raise MLCUnsupportedError(
+            f"{where}: specificationVersion {version} is newer than any Core ML specification mlc knows "
+            f"(the newest is {MAX_SPECIFICATION_VERSION}, Core ML 9 / iOS 26)"
+        )
 
 
 def _read_file(path: str) -> bytes:
@@ -111,12 +124,14 @@ def load_spec(source: Any, weights_dir: str | None = None) -> LoadedSpec:
         return source
     if isinstance(source, Model):
         model_dir = os.path.dirname(os.path.abspath(weights_dir)) if weights_dir else None
+        check_specification_version(source, "<in-memory model>")
         return LoadedSpec(source, None, model_dir)
     if hasattr(source, "get_spec") and callable(source.get_spec):  # coremltools MLModel
         spec = source.get_spec()
         wdir = weights_dir or getattr(source, "weights_dir", None)
         path = getattr(source, "package_path", None)
         model_dir = os.path.dirname(os.path.abspath(wdir)) if wdir else None
+        check_specification_version(spec, path or "<coremltools MLModel>")
         return LoadedSpec(spec, path, model_dir)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)

@@ -10,6 +10,7 @@ from mlc.features import FeatureDescriptions
 from mlc.format.spec import LoadedSpec
 from mlc.mil.ir import Function, Program, TensorType, parse_program
 from mlc.mil.lower import lower_function, unsupported_ops
+from mlc.mil.verify import verify_function, verify_interface
 
 
 def select_function(loaded: LoadedSpec, program: Program, function_name: str | None):
@@ -44,6 +45,8 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool, 
     inputs = FeatureDescriptions.from_proto(fdesc.input)
     outputs = FeatureDescriptions.from_proto(fdesc.output)
     states = FeatureDescriptions.from_proto(fdesc.state)
+    verify_function(function, loaded.name)
+    verify_interface(function, inputs, outputs, states, loaded.name)
     histogram = Counter(op.type for op in function.iter_operations())
     missing = unsupported_ops(function)
     exe = Executable(

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mlc import limits
 from mlc._errors import MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.format.blob import BlobFile, packed_size, unpack_subbyte
 from mlc.format.spec import inside
@@ -116,27 +117,31 @@ class _Parser:
         self.model_dir = model_dir
         self.where = where
         self._blobs: dict[str, BlobFile] = {}
+        self._depth = 0
 
     # -- types ---------------------------------------------------------------------------
-    def value_type(self, vt) -> Any:
+    def value_type(self, vt, what: str) -> Any:
         kind = vt.WhichOneof("type")
         if kind == "tensorType":
-            return self.tensor_type(vt.tensorType)
+            return self.tensor_type(vt.tensorType, what)
         if kind == "listType":
             length = vt.listType.length
             n = length.constant.size if length.WhichOneof("dimension") == "constant" else None
-            return ListType(self.value_type(vt.listType.type), n)
+            return ListType(self.value_type(vt.listType.type, f"an element of {what}"), n)
         if kind == "tupleType":
-            return TupleType(tuple(self.value_type(t) for t in vt.tupleType.types))
+            return TupleType(tuple(self.value_type(t, f"an element of {what}") for t in vt.tupleType.types))
         if kind == "dictionaryType":
-            return DictType(self.value_type(vt.dictionaryType.keyType), self.value_type(vt.dictionaryType.valueType))
+            d = vt.dictionaryType
+            return DictType(self.value_type(d.keyType, f"the keys of {what}"), self.value_type(d.valueType, f"the values of {what}"))
         if kind == "stateType":
-            return StateType(self.value_type(vt.stateType.wrappedType))
-        raise MLCParametersError(f"{self.where}: a value has no type")
+            return StateType(self.value_type(vt.stateType.wrappedType, what))
+        raise MLCParametersError(f"{self.where}: {what} has no type")
 
-    def tensor_type(self, tt) -> TensorType:
+    def tensor_type(self, tt, what: str) -> TensorType:
+        """A declared tensor type; a known shape larger than ``mlc.limits`` allows is refused
+        here, before any op could allocate it."""
         if tt.dataType not in MIL_DTYPE_NAMES:
-            raise MLCParametersError(f"{self.where}: unknown MIL data type code {tt.dataType}")
+            raise MLCParametersError(f"{self.where}: {what} has an unknown MIL data type code {tt.dataType}")
         dtype = MIL_DTYPE_NAMES[tt.dataType]
         if tt.rank < 0:
             return TensorType(dtype, None)
@@ -147,12 +152,13 @@ class _Parser:
             else:
                 dims.append(None)
         if len(dims) != tt.rank:
-            raise MLCParametersError(f"{self.where}: a tensor type of rank {tt.rank} lists {len(dims)} dimensions")
+            raise MLCParametersError(f"{self.where}: {what} has a tensor type of rank {tt.rank} listing {len(dims)} dimensions")
+        limits.check_tensor(dims, _itemsize(dtype), f"{self.where}: {what} ({dtype})")
         return TensorType(dtype, tuple(dims))
 
     # -- values --------------------------------------------------------------------------
     def value(self, v, what: str) -> Any:
-        vtype = self.value_type(v.type)
+        vtype = self.value_type(v.type, what)
         kind = v.WhichOneof("value")
         if kind == "immediateValue":
             return self.immediate(v.immediateValue, vtype, what)
@@ -229,8 +235,8 @@ class _Parser:
         return self._blobs[path].read(int(bv.offset), vtype.dtype, vtype.shape)
 
     # -- structure -----------------------------------------------------------------------
-    def named(self, nvt) -> NamedValue:
-        return NamedValue(nvt.name, self.value_type(nvt.type))
+    def named(self, nvt, what: str) -> NamedValue:
+        return NamedValue(nvt.name, self.value_type(nvt.type, f"{what} {nvt.name!r}"))
 
     def attributes(self, attrs, what: str) -> dict[str, Any]:
         return {k: self.value(v, f"attribute {k!r} of {what}") for k, v in attrs.items()}
@@ -256,19 +262,28 @@ class _Parser:
             type=op.type,
             name=name,
             inputs=inputs,
-            outputs=[self.named(o) for o in op.outputs],
-            blocks=[self.block(b) for b in op.blocks],
+            outputs=[self.named(o, f"output of {what}:") for o in op.outputs],
+            blocks=[self.block(b, f"a block of {what}") for b in op.blocks],
             attributes=attrs,
         )
 
-    def block(self, blk) -> Block:
-        return Block([self.named(i) for i in blk.inputs], list(blk.outputs), [self.operation(o) for o in blk.operations])
+    def block(self, blk, what: str) -> Block:
+        """A block; nesting deeper than ``mlc.limits.MAX_NESTING`` is refused."""
+        self._depth += 1
+        try:
+            if self._depth > limits.MAX_NESTING:
+                raise MLCParametersError(f"{self.where}: {what} nests blocks more than {limits.MAX_NESTING} deep")
+            inputs = [self.named(i, f"input of {what}:") for i in blk.inputs]
+            return Block(inputs, list(blk.outputs), [self.operation(o) for o in blk.operations])
+        finally:
+            self._depth -= 1
 
     def function(self, name: str, fn) -> Function:
         opset = fn.opset
         if opset not in fn.block_specializations:
             raise MLCParametersError(f"{self.where}: function {name!r} has no block for its opset {opset!r}")
-        return Function(name, [self.named(i) for i in fn.inputs], opset, self.block(fn.block_specializations[opset]))
+        inputs = [self.named(i, f"input of function {name!r}:") for i in fn.inputs]
+        return Function(name, inputs, opset, self.block(fn.block_specializations[opset], f"function {name!r}"))
 
 
 def parse_program(program, model_dir: str | None, where: str) -> Program:
@@ -280,3 +295,11 @@ def parse_program(program, model_dir: str | None, where: str) -> Program:
         raise MLCUnsupportedError(f"{where}: ML Program version {program.version} is unknown (only version 1 exists)")
     functions = {name: parser.function(name, fn) for name, fn in program.functions.items()}
     return Program(program.version, functions, parser.attributes(program.attributes, "the program"))
+
+
+def _itemsize(dtype: str) -> int:
+    """Bytes per element of a MIL dtype as mlc holds it (sub-byte types unpack to a byte each)."""
+    if dtype in _SUBBYTE_BITS:
+        return 1
+    numpy_dtype = NUMPY_DTYPES.get(dtype)
+    return 8 if numpy_dtype is None or numpy_dtype == object else numpy_dtype.itemsize

@@ -20,6 +20,7 @@ from mlc.executable import Executable
 from mlc.features import FeatureDescriptions
 from mlc.format.spec import LoadedSpec
 from mlc.nn import custom as C
+from mlc.nn.verify import verify_blobs
 from mlc.nn.network import NetworkLowering, layer_kinds
 from mlc.nn.preprocessing import image_preprocessors
 from mlc.nn.registry import find
@@ -91,6 +92,7 @@ def build(loaded: LoadedSpec, *, lower: bool = True) -> Executable:
         return exe
     if missing:
         _refuse(loaded, network, missing)
+    verify_blobs(network, inputs, loaded.name)
     bindings = {name: C.binding(name) for name in C.custom_classes(network)}
     lowering = NetworkLowering(network, model=loaded.name, custom=bindings)
     preprocess = image_preprocessors(network.preprocessing, inputs, loaded.name)
