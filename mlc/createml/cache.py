@@ -5,8 +5,8 @@ Features live in memory for the process and on disk under
 (or augmented copy). A key is the SHA-256 of the image file's bytes plus the name of the
 transform that made the copy, so renaming or moving files keeps their features, and a changed
 file or a different extractor never reads stale ones. Files are written to a temporary name in
-the same folder and renamed into place, so concurrent writers and interrupted runs never leave a
-torn file. The cache root is ``$MLC_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlc``, else
+the same folder and renamed into place (``mlc._atomic.atomic_write``), so concurrent writers and
+interrupted runs never leave a torn file. The cache root is ``$MLC_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlc``, else
 ``~/.cache/mlc``. A disk that cannot be written turns the disk cache off with one warning;
 training goes on.
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
+from mlc._atomic import atomic_write
 from mlc._cache_dir import user_cache_dir  # noqa: F401  (re-exported: the feature cache's root)
 
 
@@ -74,15 +74,9 @@ class FeatureCache:
             return
         path = self._file(key)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=os.path.dirname(path))
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, value, allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            # not fsynced: an entry a power cut tears is unreadable, so extracted again and rewritten
+            with atomic_write(path, durable=False) as tmp, open(tmp, "wb") as f:
+                np.save(f, value, allow_pickle=False)
         except OSError as e:
             warnings.warn(f"mlc: the feature cache at {self.folder!r} cannot be written ({e}); caching in memory only", stacklevel=2)
             self.folder = None
