@@ -16,11 +16,20 @@ same with its compiled ``.mlmodelc`` and device caches).
 
 The folder is process-wide because JAX's cache is; mlc only points it somewhere. The cache is
 trusted code (JAX loads executables from it), so its folder is created private to the user.
+
+JAX (0.10) writes an entry straight to its final name (``LRUCache.put``), so a process killed
+midway, or a second process reading while the first writes, sees a torn entry; and since
+``put`` skips keys that exist, a torn entry is never rewritten (every later start logs a read
+error and compiles again). mlc makes those writes atomic (``_atomic_entries``): the entry is
+written to a hidden temporary file in the same folder and renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+import time
 import warnings
 
 import jax
@@ -80,4 +89,48 @@ def _use(folder: str) -> str | None:
     if jax.config.jax_persistent_cache_min_compile_time_secs == _JAX_DEFAULT_MIN_COMPILE_SECONDS:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     _set_by_mlc = folder
+    _atomic_entries()
     return current_dir()
+
+
+def _atomic_entries() -> None:
+    """Replace ``LRUCache.put`` (JAX's file cache) by one that renames a complete temporary
+    file into place; its checks, eviction, lock and access times are JAX's own."""
+    from jax._src import lru_cache
+
+    if getattr(lru_cache.LRUCache.put, "mlc_atomic", False):
+        return
+    jax_put = lru_cache.LRUCache.put
+
+    def put(self, key: str, value: bytes) -> None:
+        if not key or (self.eviction_enabled and len(value) > self.max_size):
+            return jax_put(self, key, value)  # JAX's own error or warning
+        final = os.path.join(os.fspath(self.path), f"{key}{lru_cache._CACHE_SUFFIX}")
+        if self.eviction_enabled:
+            self.lock.acquire(timeout=self.lock_timeout_secs)
+        try:
+            if os.path.exists(final):
+                return
+            self._evict_if_needed(additional_size=len(value))
+            _write_then_rename(final, value)
+            if self.eviction_enabled:
+                atime = os.path.join(os.fspath(self.path), f"{key}{lru_cache._ATIME_SUFFIX}")
+                _write_then_rename(atime, time.time_ns().to_bytes(8, "little"))
+        finally:
+            if self.eviction_enabled:
+                self.lock.release()
+
+    put.mlc_atomic = True
+    lru_cache.LRUCache.put = put
+
+
+def _write_then_rename(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -80,3 +80,48 @@ def test_unwritable_folder_warns_and_runs(tmp_path):
         result = compilation_cache.configure(str(blocker / "xla"))
     assert result != str(blocker / "xla")
     assert any("cannot be created" in str(w.message) for w in caught)
+
+
+@pytest.mark.hostile
+def test_a_writer_killed_midway_leaves_no_torn_entry(model_path, tmp_path):
+    """JAX writes cache entries in place; mlc renames complete ones into place. A process killed
+    while writing its entry leaves a hidden temporary file, never a torn entry, and the next
+    process compiles, writes the entry and a third reads it back."""
+    import signal
+
+    folder = str(tmp_path / "xla")
+    kill_on_rename = (
+        "import os, signal\n"
+        "_replace = os.replace\n"
+        "def replace(src, dst, *a, **k):\n"
+        "    if dst.endswith('-cache'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return _replace(src, dst, *a, **k)\n"
+        "os.replace = replace\n"
+    )
+    with pytest.raises(subprocess.CalledProcessError) as killed:
+        probe(model_path, setup=kill_on_rename, cache_dir=folder)
+    assert killed.value.returncode == -signal.SIGKILL
+    names = os.listdir(folder)
+    assert names and not [n for n in names if n.endswith("-cache")]  # only hidden temporaries
+    assert all(n.startswith(".") and n.endswith(".tmp") for n in names)
+    assert probe(model_path, cache_dir=folder)["hits"] == 0
+    assert [n for n in os.listdir(folder) if n.endswith("-cache")]
+    assert probe(model_path, cache_dir=folder)["hits"] >= 1
+
+
+@pytest.mark.hostile
+def test_cache_entries_are_renamed_into_place(tmp_path):
+    from jax._src import lru_cache
+
+    from mlc import compilation_cache
+
+    compilation_cache._atomic_entries()
+    for max_size, files in ((-1, ["k-cache"]), (1 << 20, ["k-atime", "k-cache"])):  # without and with eviction
+        folder = tmp_path / str(max_size)
+        folder.mkdir()
+        cache = lru_cache.LRUCache(str(folder), max_size=max_size)
+        cache.put("k", b"complete entry")
+        cache.put("k", b"another value")  # JAX's rule: an existing key is kept
+        assert cache.get("k") == b"complete entry"
+        assert sorted(n for n in os.listdir(folder) if n != ".lockfile") == files
