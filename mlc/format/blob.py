@@ -14,6 +14,7 @@ packed LSB first: element ``i`` occupies bits ``[i*n, (i+1)*n)`` of the little-e
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 
@@ -105,6 +106,8 @@ class BlobFile:
                 f"weight file {self.path!r} has storage version {int(header['version'])}; only version {STORAGE_VERSION} exists"
             )
         self.count = int(header["count"])
+        self._starts: list[int] = []  # metadata offsets of the blobs read so far, sorted
+        self._extents: dict[int, int] = {}  # metadata offset -> end of that blob's data
 
     def metadata(self, offset: int) -> np.void:
         """The ``blob_metadata`` at ``offset``, after checking it and its data lie inside the file."""
@@ -121,7 +124,26 @@ class BlobFile:
             raise MLCIOError(f"{where}: data offset {start} overlaps the storage header or the blob's own metadata")
         if start + length > self.size:
             raise MLCIOError(f"{where}: data [{start}, {start + length}) lies outside the file ({self.size} bytes)")
+        self._claim(offset, start + length, where)
         return meta
+
+    def _claim(self, offset: int, end: int, where: str) -> None:
+        """Record that the blob at ``offset`` spans ``[offset, end)``; refuse one that overlaps a
+        different blob already read (two blobs sharing bytes is a corrupt or crafted file)."""
+        if self._extents.get(offset) == end:
+            return  # the same blob read again (a weight shared by two functions)
+        i = bisect.bisect_left(self._starts, offset)
+        for j in (i - 1, i):
+            if 0 <= j < len(self._starts):
+                other = self._starts[j]
+                other_end = self._extents[other]
+                if offset < other_end and other < end:
+                    raise MLCIOError(
+                        f"{where}: the blob spans [{offset}, {end}), which overlaps the blob at offset {other} "
+                        f"spanning [{other}, {other_end}); the file is corrupt"
+                    )
+        self._starts.insert(i, offset)
+        self._extents[offset] = end
 
     def raw(self, offset: int) -> tuple[int, np.ndarray, int]:
         """``(mil_dtype code, data bytes as a uint8 memmap, padding_size_in_bits)`` of the blob at

@@ -108,18 +108,15 @@ def build_ensemble(ctx, params, input_width: int | None, dtype=np.float64) -> En
 
 def _columns(nodes) -> dict:
     """The node fields as numpy columns (one pass over the protobuf list)."""
-    rows = [
-        (n.treeId, n.nodeId, n.nodeBehavior, n.branchFeatureIndex, n.trueChildNodeId, n.falseChildNodeId)
-        for n in nodes
-    ]
-    ids = np.array(rows, np.uint64).reshape(-1, 6)
+    rows = [(n.treeId, n.nodeId, n.branchFeatureIndex, n.trueChildNodeId, n.falseChildNodeId) for n in nodes]
+    ids = np.array(rows, np.uint64).reshape(-1, 5)
     return {
         "tree": ids[:, 0],
         "node": ids[:, 1],
-        "behavior": ids[:, 2].astype(np.int64),
-        "feature": ids[:, 3],
-        "true": ids[:, 4],
-        "false": ids[:, 5],
+        "behavior": np.array([n.nodeBehavior for n in nodes], np.int64),  # an enum: unknown values may be negative
+        "feature": ids[:, 2],
+        "true": ids[:, 3],
+        "false": ids[:, 4],
         "value": np.array([n.branchFeatureValue for n in nodes], np.float64),
         "nan_true": np.array([n.missingValueTracksTrueChild for n in nodes], bool),
     }
