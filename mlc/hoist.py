@@ -30,7 +30,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from mlc import host_jaxpr
+from mlc import host_jaxpr, limits
 
 
 @dataclasses.dataclass
@@ -135,6 +135,7 @@ def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_byt
 
     param_leaves = jax.tree_util.tree_leaves(params)
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(params, inputs)
+    limits.check_jaxpr(closed, "a value of the traced program")  # before XLA compiles or allocates it
     n_known, n_all = len(param_leaves), len(closed.jaxpr.invars)
     unknowns = [False] * n_known + [True] * (n_all - n_known)
     known, unknown, _, _ = pe.partial_eval_jaxpr_nounits(closed, unknowns, instantiate=True)

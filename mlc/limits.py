@@ -86,7 +86,11 @@ def tensor_bytes(shape: Iterable[int], itemsize: int) -> int:
     return math.prod(int(d) for d in shape) * int(itemsize)
 
 
-def check_tensor(shape: Iterable[int | None], itemsize: int, what: str, error: type = MLCParametersError) -> None:
+class TensorLimitError(MLCParametersError):
+    """A tensor the model asks for is larger than ``max_tensor_bytes()`` (or has a negative size)."""
+
+
+def check_tensor(shape: Iterable[int | None], itemsize: int, what: str, error: type = TensorLimitError) -> None:
     """Refuse a negative dimension, or a tensor larger than the limit, before it is allocated.
 
     Unknown dimensions (None) are skipped: they are checked when they become known.
@@ -104,6 +108,18 @@ def check_tensor(shape: Iterable[int | None], itemsize: int, what: str, error: t
         )
 
 
+def check_range(start: float, end: float, step: float, itemsize: int) -> int:
+    """The length of ``arange(start, end, step)`` (``step`` non-zero), refused when it is not
+    finite or the result would exceed the limit."""
+    count = (end - start) / step
+    what = f"the range [{start}, {end}) by {step}"
+    if not math.isfinite(count):
+        raise TensorLimitError(f"{what} has no finite length")
+    n = max(math.ceil(count), 0)
+    check_tensor((n,), itemsize, what)
+    return n
+
+
 def _show(dims: tuple) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
@@ -113,3 +129,47 @@ def _human(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {unit} ({n} bytes)"
     return f"{n} bytes"
+
+
+def check_abstract(compute, what: str) -> None:
+    """Refuse, before running it, a computation (a thunk) whose outputs would exceed the limit.
+
+    Ops evaluated on concrete values (constant folding at trace time, or a model running op by
+    op) allocate their outputs at once; their sizes can come from values in the file (a
+    ``fill`` whose shape constant says 200000 x 200000), which no declared type bounds. The
+    thunk is first traced abstractly (``jax.eval_shape``: shapes and dtypes, no data). A
+    computation that cannot be traced abstractly (it needs a concrete value) is not checked
+    here; the traced program's check before compiling (``check_jaxpr``) still applies to it.
+    """
+    import jax
+
+    try:
+        shapes = jax.eval_shape(compute)
+    except TensorLimitError as e:  # an op's own check, on a size it computes before allocating
+        raise TensorLimitError(f"{what}: {e.message}") from None
+    except Exception:  # noqa: BLE001 - whatever it is, the real evaluation raises it properly
+        return
+    for leaf in jax.tree_util.tree_leaves(shapes):
+        shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+        if shape is not None and dtype is not None:
+            check_tensor(shape, np.dtype(dtype).itemsize, what)
+
+
+def check_jaxpr(closed_jaxpr, what: str) -> None:
+    """Refuse a traced program (a ``ClosedJaxpr``) any of whose values, inner jaxprs included,
+    exceeds the limit: before XLA compiles it, and so before anything is allocated."""
+    for jaxpr in _all_jaxprs(closed_jaxpr.jaxpr):
+        for var in [*jaxpr.invars, *(v for eqn in jaxpr.eqns for v in eqn.outvars)]:
+            aval = getattr(var, "aval", None)
+            shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+            if shape is not None and dtype is not None and all(isinstance(d, int) for d in shape):
+                check_tensor(shape, np.dtype(dtype).itemsize, what)
+
+
+def _all_jaxprs(jaxpr):
+    from jax._src import core
+
+    yield jaxpr
+    for eqn in jaxpr.eqns:
+        for sub in core.jaxprs_in_params(eqn.params):
+            yield from _all_jaxprs(sub)

@@ -254,10 +254,18 @@ class Model:
             f"inputs:\n{self.input_description}\noutputs:\n{self.output_description}"
         )
 
+    @contextlib.contextmanager
     def _limits(self):
         """This model's tensor size limit in force (``mlc.limits``) while it parses, traces and
-        takes inputs."""
-        return limits.tensor_limit(self.max_tensor_bytes)
+        takes inputs; a refusal names the model."""
+        with limits.tensor_limit(self.max_tensor_bytes):
+            try:
+                yield
+            except limits.TensorLimitError as e:
+                name = getattr(self, "_name", None)
+                if name is None or e.message.startswith(name):
+                    raise
+                raise limits.TensorLimitError(f"{name}: {e.message}") from None
 
     def _x64(self):
         """Classic models compute in double (as Core ML does): JAX's 64-bit mode while they run."""

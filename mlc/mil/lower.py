@@ -29,7 +29,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from mlc import observe
+from mlc import limits, observe
 from mlc._errors import DataDependentShapeError, MLCError
 from mlc.mil import checks, dtypes
 from mlc.mil.ir import Block, Function, Operation, StateType
@@ -230,6 +230,8 @@ class FunctionLowering:
         folded = d.fold and is_static(list(kwargs.values()))
         try:
             with jax.named_scope(op.name), checks.operation(f"{self.model}: operation {op.name!r} ({op.type})"):
+                if not op.blocks and not _has_tracer(list(kwargs.values())):
+                    _check_output_sizes(lambda: d.fn(**kwargs), f"{self.model}: operation {op.name!r} ({op.type})")
                 if folded:
                     with jax.ensure_compile_time_eval():
                         result = to_numpy(d.fn(**kwargs))
@@ -257,6 +259,14 @@ class FunctionLowering:
                 return self.run_block(block, inner, params, counter)
 
         return run
+
+
+def _check_output_sizes(compute: Callable, what: str) -> None:
+    """An op about to run on concrete values (folded at trace time, or op by op) allocates its
+    outputs at once, with sizes that may come from values in the file: refuse one larger than
+    ``mlc.limits`` allows before it runs (abstractly traced: no observer, no collected checks)."""
+    with observe.observing(None), checks.not_collecting():
+        limits.check_abstract(compute, what)
 
 
 def is_constexpr(op: Operation) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mlc import observe
+from mlc import limits, observe
 from mlc._errors import MLCError, MLCParametersError, MLCUnsupportedError, DataDependentShapeError
 from mlc.nn import weights as W
 from mlc.nn.context import LayerContext, weight_key
@@ -178,6 +178,8 @@ class NetworkLowering:
         folded = d.fold and is_static(args) and not _reads_weights(lp, params)
         try:
             with jax.named_scope(lp.layer.name or lp.kind):
+                if not lp.children and not any(isinstance(a, jax.core.Tracer) for a in args):
+                    _check_output_sizes(lambda: d.fn(ctx, lp.params, *args), f"{self.model}: layer {lp.layer.name!r} ({lp.kind})")
                 if folded:
                     with jax.ensure_compile_time_eval():
                         result = to_numpy(d.fn(ctx, lp.params, *args))
@@ -196,6 +198,15 @@ class NetworkLowering:
             raise MLCError(f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) gave {len(results)} outputs, its spec names {len(lp.outputs)}")
         for name, value in zip(lp.outputs, results):
             env[name] = value
+
+
+def _check_output_sizes(compute, what: str) -> None:
+    """A layer about to run on concrete values (folded at trace time, or layer by layer)
+    allocates its outputs at once, with sizes that may come from the file (``fillStatic``'s
+    ``targetShape``, ``loadConstantND``'s ``shape``): refuse one larger than ``mlc.limits``
+    allows before it runs (abstractly traced, unobserved)."""
+    with observe.observing(None):
+        limits.check_abstract(compute, what)
 
 
 def _scope(seen: dict[str, int], name: str) -> str:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlc import limits
 from mlc._errors import DataDependentShapeError
 from mlc.mil.ops._helpers import mil_dtype, static_bool, static_int
 from mlc.mil.registry import op
@@ -165,6 +166,7 @@ class MILList:
             raise ValueError(f"cannot write elements of shape {list(shape)} to {self!r}")
         if self.data is not None:
             return self
+        limits.check_tensor((self.length, *shape), np.dtype(self.dtype).itemsize, "the list's elements")
         return self.with_data(np.zeros((self.length, *shape), self.dtype))
 
     def grown(self, length: int) -> "MILList":
@@ -224,6 +226,8 @@ def make_list(elem_shape=(), init_length=1, dynamic_length=True, dtype="fp32"):
     dims = tuple(int(d) if np.asarray(d).dtype.kind in "iu" else None for d in elem_shape)
     dt = mil_dtype(dtype)
     length = static_int(init_length)
+    if None not in dims:
+        limits.check_tensor((length, *dims), np.dtype(dt).itemsize, "the list's initial elements")
     data = None if None in dims else np.zeros((length, *dims), dt)
     return MILList(data, length, dims, dt, static_bool(dynamic_length))
 

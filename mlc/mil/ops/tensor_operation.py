@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mlc import limits
 from mlc.boxes import pairwise_iou
 from mlc.mil import dtypes
 from mlc.mil.ops._helpers import mil_dtype, norm_axes, static_bool, static_int, static_ints, static_str
@@ -147,6 +148,8 @@ def pad(x, pad, mode="constant", constant_val=0.0):
 def range_1d(end, start, step):
     """numpy arange; start/end/step computed from input values make the model run op by op."""
     start, end, step = (np.asarray(v) for v in (start, end, step))
+    if step != 0:
+        limits.check_range(float(start), float(end), float(step), 4)
     return np.arange(start, end, step, dtype=dtypes.compute_array_dtype(start.dtype))
 
 

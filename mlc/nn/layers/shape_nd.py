@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mlc import limits
 from mlc.nn.layers._common import f32
 from mlc.nn.registry import layer
 
@@ -134,12 +135,18 @@ def fill_like(ctx, p, x):
 
 @layer("fillStatic")
 def fill_static(ctx, p):
-    return np.full(_shape_vector(ctx, p.targetShape, "targetShape"), p.value, np.float32)
+    return _full(_shape_vector(ctx, p.targetShape, "targetShape"), p.value)
 
 
 @layer("fillDynamic", static=(0,))
 def fill_dynamic(ctx, p, shape):
-    return np.full(_shape_vector(ctx, shape), p.value, np.float32)
+    return _full(_shape_vector(ctx, shape), p.value)
+
+
+def _full(shape, value) -> np.ndarray:
+    """``np.full`` in float32, its size checked first: the shape comes from the file."""
+    limits.check_tensor(shape, 4, "the shape to fill")
+    return np.full(shape, value, np.float32)
 
 
 @layer("rangeStatic")
@@ -160,7 +167,7 @@ def _arange(ctx, start, end, step):
     start, end, step = (float(np.float32(v)) for v in (start, end, step))
     if step == 0:
         raise ctx.fail("range step is 0")
-    n = max(int(math.ceil((end - start) / step)), 0)
+    n = limits.check_range(start, end, step, 4)
     return (start + step * np.arange(n, dtype=np.float64)).astype(np.float32)
 
 
