@@ -31,6 +31,8 @@ import dataclasses
 
 import numpy as np
 
+from mlc import limits
+
 LEAF = 6
 LE, LT, GE, GT, EQ, NE = range(6)
 
@@ -74,6 +76,8 @@ def build_ensemble(ctx, params, input_width: int | None, dtype=np.float64) -> En
     n_dims = int(params.numPredictionDimensions)
     if n_dims == 0:
         ctx.fail("numPredictionDimensions is 0")
+    # Leaf values are held per node and prediction dimension: refuse a count that would not fit.
+    limits.check_tensor((max(len(params.nodes), 1), n_dims), 8, f"{ctx.where}: numPredictionDimensions {n_dims} for {len(params.nodes)} nodes")
     base = _base_values(ctx, params, n_dims)
     nodes = params.nodes
     if not nodes:
