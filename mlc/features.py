@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlc._errors import MLCFeatureTypeError
+from mlc._errors import MLCFeatureTypeError, MLCParametersError
 
 ARRAY_DTYPES = {
     65568: np.dtype(np.float32),  # FLOAT32
@@ -435,8 +435,14 @@ def image_output(arr: np.ndarray, feature: Feature):
     """(1, C, H, W) or (C, H, W) float -> PIL image in the declared color space."""
     Image = _pil()
     a = np.asarray(arr)
-    while a.ndim > 3:
+    while a.ndim > 3 and a.shape[0] == 1:
         a = a[0]
+    gray = feature.color_space in ("GRAYSCALE", "GRAYSCALE_FLOAT16")
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[0] != (1 if gray else 3)) or (a.ndim == 2 and not gray):
+        raise MLCParametersError(
+            f"output {feature.name!r} is declared a {feature.color_space} image, but the model computes an array of shape "
+            f"{tuple(np.shape(arr))}, not (1, {1 if gray else 3}, H, W)"
+        )
     if feature.color_space == "GRAYSCALE_FLOAT16":
         return Image.fromarray(a.reshape(a.shape[-2:]).astype(np.float32), mode="F")
     a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
