@@ -114,7 +114,12 @@ class HoistedFunction:
         if self.host_prepare and host_jaxpr.supported(split.known.jaxpr):
             values = host_jaxpr.evaluate(split.known.jaxpr, list(split.known.consts), [np.asarray(v) for v in param_leaves])
             devices = getattr(param_leaves[0], "devices", None) if param_leaves else None
-            return jax.device_put(values, next(iter(devices())) if devices else None)
+            device = next(iter(devices())) if devices else None
+            out = []
+            for i, value in enumerate(values):  # one at a time: at most one host copy beside the residuals
+                out.append(jax.device_put(host_aligned(value), device))
+                values[i] = value = None
+            return out
         return split.prepare(*param_leaves)
 
 
@@ -153,6 +158,20 @@ def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_byt
     prepare = jax.jit(core.jaxpr_as_fun(known_part), compiler_options=compiler_options)
     run = jax.jit(core.jaxpr_as_fun(unknown), compiler_options=compiler_options)
     return _Split(prepare, known_part, run, forwards, jax.tree_util.tree_structure(out_shape))
+
+
+def host_aligned(value: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """``value`` C-contiguous at an ``alignment``-byte boundary (copied there unless it is):
+    XLA's CPU client then takes it as it is, where it would copy it and free the host array
+    only later."""
+    value = np.asarray(value)
+    if value.flags.c_contiguous and value.ctypes.data % alignment == 0:
+        return value
+    buffer = np.empty(value.nbytes + alignment, np.uint8)
+    start = -buffer.ctypes.data % alignment
+    out = buffer[start : start + value.nbytes].view(value.dtype).reshape(value.shape)
+    np.copyto(out, value)
+    return out
 
 
 def _bytes(arrays) -> int:

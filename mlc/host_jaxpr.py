@@ -106,13 +106,22 @@ def evaluate(jaxpr, consts: list, args: list) -> list[np.ndarray]:
         env[var] = np.asarray(value)
     for var, value in zip(jaxpr.invars, args):
         env[var] = value
-    for eqn in jaxpr.eqns:
+    # An intermediate is dropped after its last use: a model's widened or transposed weights
+    # pass through several of them, and holding all at once would multiply the memory it takes.
+    last = {v: i for i, eqn in enumerate(jaxpr.eqns) for v in eqn.invars if not isinstance(v, core.Literal)}
+    results = {v for v in jaxpr.outvars if not isinstance(v, core.Literal)}
+    for i, eqn in enumerate(jaxpr.eqns):
         values = [read(v) for v in eqn.invars]
+        for v in eqn.invars:
+            if not isinstance(v, core.Literal) and last[v] == i and v not in results:
+                env.pop(v, None)
         if eqn.primitive.name in ("pjit", "jit"):
             inner = eqn.params["jaxpr"]
             outs = evaluate(inner.jaxpr, list(inner.consts), values)
         else:
             outs = [RULES[eqn.primitive.name](*values, **eqn.params)]
+        del values
         for var, out in zip(eqn.outvars, outs):
             env[var] = np.asarray(out, dtype=var.aval.dtype).reshape(var.aval.shape)
+        del outs
     return [read(v) for v in jaxpr.outvars]

@@ -19,7 +19,7 @@ from mlc.executable import Executable
 from mlc.format.description import check_description
 from mlc.format.mlc_file import is_mlc_file
 from mlc.format.spec import LoadedSpec, load_spec
-from mlc.hoist import HoistedFunction
+from mlc.hoist import HoistedFunction, host_aligned
 from mlc.mil import checks, dtypes
 from mlc.mil.lower import STATES, DataDependentShapeError, debugging
 
@@ -108,12 +108,23 @@ class Model:
         with self._x64():
             # On CPU the device takes the memory-mapped weights without copying them (their data
             # is 64-byte aligned): loading reads no weight. fp16 weights stay fp16 until
-            # ``params`` is read (``_public``); the program widens them itself, once (mlc.hoist).
-            self._params = jax.device_put(self._exe.params, self.device)
+            # ``params`` is read; the program widens them itself, once (mlc.hoist).
+            self._params = jax.device_put(self._device_ready(self._exe.params), self.device)
         self._jitted = None
         self._batched = None
         self._input_targets: dict[str, Any] = {}  # input name -> the numpy dtype the program takes (None: as given)
         self._changed: frozenset[str] = frozenset()  # params trained since load: save writes them back
+
+    def _device_ready(self, params: dict) -> dict:
+        """``params`` (the executable's, updated in place) with each numpy array a CPU device
+        would copy (a front end's own array at a 16-byte boundary, a NeuralNetwork's weights)
+        moved to a 64-byte boundary, one at a time: the device then holds that memory, not a
+        second copy beside it. Memory-mapped weights are aligned already and stay as they are."""
+        if self.device.platform == "cpu":
+            for key, value in params.items():
+                if isinstance(value, np.ndarray) and value.nbytes >= 1 << 16:
+                    params[key] = host_aligned(value)
+        return params
 
     def _load_compiled(self, path: str, function_name: str | None) -> None:
         """A ``.mlc`` file from ``mlc compile`` (``mlc.aot``): no Core ML spec, no coremltools."""

@@ -122,6 +122,7 @@ class FunctionLowering:
                 elif is_constexpr(op):
                     compressed_names.update(names)
         self.params: dict[str, np.ndarray] = {}
+        self.widened: set[str] = set()  # params kept fp16 as stored, widened to fp32 where read (``_param``)
         self.consts: dict[str, Any] = {}
         self.storage: dict[str, str] = {}  # params key -> the MIL dtype it is stored in, or "compressed"
         with dtypes.precision(fp16_as_fp32):
@@ -130,7 +131,7 @@ class FunctionLowering:
                     static = self.defs[id(op)].static
                     for key, value in constexpr_attributes(op).items():
                         if _is_array(value) and key not in static:  # a static one (an iOS16 shape) stays numpy
-                            self.params[attribute_param(op, key)] = _param_array(value)
+                            self.params[attribute_param(op, key)] = self._param_array(attribute_param(op, key), value)
                             self.storage[attribute_param(op, key)] = "compressed"
                 if op.type != "const":
                     continue
@@ -138,10 +139,26 @@ class FunctionLowering:
                     raise MLCError(f"{model}: const operation {op.name!r} has no value")
                 name, value = op.outputs[0].name, op.attributes["val"]
                 if self._is_param(name, value, static_names) or (name in compressed_names and _is_array(value)):
-                    self.params[name] = _param_array(value)
+                    self.params[name] = self._param_array(name, value)
                     self.storage[name] = "compressed" if name in compressed_names else _storage_name(value.dtype)
                 else:
                     self.consts[name] = _static_const(value)
+
+    def _param_array(self, name: str, value: np.ndarray) -> np.ndarray:
+        """``value`` as a param. An fp16 weight computed in fp32 stays fp16 (a view of the
+        memory-mapped weight file, which the device takes without copying on CPU): the program
+        widens it where it reads it (``_param``), which ``mlc.hoist`` does once, not at load."""
+        dtype = dtypes.compute_array_dtype(value.dtype)
+        if value.dtype == np.float16 and dtype == np.float32:
+            self.widened.add(name)
+            return value
+        return np.asarray(value, dtype=dtype)
+
+    def _param(self, params: dict, name: str) -> Any:
+        """The param ``name`` as the program computes with it: fp32 for an fp16 weight kept as
+        stored; a param given already widened (``Model.params``, trained values) as it is."""
+        value = params[name]
+        return value.astype(np.float32) if name in self.widened and value.dtype == np.float16 else value
 
     @staticmethod
     def _is_param(name: str, value: Any, static_names: set[str]) -> bool:
@@ -186,7 +203,7 @@ class FunctionLowering:
         for op in block.operations:
             if op.type == "const":
                 name = op.outputs[0].name
-                env[name] = params[name] if name in params else self.consts[name]
+                env[name] = self._param(params, name) if name in params else self.consts[name]
                 continue
             results = self.run_op(op, env, params, counter)
             for out, value in zip(op.outputs, results):
@@ -224,7 +241,7 @@ class FunctionLowering:
         if is_constexpr(op):
             for key, value in constexpr_attributes(op).items():
                 param = attribute_param(op, key)
-                kwargs[key] = params[param] if param in params else _static_const(value)
+                kwargs[key] = self._param(params, param) if param in params else _static_const(value)
         if op.blocks:
             kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
         folded = d.fold and is_static(list(kwargs.values()))
@@ -290,10 +307,6 @@ def _is_array(value: Any) -> bool:
 def _storage_name(dtype) -> str:
     """The MIL name of a float param's stored dtype ("fp32", "fp16", "bf16", ...)."""
     return next((name for name in dtypes.FLOAT_NAMES if dtypes.NUMPY_DTYPES[name] == np.dtype(dtype)), str(np.dtype(dtype)))
-
-
-def _param_array(value: np.ndarray) -> np.ndarray:
-    return np.asarray(value, dtype=dtypes.compute_array_dtype(value.dtype))
 
 
 def _print_op(op: Operation, results: tuple, level: int) -> None:
