@@ -3,13 +3,12 @@
 Asserts agreement with torch, never timings (the timing rounds are one or two runs here).
 """
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from mlc.testing.scripts import load_script
+
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -18,10 +17,7 @@ torch = pytest.importorskip("torch")
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("mlc_bench_script", ROOT / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench")
 
 
 @pytest.mark.timeout(120)

@@ -6,23 +6,19 @@ weights at load (an fp16 weight widened to fp32, a ``device_put`` that copies an
 array, a ``.copy()`` in the parser) fails: one copy of the weights is 1x, the bound is 0.5x.
 """
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from mlc.testing.scripts import load_script
+
 BOUND = 0.5  # anonymous memory grown during mlc.load, as a multiple of the weight bytes
 
 pytestmark = pytest.mark.hostile
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("mlc_measure_load_memory", ROOT / "scripts" / "measure_load_memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("measure_load_memory")
 
 
 @pytest.mark.timeout(120)
