@@ -11,10 +11,12 @@ spec's preprocessing (NeuralNetwork).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 import numpy as np
 
+from mlc import limits
 from mlc._errors import MLCFeatureTypeError, MLCParametersError
 
 ARRAY_DTYPES = {
@@ -214,17 +216,84 @@ def _shape_allowed(feature: Feature, shape: tuple[int, ...]) -> tuple[bool, str]
     return tuple(shape) == feature.shape, str(feature.shape)
 
 
+def _check_size(shape: Any, itemsize: int, where: str) -> None:
+    """Refuse an input larger than ``mlc.limits.max_tensor_bytes()`` before it is converted."""
+    limits.check_tensor(shape, itemsize, where, error=MLCFeatureTypeError)
+
+
+def _declared_shape(value: Any) -> tuple[int, ...] | None:
+    """The ``shape`` an array-like object (a torch, JAX or other lazy array) says it has, read
+    without converting it; None when it says none that is a tuple of integers."""
+    shape = getattr(value, "shape", None)
+    if not isinstance(shape, (tuple, list)):
+        return None
+    try:
+        return tuple(operator.index(d) for d in shape)
+    except TypeError:
+        return None
+
+
+def _declared_itemsize(value: Any) -> int:
+    """Bytes per element an array-like object says it holds (1 when it does not say)."""
+    itemsize = getattr(value, "itemsize", None)
+    if isinstance(itemsize, (int, np.integer)) and not isinstance(itemsize, bool) and itemsize > 0:
+        return int(itemsize)
+    try:
+        return np.dtype(getattr(value, "dtype", None)).itemsize
+    except (TypeError, ValueError):
+        return 1
+
+
+def _nested_shape(value: Any) -> tuple[int, ...]:
+    """The shape nested lists/tuples would give, read along their first elements (cheap: what
+    ``np.asarray`` is about to allocate, before it does)."""
+    shape = []
+    while isinstance(value, (list, tuple)) and len(shape) < 64:
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
+
+
+def _computed_itemsize(feature: Feature) -> int:
+    """Bytes per element the model takes the input in: its declared dtype, and at least 4 (the
+    program widens fp16 and int8 inputs to 32 bits where it computes in them)."""
+    return max((feature.dtype or np.dtype(np.float32)).itemsize, 4)
+
+
 def _as_array(feature: Feature, value: Any, where: str) -> np.ndarray:
+    """``value`` as a numpy array, its size checked before anything is converted or copied."""
+    itemsize = _computed_itemsize(feature)
     if isinstance(value, np.ndarray):
         return value
+    if _is_torch_tensor(value):
+        value = value.detach()  # as coremltools' MLModel.predict does; no copy
     if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
-        return np.asarray(value)
+        shape = _declared_shape(value)
+        if shape is not None:
+            _check_size(shape, max(_declared_itemsize(value), itemsize), where)
+        return _converted(value, where)
     if isinstance(value, (list, tuple, int, float, bool, np.generic)):
-        arr = np.asarray(value)
+        _check_size(_nested_shape(value), max(8, itemsize), where)  # Python numbers become 8-byte numbers
+        arr = _converted(value, where)
         if arr.dtype == object or arr.dtype.kind in "USV":
             raise MLCFeatureTypeError(f"{where}: expected numbers, got a {type(value).__name__} holding {arr.dtype.kind!r} values")
         return arr
     raise MLCFeatureTypeError(f"{where}: expected a multiarray (numpy array), got {type(value).__name__}")
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and callable(getattr(value, "detach", None))
+
+
+def _converted(value: Any, where: str) -> np.ndarray:
+    """``np.asarray(value)``; what numpy or the object refuses (nested lists of different
+    lengths, a tensor on another device) is reported as the input's error."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise MLCFeatureTypeError(f"{where}: a {type(value).__name__} that is not an array of numbers: {e}") from e
 
 
 def _whole_numbers(arr: np.ndarray, target: np.dtype) -> bool:
@@ -235,15 +304,32 @@ def _whole_numbers(arr: np.ndarray, target: np.dtype) -> bool:
     return bool(np.array_equal(arr, np.trunc(arr)) and np.all((arr >= info.min) & (arr <= info.max)))
 
 
+def _check_integer_range(arr: np.ndarray, target: np.dtype, where: str) -> None:
+    """Integers given for a narrower integer input (int64 for int32) must fit it: a cast would
+    wrap 2**40 around to 0 without a word."""
+    if arr.dtype.kind not in "iu" or target.kind not in "iu" or np.can_cast(arr.dtype, target, casting="safe") or arr.size == 0:
+        return
+    info = np.iinfo(target)
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min or hi > info.max:
+        bad = lo if lo < info.min else hi
+        raise MLCFeatureTypeError(
+            f"{where}: value {bad} ({arr.dtype}) is out of the range of the declared {target} [{info.min}, {info.max}]"
+        )
+
+
 def multiarray_input(feature: Feature, value: Any, where: str, *, batched: bool = False) -> np.ndarray:
     arr = _as_array(feature, value, where)
     if arr.dtype.kind in "USOV":
         raise MLCFeatureTypeError(f"{where}: expected {feature.type_string()}, got an array of {arr.dtype} (strings or objects)")
+    # What the user gave and what it becomes, before it is converted, copied or sent to a device.
+    _check_size(arr.shape, max(arr.dtype.itemsize, _computed_itemsize(feature)), where)
     target = feature.dtype or np.dtype(np.float32)
     if arr.dtype != target and not np.can_cast(arr.dtype, target, casting="same_kind") and not _whole_numbers(arr, target):
         raise MLCFeatureTypeError(
             f"{where}: dtype {arr.dtype} cannot be converted to the declared {target} without losing its meaning"
         )
+    _check_integer_range(arr, target, where)
     example = arr.shape[1:] if batched else arr.shape
     if batched and arr.ndim == 0:
         raise MLCFeatureTypeError(f"{where}: predict_batch needs a leading batch axis, got a scalar")
@@ -264,8 +350,9 @@ def _pil():
     return Image
 
 
-def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
-    """A PIL image -> float32 array (1, C, H, W) in the declared channel order."""
+def _image_size(feature: Feature, value: Any, where: str) -> tuple[int, int]:
+    """Check a PIL image's type, mode and size against the feature, without decoding it;
+    its (height, width)."""
     Image = _pil()
     if not isinstance(value, Image.Image):
         raise MLCFeatureTypeError(f"{where}: expected a PIL image ({feature.type_string()}), got {type(value).__name__}")
@@ -276,14 +363,43 @@ def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
             f"(expected PIL mode {mode!r}; use image.convert({mode!r}))"
         )
     w, h = value.size
-    ok, expected = _shape_allowed(feature, (h, w))
+    ok = _shape_allowed(feature, (h, w))[0]
     if feature.shape_ranges is None and not feature.enumerated_shapes:
-        ok, expected = (h, w) == feature.shape, f"{feature.shape[1]}x{feature.shape[0]}"
+        ok = (h, w) == feature.shape
     if not ok:
+        expected = _image_sizes(feature)
         raise MLCFeatureTypeError(
             f"{where}: image is {w}x{h} (width x height), the model expects {expected}; resize it first"
         )
-    arr = np.asarray(value, dtype=np.float32)
+    return h, w
+
+
+def _image_sizes(feature: Feature) -> str:
+    """The sizes an image input takes, width x height, as an error message says them."""
+    if feature.shape_ranges is not None:
+        (hl, hh), (wl, wh) = feature.shape_ranges
+        if hl == hh and wl == wh:
+            return f"{wl}x{hl}"
+        return f"width in [{wl},{'inf' if wh < 0 else wh}] and height in [{hl},{'inf' if hh < 0 else hh}]"
+    if feature.enumerated_shapes:
+        return " or ".join(f"{w}x{h}" for h, w in feature.enumerated_shapes)
+    return f"{feature.shape[1]}x{feature.shape[0]}"
+
+
+def _channels(feature: Feature) -> int:
+    return 3 if feature.color_space in ("RGB", "BGR") else 1
+
+
+def _decoded(value: Any, feature: Feature, where: str) -> np.ndarray:
+    """A checked PIL image -> float32 (1, C, H, W) in the declared channel order. PIL images
+    are lazy: this is where a file is decoded, and where a corrupt or truncated one fails."""
+    Image = _pil()
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MLCFeatureTypeError(f"{where}: Pillow refused to decode the image: {e}") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise MLCFeatureTypeError(f"{where}: the image could not be decoded: {e}") from e
     if arr.ndim == 2:
         arr = arr[None]
     else:
@@ -291,6 +407,13 @@ def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
         if feature.color_space == "BGR":
             arr = arr[::-1]
     return np.ascontiguousarray(arr[None])
+
+
+def image_input(feature: Feature, value: Any, where: str) -> np.ndarray:
+    """A PIL image -> float32 array (1, C, H, W) in the declared channel order."""
+    h, w = _image_size(feature, value, where)
+    _check_size((1, _channels(feature), h, w), 4, where)  # before the (lazy) image is decoded
+    return _decoded(value, feature, where)
 
 
 def fit_image(image, feature: Feature):
@@ -311,16 +434,32 @@ def scalar_input(feature: Feature, value: Any, where: str) -> Any:
     if feature.kind == "int64":
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise MLCFeatureTypeError(f"{where}: expected an int64, got {type(value).__name__}")
-        return np.int64(value)
+        return np.int64(_int64(value, where))
     if feature.kind == "double":
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise MLCFeatureTypeError(f"{where}: expected a double, got {type(value).__name__}")
-        return np.float64(value)
+        return np.float64(_double(value, where))
     if feature.kind == "string":
         if not isinstance(value, str):
             raise MLCFeatureTypeError(f"{where}: expected a string, got {type(value).__name__}")
         return value
     raise MLCFeatureTypeError(f"{where}: {feature.kind} inputs are not supported by this model type")
+
+
+def _int64(value: Any, where: str) -> int:
+    """An integer that fits an int64 (a Python int or a uint64 may not: refused, not wrapped)."""
+    n = int(value)
+    if not -(1 << 63) <= n < (1 << 63):
+        raise MLCFeatureTypeError(f"{where}: {n} is out of the int64 range")
+    return n
+
+
+def _double(value: Any, where: str) -> float:
+    """A number as a double; a Python int too large for one is refused (NaN and Inf pass)."""
+    try:
+        return float(value)
+    except OverflowError as e:
+        raise MLCFeatureTypeError(f"{where}: {value} is too large for a double") from e
 
 
 def dictionary_input(feature: Feature, value: Any, where: str) -> dict:
@@ -336,10 +475,10 @@ def dictionary_input(feature: Feature, value: Any, where: str) -> dict:
         if feature.key_kind == "int64":
             if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
                 raise MLCFeatureTypeError(f"{where}: dictionary key {key!r} is not an int64")
-            key = int(key)
+            key = _int64(key, where)
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise MLCFeatureTypeError(f"{where}: dictionary value for key {key!r} is a {type(v).__name__}, not a number")
-        out[key] = float(v)
+        out[key] = _double(v, f"{where}: dictionary value for key {key!r}")
     return out
 
 
@@ -358,26 +497,45 @@ def sequence_input(feature: Feature, value: Any, where: str) -> list:
         lo, hi = feature.size_range
         if len(value) < lo or (hi >= 0 and len(value) > hi):
             raise MLCFeatureTypeError(f"{where}: sequence of {len(value)} elements, the model allows [{lo}, {'inf' if hi < 0 else hi}]")
-    return [item if string else int(item) for item in value]
+    return [item if string else _int64(item, where) for item in value]
 
 
 def scalar_batch_input(feature: Feature, value: Any, where: str) -> np.ndarray:
     """A batch of double or int64 values: a 1-D sequence, one value per example."""
-    arr = np.asarray(value)
+    shape = _nested_shape(value) if isinstance(value, (list, tuple)) else _declared_shape(value)
+    if shape is not None:
+        _check_size(shape, 8, where)
+    arr = _converted(value, where)
     if arr.ndim != 1 or arr.dtype.kind not in ("iu" if feature.kind == "int64" else "iuf"):
         raise MLCFeatureTypeError(
             f"{where}: predict_batch takes a 1-D array of {feature.kind} values, one per example; got {arr.dtype} of shape {arr.shape}"
         )
-    return arr.astype(np.int64 if feature.kind == "int64" else np.float64)
+    target = np.dtype(np.int64 if feature.kind == "int64" else np.float64)
+    _check_integer_range(arr, target, where)
+    return arr.astype(target)
+
+
+def image_batch_input(feature: Feature, value: Any, where: str) -> np.ndarray:
+    """A list of PIL images -> float32 (N, 1, C, H, W): every image checked, and the batch's
+    size, before any is decoded. An empty list is an empty batch at the declared size."""
+    if not isinstance(value, (list, tuple)):
+        raise MLCFeatureTypeError(f"{where}: a batch of images is a list of PIL images, got {type(value).__name__}")
+    sizes = [_image_size(feature, im, f"{where}, image {i}") for i, im in enumerate(value)]
+    if len(set(sizes)) > 1:
+        shown = ", ".join(sorted({f"{w}x{h}" for h, w in sizes}))
+        raise MLCFeatureTypeError(f"{where}: the images of a batch must have one size, got {shown}; resize them first")
+    h, w = sizes[0] if sizes else feature.shape
+    _check_size((len(value), 1, _channels(feature), h, w), 4, where)
+    if not value:
+        return np.zeros((0, 1, _channels(feature), h, w), np.float32)
+    return np.stack([_decoded(im, feature, f"{where}, image {i}") for i, im in enumerate(value)])
 
 
 def batch_input(feature: Feature, value: Any, where: str) -> np.ndarray:
     """A batch of one input, examples along the first axis: a list of PIL images, a stacked
     multiarray, or a 1-D array of doubles / int64s (what ``predict_batch`` and training take)."""
     if feature.kind == "image":
-        if not isinstance(value, (list, tuple)):
-            raise MLCFeatureTypeError(f"{where}: a batch of images is a list of PIL images")
-        return np.stack([image_input(feature, im, where) for im in value])
+        return image_batch_input(feature, value, where)
     if feature.kind == "multiArray":
         return multiarray_input(feature, value, where, batched=True)
     if feature.kind in ("double", "int64"):
