@@ -152,7 +152,7 @@ def check_abstract(compute, what: str) -> None:
     for leaf in jax.tree_util.tree_leaves(shapes):
         shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
         if shape is not None and dtype is not None:
-            check_tensor(shape, np.dtype(dtype).itemsize, what)
+            check_tensor(shape, _itemsize(dtype), what)
 
 
 def check_jaxpr(closed_jaxpr, what: str) -> None:
@@ -163,7 +163,13 @@ def check_jaxpr(closed_jaxpr, what: str) -> None:
             aval = getattr(var, "aval", None)
             shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
             if shape is not None and dtype is not None and all(isinstance(d, int) for d in shape):
-                check_tensor(shape, np.dtype(dtype).itemsize, what)
+                check_tensor(shape, _itemsize(dtype), what)
+
+
+def _itemsize(dtype) -> int:
+    """Bytes per element of a numpy dtype or of JAX's extended dtypes (random keys)."""
+    itemsize = getattr(dtype, "itemsize", None)
+    return int(itemsize) if itemsize is not None else np.dtype(dtype).itemsize
 
 
 def _all_jaxprs(jaxpr):
