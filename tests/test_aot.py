@@ -69,6 +69,7 @@ def test_compiled_model_describes_itself(cnn):
     assert model.name == "cnn.mlpackage"
 
 
+@pytest.mark.hostile
 def test_wrong_input_shape_is_a_feature_type_error(cnn):
     _, compiled, _, example = cnn
     model = mlc.load(compiled)
@@ -168,12 +169,14 @@ def test_cli_compile_then_predict(cnn, tmp_path, capsys):
         mlc.load(out).predict_batch({"x": x[None]})
 
 
+@pytest.mark.hostile
 def test_cli_compile_bad_suffix_writes_nothing(cnn, tmp_path, capsys):
     assert cli.main(["compile", str(cnn[0]), "-o", str(tmp_path / "x.mlpackage")]) == 2
     assert "[parameters]" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.hostile
 def test_platform_not_compiled_for_is_refused(cnn, tmp_path):
     out = tmp_path / "tpu.mlc"
     mlc.load(cnn[0]).compile(out, platforms=("tpu",))
@@ -181,6 +184,7 @@ def test_platform_not_compiled_for_is_refused(cnn, tmp_path):
         mlc.load(out)
 
 
+@pytest.mark.hostile
 def test_failed_compile_keeps_the_old_file(cnn, tmp_path, monkeypatch):
     out = tmp_path / "keep.mlc"
     out.write_bytes(b"old contents")
@@ -223,6 +227,7 @@ def _rewrite(path, out, header_edit):
     mlc_file.write(str(out), {k: v for k, v in header.items() if k != "sections"}, sections)
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize(
     "corrupt, message",
     [
@@ -243,6 +248,7 @@ def test_corrupt_files_are_io_errors(cnn, tmp_path, corrupt, message):
     assert str(bad) in str(e.value)
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize(
     "edit, message",
     [

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.hostile
+
 import mlc
 from mlc.testing import torch_models
 

@@ -131,6 +131,7 @@ def test_pipeline_wiring_errors_name_the_stage():
         mlc.load(_pipeline([_nn_stage()], kind="pipeline", names=("a", "b")))
 
 
+@pytest.mark.hostile
 def test_pipelines_nested_too_deep_are_refused():
     spec = _nn_stage()
     for _ in range(20):
@@ -199,6 +200,7 @@ def test_linked_model_resolves_beside_the_linking_model(tmp_path):
     ("Head.mlmodel", "/etc", "absolute"),
     ("Missing.mlmodelc", "", "not found"),
 ])
+@pytest.mark.hostile
 def test_linked_model_that_leaves_its_folder_or_is_missing_is_refused(tmp_path, file_name, search, error):
     inner = tmp_path / "inner"
     inner.mkdir()
@@ -208,6 +210,7 @@ def test_linked_model_that_leaves_its_folder_or_is_missing_is_refused(tmp_path, 
         mlc.load(_save(pipe, inner / "Pipe.mlmodel"))
 
 
+@pytest.mark.hostile
 def test_linked_model_that_links_itself_is_refused(tmp_path):
     spec = _linking_spec("Loop.mlmodel")
     with pytest.raises(MLCParametersError, match="nested more than"):

@@ -231,6 +231,7 @@ def _raises(error, path, *fragments):
         assert fragment in message, message
 
 
+@pytest.mark.hostile
 def test_header_too_short(tmp_path):
     path = tmp_path / "weight.bin"
     path.write_bytes(struct.pack("<II", 0, 2))
@@ -238,6 +239,7 @@ def test_header_too_short(tmp_path):
         BlobFile(path)
 
 
+@pytest.mark.hostile
 def test_empty_file(tmp_path):
     path = tmp_path / "weight.bin"
     path.write_bytes(b"")
@@ -245,6 +247,7 @@ def test_empty_file(tmp_path):
         BlobFile(path)
 
 
+@pytest.mark.hostile
 def test_missing_file_and_directory(tmp_path):
     with _raises(mlc.MLCIOError, tmp_path / "nope.bin", "does not exist"):
         BlobFile(tmp_path / "nope.bin")
@@ -252,6 +255,7 @@ def test_missing_file_and_directory(tmp_path):
         BlobFile(tmp_path)
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("version", [0, 1, 3, 0xFFFFFFFF])
 def test_wrong_storage_version(fp32_file, version):
     path, _ = fp32_file
@@ -260,6 +264,7 @@ def test_wrong_storage_version(fp32_file, version):
         BlobFile(path)
 
 
+@pytest.mark.hostile
 def test_wrong_sentinel(fp32_file):
     path, offsets = fp32_file
     _patch(path, offsets[1], "<I", 0xDEADBEEE)
@@ -269,6 +274,7 @@ def test_wrong_sentinel(fp32_file):
         blob.read(offsets[1], "fp32", (10,))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("where", ["end", "last", "header", "negative", "huge"])
 def test_metadata_offset_outside_file(fp32_file, where):
     path, _ = fp32_file
@@ -278,6 +284,7 @@ def test_metadata_offset_outside_file(fp32_file, where):
         BlobFile(path).read(offset, "fp32", (10,))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("offset_delta", [1, 32, 63])
 def test_unaligned_metadata_offset(fp32_file, offset_delta):
     path, offsets = fp32_file
@@ -294,6 +301,7 @@ def test_unaligned_metadata_offset(fp32_file, offset_delta):
         ("offset", 2**64 - 8),
     ],
 )
+@pytest.mark.hostile
 def test_data_outside_file(fp32_file, field, value):
     path, offsets = fp32_file
     _patch(path, offsets[1] + {"size": 8, "offset": 16}[field], "<Q", value)
@@ -301,6 +309,7 @@ def test_data_outside_file(fp32_file, field, value):
         BlobFile(path).read(offsets[1], "fp32", (10,))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("data_offset", [0, 64, 128, 255])
 def test_data_overlapping_metadata_or_header(fp32_file, data_offset):
     path, offsets = fp32_file
@@ -310,6 +319,7 @@ def test_data_overlapping_metadata_or_header(fp32_file, data_offset):
         BlobFile(path).read(offsets[1], "fp32", (10,))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("code", [0, 18, 99, 0xFFFFFFFF])
 def test_unknown_dtype_code(fp32_file, code):
     path, offsets = fp32_file
@@ -318,6 +328,7 @@ def test_unknown_dtype_code(fp32_file, code):
         BlobFile(path).read(offsets[0], "fp32", (10,))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("declared", ["fp16", "int32", "uint32", "bf16", "int4"])
 def test_dtype_mismatch(fp32_file, declared):
     path, offsets = fp32_file
@@ -325,6 +336,7 @@ def test_dtype_mismatch(fp32_file, declared):
         BlobFile(path).read(offsets[0], declared, (10,))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("shape", [(9,), (11,), (2, 6), (), (0,), (10, 2)])
 def test_size_disagrees_with_shape(fp32_file, shape):
     path, offsets = fp32_file
@@ -332,12 +344,14 @@ def test_size_disagrees_with_shape(fp32_file, shape):
         BlobFile(path).read(offsets[0], "fp32", shape)
 
 
+@pytest.mark.hostile
 def test_negative_dimension(fp32_file):
     path, offsets = fp32_file
     with _raises(mlc.MLCParametersError, path, "negative"):
         BlobFile(path).read(offsets[0], "fp32", (-2, -5))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("name, shape", [("uint3", (12,)), ("uint3", (18,)), ("int4", (11,)), ("uint1", (8,))])
 def test_subbyte_size_disagrees_with_shape(storage, tmp_path, name, shape):
     path = tmp_path / "weight.bin"
@@ -346,6 +360,7 @@ def test_subbyte_size_disagrees_with_shape(storage, tmp_path, name, shape):
         BlobFile(path).read(offset, name, shape)
 
 
+@pytest.mark.hostile
 def test_subbyte_padding_field_disagrees(storage, tmp_path):
     path = tmp_path / "weight.bin"
     (offset,) = _write(storage, path, [("uint3", _values("uint3", 13, np.random.default_rng(0)))])
@@ -356,6 +371,7 @@ def test_subbyte_padding_field_disagrees(storage, tmp_path):
         BlobFile(path).read(offset, "uint3", (13,))
 
 
+@pytest.mark.hostile
 def test_truncated_file(fp32_file):
     path, offsets = fp32_file
     with open(path, "r+b") as f:
@@ -472,6 +488,7 @@ def package_copy(saved_package, tmp_path):
     return path
 
 
+@pytest.mark.hostile
 def test_corrupt_weight_file_in_package(package_copy):
     weight = _weight_file(package_copy)
     _patch(weight, 64, "<I", 0)  # the first blob's sentinel
@@ -480,6 +497,7 @@ def test_corrupt_weight_file_in_package(package_copy):
     assert "weight.bin" in str(info.value) and "sentinel" in str(info.value)
 
 
+@pytest.mark.hostile
 def test_missing_weight_file_in_package(package_copy):
     os.remove(_weight_file(package_copy))
     with pytest.raises(mlc.MLCIOError) as info:
@@ -487,6 +505,7 @@ def test_missing_weight_file_in_package(package_copy):
     assert "weight.bin" in str(info.value) and "does not exist" in str(info.value)
 
 
+@pytest.mark.hostile
 def test_truncated_weight_file_in_package(package_copy):
     weight = _weight_file(package_copy)
     with open(weight, "r+b") as f:

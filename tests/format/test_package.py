@@ -93,15 +93,18 @@ def test_symlink_that_stays_inside_the_package(package):
 
 
 # -- the manifest ----------------------------------------------------------------------------------
+@pytest.mark.hostile
 def test_missing_manifest(package):
     os.remove(package / "Manifest.json")
     _fails(package, "no Manifest.json")
 
 
+@pytest.mark.hostile
 def test_not_a_package_folder(tmp_path):
     _fails(tmp_path, "no Manifest.json")
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("data", [b"{not json", b"", b'{"rootModelIdentifier": ', b'{"a": "\xff\xfe"}'])
 def test_malformed_manifest_json(package, data):
     (package / "Manifest.json").write_bytes(data)
@@ -121,6 +124,7 @@ def test_malformed_manifest_json(package, data):
         (lambda m: _root_entry(m).update(path=""), "path"),
     ],
 )
+@pytest.mark.hostile
 def test_manifest_missing_fields(package, edit, problem):
     manifest = _manifest(package)
     edit(manifest)
@@ -128,6 +132,7 @@ def test_manifest_missing_fields(package, edit, problem):
     _fails(package, "Manifest.json", "malformed manifest", problem)
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("manifest", [[], "a string", None, 3])
 def test_manifest_not_an_object(package, manifest):
     _write_manifest(package, json.dumps(manifest))
@@ -146,6 +151,7 @@ def _outside_copy_of_model(package, tmp_path):
 @pytest.mark.parametrize(
     "relative", ["../../etc/passwd", "../../outside/model.mlmodel", "com.apple.CoreML/../../../outside/model.mlmodel"]
 )
+@pytest.mark.hostile
 def test_root_path_leaving_the_package(package, tmp_path, relative):
     _outside_copy_of_model(package, tmp_path)
     manifest = _manifest(package)
@@ -154,6 +160,7 @@ def test_root_path_leaving_the_package(package, tmp_path, relative):
     _fails(package, "Manifest.json", "leaves the package", repr(relative))
 
 
+@pytest.mark.hostile
 def test_root_path_leaving_data(package):
     """The root model lives in Data/; pointing at the manifest is refused too."""
     manifest = _manifest(package)
@@ -162,6 +169,7 @@ def test_root_path_leaving_data(package):
     _fails(package, "Manifest.json", "leaves the package")
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("absolute", ["/etc/passwd", "ABS"])
 def test_root_path_absolute(package, tmp_path, absolute):
     if absolute == "ABS":
@@ -172,6 +180,7 @@ def test_root_path_absolute(package, tmp_path, absolute):
     _fails(package, "Manifest.json", "absolute path")
 
 
+@pytest.mark.hostile
 def test_model_file_symlinked_outside(package, tmp_path):
     outside = _outside_copy_of_model(package, tmp_path)
     model = _model_file(package)
@@ -180,6 +189,7 @@ def test_model_file_symlinked_outside(package, tmp_path):
     _fails(package, "Manifest.json", "leaves the package")
 
 
+@pytest.mark.hostile
 def test_model_folder_symlinked_outside(package, tmp_path):
     folder = package / "Data" / "com.apple.CoreML"
     shutil.move(folder, tmp_path / "elsewhere")
@@ -187,6 +197,7 @@ def test_model_folder_symlinked_outside(package, tmp_path):
     _fails(package, "leaves the package")
 
 
+@pytest.mark.hostile
 def test_data_folder_symlinked_outside(package, tmp_path):
     data = package / "Data"
     shutil.move(data, tmp_path / "elsewhere")
@@ -194,6 +205,7 @@ def test_data_folder_symlinked_outside(package, tmp_path):
     _fails(package, "leaves the package")
 
 
+@pytest.mark.hostile
 def test_manifest_symlinked_outside(package, tmp_path):
     outside = tmp_path / "Manifest.json"
     shutil.move(package / "Manifest.json", outside)
@@ -201,11 +213,13 @@ def test_manifest_symlinked_outside(package, tmp_path):
     _fails(package, "leaves the package")
 
 
+@pytest.mark.hostile
 def test_root_model_missing(package):
     os.remove(_model_file(package))
     _fails(package, "Manifest.json", "missing")
 
 
+@pytest.mark.hostile
 def test_root_model_is_a_folder(package):
     model = _model_file(package)
     os.remove(model)
@@ -251,12 +265,14 @@ def test_weight_reference_inside_the_folder_is_fine(package):
         ("../../../stolen.bin", "../stolen.bin"),
     ],
 )
+@pytest.mark.hostile
 def test_weight_reference_escaping(package, reference, placed):
     shutil.copy(_weight_file(package), package / placed)  # a valid weight file waits there
     _set_blob_file_names(package, reference)
     _fails(package, "leaves the package", repr(reference.removeprefix("@model_path/")))
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("prefix", ["@model_path/", ""])
 def test_weight_reference_absolute(package, tmp_path, prefix):
     stolen = tmp_path / "stolen.bin"
@@ -265,6 +281,7 @@ def test_weight_reference_absolute(package, tmp_path, prefix):
     _fails(package, "absolute path")
 
 
+@pytest.mark.hostile
 def test_weight_file_symlinked_outside(package, tmp_path):
     weight = _weight_file(package)
     shutil.move(weight, tmp_path / "stolen.bin")
@@ -273,12 +290,14 @@ def test_weight_file_symlinked_outside(package, tmp_path):
 
 
 # -- .mlmodel files and paths ----------------------------------------------------------------------
+@pytest.mark.hostile
 def test_empty_mlmodel(tmp_path):
     path = tmp_path / "empty.mlmodel"
     path.write_bytes(b"")
     _fails(path, "empty")
 
 
+@pytest.mark.hostile
 def test_truncated_mlmodel(saved, tmp_path):
     data = _model_file(saved).read_bytes()
     path = tmp_path / "cut.mlmodel"
@@ -288,6 +307,7 @@ def test_truncated_mlmodel(saved, tmp_path):
         _fails(path, "not a Core ML model")
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("seed", range(8))
 def test_random_bytes_mlmodel(tmp_path, seed):
     rng = np.random.default_rng(seed)
@@ -296,12 +316,14 @@ def test_random_bytes_mlmodel(tmp_path, seed):
     _fails(path, "not a Core ML model")
 
 
+@pytest.mark.hostile
 def test_text_file_as_mlmodel(tmp_path):
     path = tmp_path / "notes.mlmodel"
     path.write_text("this is not a model\n")
     _fails(path, "not a Core ML model")
 
 
+@pytest.mark.hostile
 def test_nonexistent_path(tmp_path):
     _fails(tmp_path / "missing.mlpackage", "no such file")
     _fails(str(tmp_path / "missing.mlmodel"), "no such file")
