@@ -319,3 +319,19 @@ def test_network_layers_asking_for_absurd_tensors(add_layer, fragment):
     with pytest.raises(MLCParametersError) as info:
         model.predict({"x": np.ones(3, np.float32)})
     assert fragment in str(info.value) and "limit of 4 GiB" in str(info.value) and "<in-memory model>" in str(info.value)
+
+
+def test_weight_file_name_with_a_nul_character(tmp_path):
+    """Found by the fuzzer: os.path refuses NUL with a ValueError; mlc says which constant."""
+    from coremltools.converters.mil import Builder as mb
+
+    from mlc.testing.mil_program import mil_mlmodel
+
+    weight = np.arange(24, dtype=np.float32).reshape(2, 12)
+    path = str(tmp_path / "w.mlpackage")
+    mil_mlmodel(lambda x: mb.linear(x=x, weight=weight), {"x": (1, 12)}).save(path)
+    spec_file = tmp_path / "w.mlpackage" / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    data = spec_file.read_bytes()
+    assert data.count(b"@model_path/weights/weight.bin") == 1
+    spec_file.write_bytes(data.replace(b"@model_path/weights/weight.bin", b"@model_path/weights/weight\x00bin"))
+    refused(path, MLCIOError, path, "NUL character")

@@ -35,6 +35,8 @@ class LoadedSpec:
 
 def inside(root: str, relative: str, what: str) -> str:
     """Join ``relative`` to ``root`` and refuse any result that escapes ``root`` (symlinks resolved)."""
+    if "\x00" in relative:
+        raise MLCIOError(f"{what}: path {relative!r} holds a NUL character")
     if os.path.isabs(relative):
         raise MLCIOError(f"{what}: absolute path {relative!r} is not allowed inside a package")
     root_real = os.path.realpath(root)
