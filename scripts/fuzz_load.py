@@ -125,9 +125,20 @@ def _report(args, results: list[dict], elapsed: float) -> dict:
         "findings": findings,
         "settings": {"workers": args.workers, "seed": args.seed, "memory_limit_gib": args.memory, "case_time_limit_s": args.seconds,
                      "predict": not args.load_only, "jit_every": args.jit_every},
+        "commit": _commit(),
         "versions": {"mlc": mlc.__version__, "python": platform.python_version(), "hypothesis": _version("hypothesis"),
                      "jax": _version("jax"), "coremltools": _version("coremltools"), "protobuf": _version("protobuf")},
     }
+
+
+def _commit() -> str | None:
+    """The git commit of the code fuzzed (None outside a checkout)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _version(name: str) -> str:
@@ -148,25 +159,39 @@ def _markdown(report: dict) -> str:
         "Each case mutates one file of a valid seed model (mlc.testing.fuzz): `bytes` flips, overwrites, inserts, deletes or "
         "truncates the protobuf; `fields` parses it and sets a field anywhere to an edge value or another name of the spec, or "
         "deletes, duplicates or swaps repeated elements; `manifest` edits Manifest.json; `weights` edits the weight blob's "
-        "header, metadata or bytes. A model that loads then predicts on example inputs: every "
-        f"{report['settings']['jit_every']}th case jitted (an XLA compile), the others op by op (`jax.disable_jit`).",
+        "header, metadata or bytes. " + (
+            f"A model that loads then predicts on example inputs: every {report['settings']['jit_every']}th case jitted "
+            "(an XLA compile), the others op by op (`jax.disable_jit`)."
+            if report["settings"]["predict"] else "Load only (`--load-only`): a model that loads is not run."
+        ),
         "",
-        "| seed/target | cases | predicted (jit) | predicted (op by op) | mlc errors (by code) | unexpected |",
-        "|---|---|---|---|---|---|",
+        "| seed/target | cases | loaded (not run) | predicted (jit) | predicted (op by op) | mlc errors (by code) | unexpected |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, outcomes in report["per_target"].items():
         n = sum(outcomes.values())
         errors = {o[4:]: c for o, c in outcomes.items() if o.startswith("mlc:")}
         bad = sum(c for o, c in outcomes.items() if o.startswith("UNEXPECTED"))
         codes = ", ".join(f"{k} {v}" for k, v in sorted(errors.items()))
-        lines.append(f"| {key} | {n} | {outcomes.get('predicted', 0)} | {outcomes.get('predicted op by op', 0)} | {codes} | {bad} |")
+        lines.append(
+            f"| {key} | {n} | {outcomes.get('loaded', 0)} | {outcomes.get('predicted', 0)} | {outcomes.get('predicted op by op', 0)} "
+            f"| {codes} | {bad} |"
+        )
     if report["findings"]:
         lines += ["", "## Findings", ""]
         for f in report["findings"][:50]:
             last = f["detail"].strip().splitlines()[-1] if f["detail"].strip() else ""
             lines.append(f"- {f['target']} `{f['file']}`: {f['kind']}: {last}")
-    lines += ["", f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.", ""]
+    lines += ["", f"Commit {report.get('commit')}; versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.", ""]
     return "\n".join(lines)
+
+
+def _rewrite(folder: str) -> None:
+    """Write ``results.md`` again from ``results.json`` (after a change to the report's format)."""
+    with open(os.path.join(folder, "results.json")) as f:
+        report = json.load(f)
+    with open(os.path.join(folder, "results.md"), "w") as f:
+        f.write(_markdown(report))
 
 
 def _replay(path: str) -> None:
@@ -196,9 +221,12 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(ROOT, "fuzz"))
     p.add_argument("--seed-dir", default=os.path.join(ROOT, "fuzz", ".seeds"))
     p.add_argument("--replay", help="run one saved finding")
+    p.add_argument("--rewrite", action="store_true", help="only write OUT/results.md again from OUT/results.json")
     args = p.parse_args()
     if args.replay:
         return _replay(args.replay)
+    if args.rewrite:
+        return _rewrite(args.out)
     from mlc.testing import fuzz
 
     os.environ["MLC_COMPILATION_CACHE"] = "0"
