@@ -131,28 +131,65 @@ def _human(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_abstract(compute, what: str) -> None:
+def check_abstract(compute, what: str, *, cache: dict | None = None, key=None) -> None:
     """Refuse, before running it, a computation (a thunk) whose outputs would exceed the limit.
 
     Ops evaluated on concrete values (constant folding at trace time, or a model running op by
     op) allocate their outputs at once; their sizes can come from values in the file (a
     ``fill`` whose shape constant says 200000 x 200000), which no declared type bounds. The
-    thunk is first traced abstractly (``jax.eval_shape``: shapes and dtypes, no data). A
-    computation that cannot be traced abstractly (it needs a concrete value) is not checked
-    here; the traced program's check before compiling (``check_jaxpr``) still applies to it.
+    thunk is first traced abstractly (``jax.eval_shape``: shapes and dtypes, no data), with op
+    observers and run-time check collection suspended (the trace is not a run). A computation
+    that cannot be traced abstractly (it needs a concrete value) is not checked here; the traced
+    program's check before compiling (``check_jaxpr``) still applies to it.
+
+    ``cache``/``key``: the output shapes found for ``key`` (an op and its ``signature``) are
+    kept in ``cache``, so a model running op by op traces each op once per input signature,
+    not once per call. A ``key`` of None is not cached.
     """
+    shapes = cache.get(key) if cache is not None and key is not None else None
+    if shapes is None:
+        shapes = _abstract_shapes(compute, what)
+        if cache is not None and key is not None:
+            cache[key] = shapes
+    for shape, itemsize in shapes:
+        check_tensor(shape, itemsize, what)
+
+
+def _abstract_shapes(compute, what: str) -> tuple:
+    """``(shape, itemsize)`` of each output of ``compute``, traced abstractly; () when it cannot be."""
     import jax
 
+    from mlc import observe
+    from mlc.mil import checks
+
     try:
-        shapes = jax.eval_shape(compute)
+        with observe.observing(None), checks.not_collecting():
+            shapes = jax.eval_shape(compute)
     except TensorLimitError as e:  # an op's own check, on a size it computes before allocating
         raise TensorLimitError(f"{what}: {e.message}") from None
     except Exception:  # noqa: BLE001 - whatever it is, the real evaluation raises it properly
-        return
-    for leaf in jax.tree_util.tree_leaves(shapes):
-        shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
-        if shape is not None and dtype is not None:
-            check_tensor(shape, _itemsize(dtype), what)
+        return ()
+    leaves = ((getattr(leaf, "shape", None), getattr(leaf, "dtype", None)) for leaf in jax.tree_util.tree_leaves(shapes))
+    return tuple((tuple(shape), _itemsize(dtype)) for shape, dtype in leaves if shape is not None and dtype is not None)
+
+
+def signature(value, static: bool):
+    """What an op's output shapes can depend on, hashable: an array's shape and dtype, and the
+    value of an input the op declares static (a shape, a count) or of a small numpy array (a
+    folded shape vector, which numpy code paths may read); None when ``value`` holds something
+    else (a list or state object), which is then not cached."""
+    import jax
+
+    if isinstance(value, (list, tuple)):
+        parts = tuple(signature(v, static) for v in value)
+        return None if any(p is None for p in parts) else (type(value).__name__, parts)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not isinstance(value, jax.core.Tracer):
+        small_numpy = isinstance(value, (np.ndarray, np.generic)) and value.size <= 64
+        data = np.asarray(value).tobytes() if static or small_numpy else None
+        return (tuple(value.shape), str(value.dtype), data)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
+    return None
 
 
 def check_jaxpr(closed_jaxpr, what: str) -> None:

@@ -122,6 +122,7 @@ class FunctionLowering:
                 elif is_constexpr(op):
                     compressed_names.update(names)
         self.params: dict[str, np.ndarray] = {}
+        self._output_shapes: dict = {}  # (op, input signature) -> output shapes (``_check_output_sizes``)
         self.widened: set[str] = set()  # params kept fp16 as stored, widened to fp32 where read (``_param``)
         self.consts: dict[str, Any] = {}
         self.storage: dict[str, str] = {}  # params key -> the MIL dtype it is stored in, or "compressed"
@@ -248,7 +249,7 @@ class FunctionLowering:
         try:
             with jax.named_scope(op.name), checks.operation(f"{self.model}: operation {op.name!r} ({op.type})"):
                 if not op.blocks and not _has_tracer(list(kwargs.values())):
-                    _check_output_sizes(lambda: d.fn(**kwargs), f"{self.model}: operation {op.name!r} ({op.type})")
+                    self._check_output_sizes(op, d, kwargs)
                 if folded:
                     with jax.ensure_compile_time_eval():
                         result = to_numpy(d.fn(**kwargs))
@@ -265,6 +266,15 @@ class FunctionLowering:
             raise MLCError(f"{self.model}: operation {op.name!r} ({op.type}) gave {len(results)} outputs, expected {len(op.outputs)}")
         return results
 
+    def _check_output_sizes(self, op: Operation, d: OpDef, kwargs: dict) -> None:
+        """An op about to run on concrete values (folded at trace time, or op by op) allocates
+        its outputs at once, with sizes that may come from values in the file: refuse one larger
+        than ``mlc.limits`` allows before it runs (traced abstractly once per input signature)."""
+        parts = tuple((k, limits.signature(v, k in d.static)) for k, v in sorted(kwargs.items()))
+        key = None if any(p is None for _, p in parts) else (id(op), parts)
+        what = f"{self.model}: operation {op.name!r} ({op.type})"
+        limits.check_abstract(lambda: d.fn(**kwargs), what, cache=self._output_shapes, key=key)
+
     def _block_runner(self, block: Block, env: dict, params: dict, counter: list[int]):
         """A callable running a nested block with its inputs bound (for control-flow ops)."""
 
@@ -276,14 +286,6 @@ class FunctionLowering:
                 return self.run_block(block, inner, params, counter)
 
         return run
-
-
-def _check_output_sizes(compute: Callable, what: str) -> None:
-    """An op about to run on concrete values (folded at trace time, or op by op) allocates its
-    outputs at once, with sizes that may come from values in the file: refuse one larger than
-    ``mlc.limits`` allows before it runs (abstractly traced: no observer, no collected checks)."""
-    with observe.observing(None), checks.not_collecting():
-        limits.check_abstract(compute, what)
 
 
 def is_constexpr(op: Operation) -> bool:

@@ -93,6 +93,7 @@ class NetworkLowering:
         self.storage: dict[str, str] = {}  # params key -> "fp32", "fp16" or "compressed" (mlc.nn.weights.storage)
         self._static_blobs: set[str] = set()
         self._seen_names: dict[str, int] = {}
+        self._output_shapes: dict = {}  # (layer, input signature) -> output shapes (``_check_output_sizes``)
         self.plan = self._plan(network)
 
     # -- planning ------------------------------------------------------------------------------
@@ -149,6 +150,16 @@ class NetworkLowering:
             self.run_layer(lp, env, params)
         return env
 
+    def _check_output_sizes(self, lp: LayerPlan, compute, args: list) -> None:
+        """A layer about to run on concrete values (folded at trace time, or layer by layer)
+        allocates its outputs at once, with sizes that may come from the file (``fillStatic``'s
+        ``targetShape``, ``loadConstantND``'s ``shape``): refuse one larger than ``mlc.limits``
+        allows before it runs (traced abstractly once per input signature)."""
+        parts = tuple(limits.signature(a, i in lp.definition.static) for i, a in enumerate(args))
+        key = None if any(p is None for p in parts) else (id(lp), parts)
+        what = f"{self.model}: layer {lp.layer.name!r} ({lp.kind})"
+        limits.check_abstract(compute, what, cache=self._output_shapes, key=key)
+
     def run_layer(self, lp: LayerPlan, env: dict, params: dict) -> None:
         d = lp.definition
         args = []
@@ -179,7 +190,7 @@ class NetworkLowering:
         try:
             with jax.named_scope(lp.layer.name or lp.kind):
                 if not lp.children and not any(isinstance(a, jax.core.Tracer) for a in args):
-                    _check_output_sizes(lambda: d.fn(ctx, lp.params, *args), f"{self.model}: layer {lp.layer.name!r} ({lp.kind})")
+                    self._check_output_sizes(lp, lambda: d.fn(ctx, lp.params, *args), args)
                 if folded:
                     with jax.ensure_compile_time_eval():
                         result = to_numpy(d.fn(ctx, lp.params, *args))
@@ -198,15 +209,6 @@ class NetworkLowering:
             raise MLCError(f"{self.model}: layer {lp.layer.name!r} ({lp.kind}) gave {len(results)} outputs, its spec names {len(lp.outputs)}")
         for name, value in zip(lp.outputs, results):
             env[name] = value
-
-
-def _check_output_sizes(compute, what: str) -> None:
-    """A layer about to run on concrete values (folded at trace time, or layer by layer)
-    allocates its outputs at once, with sizes that may come from the file (``fillStatic``'s
-    ``targetShape``, ``loadConstantND``'s ``shape``): refuse one larger than ``mlc.limits``
-    allows before it runs (abstractly traced, unobserved)."""
-    with observe.observing(None):
-        limits.check_abstract(compute, what)
 
 
 def _scope(seen: dict[str, int], name: str) -> str:
