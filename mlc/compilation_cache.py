@@ -26,14 +26,13 @@ written to a hidden temporary file in the same folder and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import time
 import warnings
 
 import jax
 
+from mlc._atomic import atomic_write
 from mlc._cache_dir import user_cache_dir
 
 # Compiles at least this long are stored (JAX's default, 1 s, would skip most models on a GPU).
@@ -112,10 +111,10 @@ def _atomic_entries() -> None:
             if os.path.exists(final):
                 return
             self._evict_if_needed(additional_size=len(value))
-            _write_then_rename(final, value)
+            _write(final, value)
             if self.eviction_enabled:
                 atime = os.path.join(os.fspath(self.path), f"{key}{lru_cache._ATIME_SUFFIX}")
-                _write_then_rename(atime, time.time_ns().to_bytes(8, "little"))
+                _write(atime, time.time_ns().to_bytes(8, "little"))
         finally:
             if self.eviction_enabled:
                 self.lock.release()
@@ -124,13 +123,9 @@ def _atomic_entries() -> None:
     lru_cache.LRUCache.put = put
 
 
-def _write_then_rename(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _write(path: str, data: bytes) -> None:
+    """Write an entry through ``atomic_write``: renamed into place complete, not fsynced (JAX's
+    own writes are not either; a kill or a concurrent reader never sees a torn entry, a power
+    cut still may)."""
+    with atomic_write(path, durable=False) as tmp, open(tmp, "wb") as f:
+        f.write(data)
