@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from mlc import limits
 from mlc._errors import MLCParametersError
-
-# ArrayFeatureType.ArrayDataType codes -> bytes per element (unknown codes: 8, the widest).
-_ITEMSIZE = {65568: 4, 65600: 8, 131104: 4, 65552: 2, 131080: 1}
+from mlc.features import ARRAY_DTYPES
 
 
 def check_description(spec, where: str) -> None:
@@ -44,7 +42,8 @@ def check_feature_type(ft, what: str) -> None:
 
 
 def _check_array(a, what: str) -> None:
-    itemsize = _ITEMSIZE.get(a.dataType, 8)
+    dtype = ARRAY_DTYPES.get(a.dataType)
+    itemsize = 8 if dtype is None else dtype.itemsize  # an unknown code: the widest
     limits.check_tensor([int(d) for d in a.shape], itemsize, f"{what}: declared shape")
     flex = a.WhichOneof("ShapeFlexibility")
     if flex == "enumeratedShapes":
