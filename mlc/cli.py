@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from mlc.deploy.formats import IMAGE_SUFFIXES, jsonable
+
 DEMO_MODEL = os.path.join(os.path.dirname(__file__), "data", "ColorNet.mlpackage")
 DEMO_IMAGE = os.path.join(os.path.dirname(__file__), "data", "red_ball.png")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,7 +167,7 @@ def _an_image(folder: str) -> str | None:
 
 
 def _ops(args) -> int:
-    from mlc.mil.registry import OPSET_TARGETS, lowerings
+    from mlc.frontends.mil.registry import OPSET_TARGETS, lowerings
 
     for name, defs in lowerings().items():
         targets = ", ".join(f"{OPSET_TARGETS[d.since]}+" for d in defs)
@@ -175,7 +176,7 @@ def _ops(args) -> int:
 
 
 def _layers(args) -> int:
-    from mlc.nn.registry import supported_layers
+    from mlc.frontends.neuralnetwork.registry import supported_layers
 
     for name in supported_layers():
         print(name)
@@ -183,7 +184,7 @@ def _layers(args) -> int:
 
 
 def _types(args) -> int:
-    from mlc.classic.registry import PROPRIETARY, supported
+    from mlc.frontends.classic.registry import PROPRIETARY, supported
 
     for name in supported():
         print(name)
@@ -199,7 +200,7 @@ def _compiled_info(args) -> int:
     """``mlc info Model.mlc``: what the compiled file holds, read from its header alone."""
     from mlc import features as F
     from mlc._errors import MLCUnsupportedError
-    from mlc.format.mlc_file import MLCFile
+    from mlc.io.mlc_file import MLCFile
 
     if getattr(args, "cost", False):
         raise MLCUnsupportedError(f"{args.model}: --cost analyses a Core ML model; run it on the .mlpackage or .mlmodel the file was compiled from")
@@ -233,55 +234,55 @@ def _compiled_info(args) -> int:
 
 
 def _info(args) -> int:
-    from mlc.format.mlc_file import is_mlc_file
-    from mlc.model import inspect
+    from mlc.io.mlc_file import is_mlc_file
+    from mlc.program.build import describe
 
     if is_mlc_file(args.model):
         return _compiled_info(args)
-    exe, loaded = inspect(args.model, function_name=args.function)
-    spec = loaded.spec
+    summary = describe(args.model, function_name=args.function)
+    interface = summary.interface
     report = {
         "model": args.model,
-        "type": exe.kind,
-        "specification_version": spec.specificationVersion,
-        "short_description": spec.description.metadata.shortDescription,
-        "functions": list(exe.functions),
-        "function": exe.function_name,
-        "inputs": {n: f.type_string() for n, f in exe.inputs.items()},
-        "outputs": {n: f.type_string() for n, f in exe.outputs.items()},
-        "ops": exe.op_histogram,
-        "unsupported_ops": exe.unsupported,
+        "type": summary.kind,
+        "specification_version": summary.specification_version,
+        "short_description": summary.short_description,
+        "functions": list(interface.functions),
+        "function": interface.function_name,
+        "inputs": {n: f.type_string() for n, f in interface.inputs.items()},
+        "outputs": {n: f.type_string() for n, f in interface.outputs.items()},
+        "ops": summary.op_histogram,
+        "unsupported_ops": summary.unsupported,
     }
     if args.json:
         if args.cost:
-            from mlc.cost import cost_report
+            from mlc.deploy.cost import cost_report
 
             report["cost"] = cost_report(args.model, function_name=args.function).to_dict()
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{args.model}: {exe.kind}, specification version {spec.specificationVersion}")
+    print(f"{args.model}: {summary.kind}, specification version {summary.specification_version}")
     if report["short_description"]:
         print(f"  {report['short_description']}")
-    if len(exe.functions) > 1:
-        print(f"functions: {', '.join(exe.functions)} (showing {exe.function_name!r})")
+    if len(interface.functions) > 1:
+        print(f"functions: {', '.join(interface.functions)} (showing {interface.function_name!r})")
     print("inputs:")
-    for f in exe.inputs.values():
+    for f in interface.inputs.values():
         print(f"  {f}")
     print("outputs:")
-    for f in exe.outputs.values():
+    for f in interface.outputs.values():
         print(f"  {f}")
-    total = sum(exe.op_histogram.values())
-    unit = "layers" if exe.kind.startswith("neuralNetwork") else "ops" if exe.kind.startswith("mlProgram") else "model types"
+    total = sum(summary.op_histogram.values())
+    unit = "layers" if summary.kind.startswith("neuralNetwork") else "ops" if summary.kind.startswith("mlProgram") else "model types"
     print(f"{unit} ({total}):")
-    for name, count in exe.op_histogram.items():
-        flag = "   <- not supported" if name in exe.unsupported else ""
+    for name, count in summary.op_histogram.items():
+        flag = "   <- not supported" if name in summary.unsupported else ""
         print(f"  {count:6d}  {name}{flag}")
-    if exe.unsupported:
-        print(f"unsupported {unit}: {', '.join(exe.unsupported)}")
+    if summary.unsupported:
+        print(f"unsupported {unit}: {', '.join(summary.unsupported)}")
     else:
         print(f"unsupported {unit}: none")
     if args.cost:
-        from mlc.cost import cost_report
+        from mlc.deploy.cost import cost_report
 
         print(cost_report(args.model, function_name=args.function).table())
     return 0
@@ -331,18 +332,6 @@ def _parse_input(text: str, features) -> tuple[str, Any]:
     return name, np.asarray(parsed, dtype=feature.dtype if feature is not None and feature.dtype is not None else None)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if hasattr(value, "mode") and hasattr(value, "size"):  # PIL image
-        return {"image": {"mode": value.mode, "size": list(value.size)}}
-    return value
-
-
 def _show(name: str, value: Any) -> str:
     if isinstance(value, dict):
         top = sorted(value.items(), key=lambda kv: -kv[1])
@@ -362,13 +351,13 @@ def _predict(args) -> int:
     outputs = model.predict(inputs)
     if args.save:
         arrays = {k: v for k, v in outputs.items() if isinstance(v, np.ndarray)}
-        from mlc._atomic import atomic_write
+        from mlc.io.atomic import atomic_write
 
         with atomic_write(args.save) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
     if args.json:
-        print(json.dumps({k: _jsonable(v) for k, v in outputs.items()}, indent=2))
+        print(json.dumps({k: jsonable(v) for k, v in outputs.items()}, indent=2))
     else:
         for name, value in outputs.items():
             print(_show(name, value))
@@ -403,7 +392,7 @@ def _update(args) -> int:
 
 def _compile(args) -> int:
     import mlc
-    from mlc.aot import check_output_path, compile_model
+    from mlc.deploy.aot import check_output_path, compile_model
 
     check_output_path(args.output)  # before the model is loaded
     platforms = tuple(p.strip() for p in args.platform.split(",") if p.strip()) if args.platform else None

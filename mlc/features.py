@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mlc import limits
+from mlc.runtime import limits
 from mlc._errors import MLCFeatureTypeError, MLCParametersError
 
 ARRAY_DTYPES = {
@@ -217,7 +217,7 @@ def _shape_allowed(feature: Feature, shape: tuple[int, ...]) -> tuple[bool, str]
 
 
 def _check_size(shape: Any, itemsize: int, where: str) -> None:
-    """Refuse an input larger than ``mlc.limits.max_tensor_bytes()`` before it is converted."""
+    """Refuse an input larger than ``mlc.runtime.limits.max_tensor_bytes()`` before it is converted."""
     limits.check_tensor(shape, itemsize, where, error=MLCFeatureTypeError)
 
 

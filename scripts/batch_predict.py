@@ -20,7 +20,7 @@ contiguous share of INPUTS and process 0 writes OUT. It has been tested on one h
     for i in 0 1; do XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/batch_predict.py \
         Model.mlpackage photos/ -o scores.jsonl --distributed --coordinator localhost:1234 --num-processes 2 --process-id $i & done
 
-The logic lives in ``mlc.batch``; this is its command line.
+The logic lives in ``mlc.deploy.batch``; this is its command line.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _progress(total: int, quiet: bool):
 
 
 def run(args) -> int:
-    from mlc import batch
+    from mlc.deploy import batch
 
     batch.check_output_path(args.output)
     batch.input_kind(args.inputs)

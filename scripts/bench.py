@@ -426,7 +426,7 @@ def _prepare_forest(name, size, d, meta, log):
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     c = CONFIGS[size][name]
     x, y = _forest_data(c)

@@ -118,7 +118,7 @@ def _time_mlc(spec, rows, repeats, layout: str, group: int) -> dict:
     import jax
 
     import mlc
-    from mlc.classic.models import tree_ensemble
+    from mlc.frontends.classic.models import tree_ensemble
 
     tree_ensemble.LAYOUT, tree_ensemble.TREES_PER_STEP = layout, group
     t = time.perf_counter()
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(ROOT / "bench" / "trees.md"))
     args = parser.parse_args()
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     import_coremltools()
     x, y, rows = _data(args)
@@ -246,7 +246,7 @@ def main() -> None:
     spec = _spec(forest)
     sk = _time_sklearn(forest, rows, args.repeats)
     expected = forest.predict(rows)
-    from mlc.classic.models import tree_ensemble
+    from mlc.frontends.classic.models import tree_ensemble
 
     default = (tree_ensemble.LAYOUT, tree_ensemble.TREES_PER_STEP)
     formulations = [default] + [f for f in FORMULATIONS if f != default]

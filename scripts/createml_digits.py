@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "bench", "createml_digits.md"))
     args = parser.parse_args()
 
-    from mlc._atomic import atomic_write
+    from mlc.io.atomic import atomic_write
     from mlc.createml import ImageClassifier
     from mlc.testing.images import write_digits_dataset
 

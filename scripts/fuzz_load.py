@@ -238,7 +238,7 @@ def main() -> None:
         results = pool.map(_worker, _jobs(args))
     report = _report(args, results, time.perf_counter() - start)
     os.makedirs(args.out, exist_ok=True)
-    from mlc._atomic import atomic_write
+    from mlc.io.atomic import atomic_write
 
     with atomic_write(os.path.join(args.out, "results.json")) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=1)

@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from mlc._atomic import atomic_write  # noqa: E402
-from mlc._proto import import_coremltools  # noqa: E402
+from mlc.io.atomic import atomic_write# noqa: E402
+from mlc.io.proto import import_coremltools# noqa: E402
 
 LABELS = ["red", "yellow", "green", "cyan", "blue", "magenta"]
 SIZE = 64

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from mlc._atomic import atomic_write  # noqa: E402
-from mlc._proto import import_coremltools  # noqa: E402
+from mlc.io.atomic import atomic_write# noqa: E402
+from mlc.io.proto import import_coremltools# noqa: E402
 from mlc.createml.extractor import (  # noqa: E402
     DEFAULT_EXTRACTOR,
     DEFAULT_INPUT,

@@ -89,7 +89,7 @@ def build_mlmodel(path: str, layers: int, width: int) -> None:
     from coremltools.models import datatypes
     from coremltools.models.neural_network import NeuralNetworkBuilder
 
-    from mlc.format import writer
+    from mlc.io import writer
 
     builder = NeuralNetworkBuilder([("x", datatypes.Array(width))], [("y", datatypes.Array(width))])
     name = "x"
@@ -136,7 +136,7 @@ def weight_bytes(path: Path) -> int:
     if path.suffix == ".mlpackage":
         return sum(f.stat().st_size for f in path.rglob("weight.bin"))
     if path.suffix == ".mlc":
-        from mlc.format.mlc_file import MLCFile
+        from mlc.io.mlc_file import MLCFile
 
         f = MLCFile(str(path))
         return sum(s["size"] for s in f.header["sections"] if s["name"].startswith("param/"))
@@ -170,7 +170,7 @@ def child(path: str) -> None:
     resettable = _reset_peak()
     t = time.perf_counter()
     model = mlc.load(path, cache_dir=False)
-    jax.block_until_ready(getattr(model, "_params", None) or model.params)  # as held: reading .params may widen fp16
+    jax.block_until_ready(model.runner.held_params)  # as held: reading .params may widen fp16
     phase("loaded", seconds=time.perf_counter() - t, hwm_reset=resettable)
     _reset_peak()
     inputs = {name: np.zeros(f.shape, np.float32) for name, f in model.input_description.items()}
@@ -305,19 +305,19 @@ def write_report(results: dict, args, md: Path) -> None:
 
 NOTES = [
     "ML Program packages and `.mlc` files: a blob constant is a read-only view of a memory map "
-    "of `weights/weight.bin` (`mlc.format.blob`), a `.mlc` param one of the `.mlc` file "
-    "(`mlc.format.mlc_file`). Their data start 64-byte aligned, and XLA's CPU client takes such "
+    "of `weights/weight.bin` (`mlc.io.blob`), a `.mlc` param one of the `.mlc` file "
+    "(`mlc.io.mlc_file`). Their data start 64-byte aligned, and XLA's CPU client takes such "
     "a host array without copying it (`jax.device_put` aliases it), so loading reads no weight: "
     "the pages are read from the file when the first prediction uses them, as file-backed memory.",
     "An fp16 ML Program computes in fp32 on CPU. Its weights stay the fp16 views of the file "
     "until something reads `model.params`, which gives fp32 as before (training, "
     "`jax_function`; `with_params` widens only what it is given); the program widens them where it reads "
-    "them (`mlc.mil.lower`), which `mlc.hoist` computes once, at the first predict. Before, load "
+    "them (`mlc.frontends.mil.lower`), which `mlc.runtime.hoist` computes once, at the first predict. Before, load "
     "widened them (2x the file's bytes) and `device_put` copied the unaligned result again (2x).",
     "After the first predict the weights are resident once as file pages (shared with the page "
-    "cache; the kernel can drop them) plus what `mlc.hoist` computes once from them: here the "
+    "cache; the kernel can drop them) plus what `mlc.runtime.hoist` computes once from them: here the "
     "linear weights transposed to the layout XLA's dot reads (1x for fp32; widened and "
-    "transposed, 2x the file's bytes, for fp16). `mlc.hoist` now puts those on the device one at "
+    "transposed, 2x the file's bytes, for fp16). `mlc.runtime.hoist` now puts those on the device one at "
     "a time, 64-byte aligned, so the device holds them without a second copy.",
     "A NeuralNetwork `.mlmodel` keeps its weights inside the protobuf, so they cannot be "
     "memory-mapped: the file is read (1x, freed after parsing), the parsed message holds them "

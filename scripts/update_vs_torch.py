@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import mlc
-from mlc._atomic import atomic_write
+from mlc.io.atomic import atomic_write
 from mlc.testing.updatable import CLASSES, conv_model, max_weight_difference, mlp_model, torch_param, torch_train
 
 MLP_PARAMS = {"fc1/weights": "fc1.weight", "fc1/bias": "fc1.bias", "fc2/weights": "fc2.weight", "fc2/bias": "fc2.bias"}

@@ -15,6 +15,6 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 @pytest.fixture(scope="session")
 def ct():
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     return import_coremltools()

@@ -1,4 +1,4 @@
-"""``mlc compile`` / ``.mlc`` artifacts (mlc.aot, mlc.format.mlc_file): round trips against torch,
+"""``mlc compile`` / ``.mlc`` artifacts (mlc.deploy.aot, mlc.io.mlc_file): round trips against torch,
 numpy and scikit-learn, loading without coremltools, and every malformed file refused."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 import mlc
 from mlc import cli
-from mlc.format import mlc_file
+from mlc.io import mlc_file
 from mlc.testing import torch_models
 
 
@@ -40,7 +40,7 @@ def test_compiled_cnn_matches_torch_and_the_package(cnn):
     path, compiled, module, example = cnn
     x = example[0].numpy()
     model = mlc.load(compiled)
-    assert model.spec is None and model._exe.batched is not None
+    assert model.spec is None and model.program.batched is not None
     y = model.predict({"x": x})["y"]
     # fp16 weights and activations rounded as Core ML stores them; computed in fp32 on CPU
     np.testing.assert_allclose(y, _torch(module, x), rtol=2e-2, atol=2e-2)
@@ -119,7 +119,7 @@ def _classifier_model(tmp_path):
     builder.add_softmax("sm", "logits", "probs")
     builder.set_class_labels(["cat", "dog", "eel"], predicted_feature_name="label", prediction_blob="probs")
     path = tmp_path / "clf.mlmodel"
-    from mlc.format.writer import write_mlmodel
+    from mlc.io.writer import write_mlmodel
 
     write_mlmodel(str(path), builder.spec)
     return path, w, b
@@ -143,7 +143,7 @@ def test_compiled_classifier_labels_and_probabilities(tmp_path):
 def test_compiled_classic_model_computes_in_double(tmp_path):
     from sklearn.linear_model import LinearRegression
 
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     ct = import_coremltools()
     rng = np.random.default_rng(2)
@@ -188,7 +188,7 @@ def test_platform_not_compiled_for_is_refused(cnn, tmp_path):
 def test_failed_compile_keeps_the_old_file(cnn, tmp_path, monkeypatch):
     out = tmp_path / "keep.mlc"
     out.write_bytes(b"old contents")
-    from mlc import aot
+    from mlc.deploy import aot
 
     def boom(*a, **k):
         raise mlc.MLCUnsupportedError("interrupted")

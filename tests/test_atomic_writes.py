@@ -1,8 +1,8 @@
 """Nothing lost (issue 9): a writer killed or interrupted midway leaves the old file as it was.
 
 Every kind of file mlc writes (``Model.save`` to an ``.mlpackage`` and to an ``.mlmodel``,
-``Model.compile`` to ``.mlc``, a feature-cache entry, ``mlc.batch.write_results``' ``.npz``,
-``mlc predict --save``) goes through ``mlc._atomic.atomic_write``. Each case here first puts a
+``Model.compile`` to ``.mlc``, a feature-cache entry, ``mlc.deploy.batch.write_results``' ``.npz``,
+``mlc predict --save``) goes through ``mlc.io.atomic.atomic_write``. Each case here first puts a
 good old version at the target path, then writes a new version through a hook that fires midway:
 
 - killed: a subprocess (``sys.executable``) writes the new version; at the hook it prints
@@ -13,7 +13,7 @@ good old version at the target path, then writes a new version through a hook th
   file is intact and no temporary entry is left.
 
 Hooks: the chunk generator of ``BlobWriter`` (a package killed halfway through its weight file),
-``mlc._atomic._swap`` (a complete, synced package killed just before it is renamed in), or the
+``mlc.io.atomic._swap`` (a complete, synced package killed just before it is renamed in), or the
 writing module's ``open`` returning a file that writes half of its n-th write, flushes it to disk,
 then fires. Oracles: numpy computes every model's expected outputs from its weights.
 """
@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 import mlc
-from mlc import _atomic
+from mlc.io import atomic as _atomic
 
 pytestmark = [
     pytest.mark.hostile,
@@ -109,7 +109,7 @@ def tearing_open(module, at: int, midway: Callable[[], None]):
 @contextlib.contextmanager
 def midway_through_weights(midway: Callable[[], None], after: int = 2):
     """``BlobWriter`` calls ``midway`` once ``after`` chunks of the weight file are out."""
-    from mlc.format.blob import BlobWriter
+    from mlc.io.blob import BlobWriter
 
     chunks = BlobWriter._chunks
 
@@ -169,7 +169,7 @@ def _write_package(paths, k, midway, hook):
 
 
 def _write_mlmodel(paths, k, midway):
-    from mlc.format import writer
+    from mlc.io import writer
 
     model = _scaled(mlc.load(paths.network), k)
     with tearing_open(writer, 1, midway) if midway else _nothing():
@@ -177,7 +177,7 @@ def _write_mlmodel(paths, k, midway):
 
 
 def _write_mlc(paths, k, midway):
-    from mlc.format import mlc_file
+    from mlc.io import mlc_file
 
     model = _scaled(mlc.load(paths.program), k)
     with tearing_open(mlc_file, 3, midway) if midway else _nothing():  # prefix, header, then a section
@@ -205,7 +205,7 @@ def _read_cache_entry(target):
 
 
 def _write_batch(paths, k, midway):
-    from mlc import batch
+    from mlc.deploy import batch
 
     predictor = batch.BatchPredictor(_scaled(mlc.load(paths.program), k), batch_size=4, workers=1)
     results = predictor.predict(batch.ArraySource(predictor.model, {"x": X}))

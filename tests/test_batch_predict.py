@@ -1,4 +1,4 @@
-"""scripts/batch_predict.py and mlc.batch: sharded batch scoring of image folders and array files.
+"""scripts/batch_predict.py and mlc.deploy.batch: sharded batch scoring of image folders and array files.
 
 One subprocess runs the script on 4 forced host devices (XLA_FLAGS must be set before JAX starts,
 and this process's JAX has already started with one device); two more run it as a 2-process JAX
@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 import mlc
-from mlc import batch
+from mlc.deploy import batch
 from mlc.testing.images import write_corrupt_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""mlc.compilation_cache: JAX's persistent compilation cache, checked in fresh processes (JAX
+"""mlc.runtime.compilation_cache: JAX's persistent compilation cache, checked in fresh processes (JAX
 opens its cache once per process), with JAX's own cache-hit events as the evidence."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_a_cache_the_user_configured_is_kept(model_path, tmp_path):
 def test_unwritable_folder_warns_and_runs(tmp_path):
     import warnings
 
-    from mlc import compilation_cache
+    from mlc.runtime import compilation_cache
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -114,7 +114,7 @@ def test_a_writer_killed_midway_leaves_no_torn_entry(model_path, tmp_path):
 def test_cache_entries_are_renamed_into_place(tmp_path):
     from jax._src import lru_cache
 
-    from mlc import compilation_cache
+    from mlc.runtime import compilation_cache
 
     compilation_cache._atomic_entries()
     for max_size, files in ((-1, ["k-cache"]), (1 << 20, ["k-atime", "k-cache"])):  # without and with eviction

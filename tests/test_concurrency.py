@@ -39,7 +39,7 @@ def test_eight_threads_on_a_fresh_model_match_sequential_calls(model_path):
         got = list(pool.map(lambda x: model.predict({"x": x})["y"], xs))
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
-    assert model._jitted.compiled_signatures() == 1
+    assert model.runner.compiled_signatures() == 1
 
 
 def test_threads_mixing_predict_and_predict_batch(model_path):

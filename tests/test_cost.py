@@ -14,7 +14,8 @@ import pytest
 from coremltools.converters.mil import Builder as mb
 
 import mlc
-from mlc import cost, observe
+from mlc.deploy import cost
+from mlc.runtime import observe
 from mlc.cli import main
 from mlc.testing import nn_specs
 from mlc.testing.mil_program import mil_mlmodel
@@ -207,7 +208,7 @@ def test_bad_path_is_an_mlc_io_error(capsys, tmp_path):
 
 def test_import_mlc_stays_light():
     code = (
-        "import sys, mlc; assert 'mlc.cost' not in sys.modules and 'coremltools' not in sys.modules; "
-        "assert mlc.cost_report.__module__ == 'mlc.cost'"
+        "import sys, mlc; assert 'mlc.deploy.cost' not in sys.modules and 'coremltools' not in sys.modules; "
+        "assert mlc.cost_report.__module__ == 'mlc.deploy.cost'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

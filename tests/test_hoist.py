@@ -1,4 +1,4 @@
-"""mlc.hoist: the weight-only part of a function computed once per params (numpy is the oracle)."""
+"""mlc.runtime.hoist: the weight-only part of a function computed once per params (numpy is the oracle)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlc.hoist import HoistedFunction, split_weight_only
+from mlc.runtime.hoist import HoistedFunction, split_weight_only
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(4, 3)).astype(np.float16)
@@ -108,7 +108,7 @@ def test_model_with_params_recomputes_the_hoisted_part(tmp_path):
     model = mlc.load(path)
     x = {"x": example[0].numpy()}
     y0 = model.predict(x)["y"]
-    assert model._jitted.hoisted(x)
+    assert model.runner.hoisted_for(x)
     zeroed = model.with_params({k: np.zeros(v.shape) for k, v in model.params.items()})
     np.testing.assert_array_equal(zeroed.predict(x)["y"], np.zeros_like(y0))
     np.testing.assert_array_equal(model.predict(x)["y"], y0)
@@ -121,7 +121,7 @@ def test_host_prepare_matches_the_compiled_prepare():
     host, compiled = HoistedFunction(layer, host_prepare=True), HoistedFunction(layer)
     np.testing.assert_array_equal(host(params, {"x": x})["y"], compiled(params, {"x": x})["y"])
     split = next(iter(host._splits.values()))
-    from mlc import host_jaxpr
+    from mlc.runtime import host_jaxpr
 
     assert host_jaxpr.supported(split.known.jaxpr)
     computed = host_jaxpr.evaluate(split.known.jaxpr, list(split.known.consts), [np.asarray(v) for v in jax.tree_util.tree_leaves(params)])
@@ -131,7 +131,7 @@ def test_host_prepare_matches_the_compiled_prepare():
 
 
 def test_host_prepare_falls_back_to_xla_for_other_primitives():
-    from mlc import host_jaxpr
+    from mlc.runtime import host_jaxpr
 
     closed = jax.make_jaxpr(lambda w: jnp.tanh(w) @ w.T)(np.ones((2, 2), np.float32))
     assert not host_jaxpr.supported(closed.jaxpr)

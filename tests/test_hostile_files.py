@@ -13,7 +13,7 @@ import pytest
 
 import mlc
 from mlc._errors import MLCIOError, MLCParametersError, MLCUnsupportedError
-from mlc.format.writer import write_mlmodel, write_mlpackage
+from mlc.io.writer import write_mlmodel, write_mlpackage
 
 pytestmark = pytest.mark.hostile
 

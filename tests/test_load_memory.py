@@ -46,7 +46,7 @@ def test_fp16_weights_are_fp32_params_when_read(tmp_path):
     model = mlc.load(str(path), device="cpu")
     x = {"x": rng.standard_normal((1, 8)).astype(np.float32)}
     before = model.predict(x)
-    held = {k: v.dtype for k, v in model._params.items()}
+    held = {k: v.dtype for k, v in model.runner.held_params.items()}
     assert set(held.values()) == {np.dtype(np.float16)}
     public = model.params
     assert {v.dtype for v in public.values()} == {np.dtype(np.float32)}
@@ -57,7 +57,7 @@ def test_fp16_weights_are_fp32_params_when_read(tmp_path):
     fresh = mlc.load(str(path), device="cpu")
     trained = fresh.with_params({key: w.astype(np.float32)})
     assert trained.params[key].dtype == np.float32
-    assert fresh._params[key].dtype == np.float16  # with_params widened nothing it was not given
+    assert fresh.runner.held_params[key].dtype == np.float16  # with_params widened nothing it was not given
     trained.save(tmp_path / "trained.mlpackage")
     again = mlc.load(str(tmp_path / "trained.mlpackage"), device="cpu")
     np.testing.assert_array_equal(np.asarray(again.params[key]), w.astype(np.float32))

@@ -76,7 +76,7 @@ def test_bad_compute_precision():
 
 
 def test_unsupported_op_names_op_operation_and_model(monkeypatch, tmp_path):
-    from mlc.mil import registry
+    from mlc.frontends.mil import registry
 
     mlmodel = mil_mlmodel(_dense, {"x": (2, 4)})
     path = tmp_path / "model.mlpackage"
@@ -118,7 +118,7 @@ def test_multifunction_package(ct, tmp_path):
 
 
 def test_coremltools_drop_in(ct, tmp_path):
-    import mlc.coremltools_backend as backend
+    import mlc.deploy.coremltools_backend as backend
 
     path = tmp_path / "dense.mlpackage"
     mil_mlmodel(_dense, {"x": (2, 4)}).save(str(path))
@@ -136,7 +136,7 @@ def test_import_is_quiet():
     import subprocess
     import sys
 
-    code = "import mlc; m = mlc.load(mlc.cli.DEMO_MODEL) if False else None; import mlc.cli; import mlc._proto as p; p.import_coremltools()"
+    code = "import mlc; m = mlc.load(mlc.cli.DEMO_MODEL) if False else None; import mlc.cli; import mlc.io.proto as p; p.import_coremltools()"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Failed to load" not in result.stderr + result.stdout
     assert "has not been tested" not in result.stderr + result.stdout

@@ -19,5 +19,5 @@ def test_notebook_runs(path, tmp_path):
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     client.execute(env={**os.environ, "MLC_CACHE_DIR": str(cache)})
     assert sorted(p.name for p in path.parent.iterdir()) == before
-    # only XLA's persistent compilation cache (mlc.compilation_cache) may go to the user's cache
+    # only XLA's persistent compilation cache (mlc.runtime.compilation_cache) may go to the user's cache
     assert [p.name for p in cache.iterdir()] in ([], ["xla"])

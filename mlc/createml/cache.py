@@ -5,7 +5,7 @@ Features live in memory for the process and on disk under
 (or augmented copy). A key is the SHA-256 of the image file's bytes plus the name of the
 transform that made the copy, so renaming or moving files keeps their features, and a changed
 file or a different extractor never reads stale ones. Files are written to a temporary name in
-the same folder and renamed into place (``mlc._atomic.atomic_write``), so concurrent writers and
+the same folder and renamed into place (``mlc.io.atomic.atomic_write``), so concurrent writers and
 interrupted runs never leave a torn file. The cache root is ``$MLC_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlc``, else
 ``~/.cache/mlc``. A disk that cannot be written turns the disk cache off with one warning;
 training goes on.
@@ -19,8 +19,8 @@ import warnings
 
 import numpy as np
 
-from mlc._atomic import atomic_write
-from mlc._cache_dir import user_cache_dir  # noqa: F401  (re-exported: the feature cache's root)
+from mlc.io.atomic import atomic_write
+from mlc.runtime.cache_dir import user_cache_dir# noqa: F401  (re-exported: the feature cache's root)
 
 
 def file_digest(path: str) -> str:

@@ -317,7 +317,7 @@ class ImageClassifier:
     # -- reporting ----------------------------------------------------------------------------
     def plot_training(self, path: str | os.PathLike) -> str:
         """Write the training (and validation) accuracy per iteration as a PNG at ``path``."""
-        from mlc._atomic import atomic_write
+        from mlc.io.atomic import atomic_write
 
         try:
             from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) is left alone

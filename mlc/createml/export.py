@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from mlc._errors import MLCIOError, MLCUnsupportedError
-from mlc._proto import import_coremltools, proto
+from mlc.io.proto import import_coremltools, proto
 
 LABEL = "classLabel"
 PROBABILITIES = "classLabelProbs"
@@ -84,12 +84,12 @@ def _label_as_target(spec) -> None:
 
 def _extractor_stage(extractor):
     """The extractor's spec for the pipeline, and its weight file (ML Programs only)."""
-    loaded = extractor.model._loaded
+    loaded = extractor.model.loaded_spec
     if loaded.spec.WhichOneof("Type") != "mlProgram":
         stage = type(loaded.spec)()
         stage.CopyFrom(loaded.spec)
         return stage, None
-    from mlc.mil.writeback import mlprogram_with_params
+    from mlc.frontends.mil.writeback import mlprogram_with_params
 
     return mlprogram_with_params(loaded, {}, function_name=extractor.model.function_name)
 
@@ -125,7 +125,7 @@ def pipeline_spec(extractor, weights, bias, labels, *, updatable: bool, metadata
 
 def write_classifier(path: str | os.PathLike, spec, blob) -> str:
     """Write ``spec`` as ``.mlpackage`` or ``.mlmodel`` (by the path's suffix), atomically."""
-    from mlc.format import writer
+    from mlc.io import writer
 
     path = os.fspath(path).rstrip("/" + os.sep)
     suffix = os.path.splitext(path)[1].lower()

@@ -17,7 +17,7 @@ imported, and nothing in the test files:
   ``coremltools.models.utils._is_macos`` is true (the NeuralNetwork tests import it by name at
   their import, after this plugin). Library modules that imported ``_is_macos`` by name at their
   own import (``MLModel``) keep the original; those that imported ``_macos_version`` get ours.
-- ``MLModel.predict`` and ``MLModel.make_state`` run through mlc (``mlc.coremltools_backend``);
+- ``MLModel.predict`` and ``MLModel.make_state`` run through mlc (``mlc.deploy.coremltools_backend``);
   the state is an ``mlc.State``, whose ``read_state`` / ``write_state`` match ``MLState``'s.
   ``compute_units=CPU_ONLY`` selects JAX's CPU device; other compute units use JAX's default.
 
@@ -95,8 +95,8 @@ def install() -> None:
     if _PATCHED:
         return
     os.environ.setdefault("TQDM_DISABLE", "1")  # conversion progress bars
-    from mlc import coremltools_backend
-    from mlc._proto import import_coremltools
+    from mlc.deploy import coremltools_backend
+    from mlc.io.proto import import_coremltools
 
     import_coremltools()
     import coremltools._deps as deps
@@ -165,7 +165,7 @@ def _recording(mlc_model):
 
     def wrapped(mlmodel):
         model = mlc_model(mlmodel)
-        _OPS_RUN.update(model._exe.op_histogram)
+        _OPS_RUN.update(model.program.op_histogram)
         return model
 
     return wrapped
@@ -191,7 +191,7 @@ def _has_fp16_tensors(mlmodel) -> bool:
     spec = mlmodel.get_spec()
     if spec.WhichOneof("Type") != "mlProgram":
         return False
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     ct = import_coremltools()
     fp16 = ct.proto.MIL_pb2.DataType.FLOAT16
@@ -207,7 +207,7 @@ def _has_fp16_tensors(mlmodel) -> bool:
 
 def uninstall() -> None:
     """Undo every patch."""
-    from mlc import coremltools_backend
+    from mlc.deploy import coremltools_backend
 
     for (owner, name), value in _PATCHED.items():
         setattr(owner, name, value)

@@ -14,7 +14,7 @@ def pooling_extractor(path: str, *, size: int = 32, block: int = 4, grayscale: b
     from coremltools.models import datatypes
     from coremltools.models.neural_network import NeuralNetworkBuilder
 
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     ct = import_coremltools()
     channels = 1 if grayscale else 3
@@ -35,7 +35,7 @@ def mlprogram_extractor(path: str, *, size: int = 32, features: int = 16, seed: 
     """Write an ML Program ``image -> features (features,), stats (2,)`` to ``path`` (.mlpackage)."""
     import torch
 
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     ct = import_coremltools()
     torch.manual_seed(seed)

@@ -84,7 +84,7 @@ class Seed:
 
 def make_seeds(folder: str) -> dict[str, Seed]:
     """Build the seed models under ``folder`` (coremltools needed; a second of work)."""
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     import_coremltools()  # quietly, before the converters import it
     os.makedirs(folder, exist_ok=True)
@@ -341,7 +341,7 @@ def mutate_manifest(data: bytes, draw: Draw) -> bytes:
 
 def mutate_weights(data: bytes, draw: Draw) -> bytes:
     """The blob file's storage header, a blob's metadata fields, or its bytes."""
-    from mlc.format.blob import ALIGNMENT, HEADER_SIZE
+    from mlc.io.blob import ALIGNMENT, HEADER_SIZE
 
     buf = bytearray(data)
     kind = draw("choice", ("header", "metadata", "metadata", "bytes", "truncate", "extend"))
@@ -401,7 +401,7 @@ class Workspace:
         if target == "weights":
             return s.weights, mutate_weights(self.original[s.weights], draw)
         if target == "fields":
-            from mlc._proto import proto
+            from mlc.io.proto import proto
 
             return s.spec_file, mutate_fields(self.original[s.spec_file], draw, proto("Model").Model)
         return s.spec_file, mutate_bytes(self.original[s.spec_file], draw)

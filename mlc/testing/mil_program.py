@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from mlc._proto import import_coremltools
+from mlc.io.proto import import_coremltools
 
 _DTYPES = {"fp32": "fp32", "fp16": "fp16", "int32": "int32", "bool": "bool"}
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from mlc._proto import import_coremltools
+from mlc.io.proto import import_coremltools
 
 MODELS = ("resnet", "mobilenet_v2", "transformer_encoder", "gpt_decoder", "unet")
 

@@ -6,7 +6,7 @@ the first axis; an ``.npz`` file loads as one). Both become columns: name -> num
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -82,8 +82,14 @@ def take(column: Any, indices: np.ndarray) -> Any:
 def model_input_batch(model, columns: dict, where: str) -> dict[str, np.ndarray]:
     """The model's prediction inputs among ``columns``, as the stacked program-level arrays
     ``predict_batch`` would feed (images decoded, dtypes as the program computes them)."""
+    return input_batch(model.input_description, model.runner.program_input, columns, where)
+
+
+def input_batch(features: F.FeatureDescriptions, program_input: Callable[[str, Any], Any], columns: dict, where: str) -> dict[str, Any]:
+    """The inputs ``features`` declares among ``columns``, stacked as ``predict_batch`` takes
+    them (``mlc.features.batch_input``), then as ``program_input(name, array)`` makes them."""
     out = {}
-    for name, feature in model.input_description.items():
+    for name, feature in features.items():
         if name not in columns:
             continue
         value = columns[name]
@@ -92,5 +98,5 @@ def model_input_batch(model, columns: dict, where: str) -> dict[str, np.ndarray]
             arr = F.batch_input(feature, value, what)
         except MLCFeatureTypeError as e:
             raise MLCUpdateError(e.message) from e
-        out[name] = model._program_input(name, arr)
+        out[name] = program_input(name, arr)
     return out

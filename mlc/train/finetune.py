@@ -19,66 +19,17 @@ other columns, such as targets, as arrays). By convention it is a mean over the 
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
 import optax
 
-from mlc._errors import MLCUnsupportedError, MLCUpdateError
+from mlc._errors import MLCUpdateError
 from mlc.train import data as D
 from mlc.train.loop import Schedule, training_task
 from mlc.train.task import UpdateTask, show_progress_default
-
-TRAINABLE_STORAGE = ("fp32", "fp16")
-
-
-def select_trainable(model, trainable: str | Iterable[str] | None) -> list[str]:
-    """The params keys to train: every fp32/fp16 param, or those matching the given names or
-    glob patterns (each pattern must match something; compressed params are refused)."""
-    where = model.name
-    storage = model._exe.param_storage
-    keys = list(model.params)
-    if trainable is None:
-        chosen = [k for k in keys if storage.get(k) in TRAINABLE_STORAGE]
-    else:
-        patterns = [trainable] if isinstance(trainable, str) else list(trainable)
-        chosen = []
-        for pattern in patterns:
-            matched = [k for k in keys if k == pattern or fnmatch.fnmatchcase(k, pattern)]
-            if not matched:
-                raise MLCUpdateError(f"{where}: trainable {pattern!r} matches no param; the params are {_preview(keys)}")
-            chosen += [k for k in matched if k not in chosen]
-        compressed = [k for k in chosen if storage.get(k) not in TRAINABLE_STORAGE]
-        if compressed:
-            raise MLCUnsupportedError(
-                f"{where}: param {compressed[0]!r} is a compressed weight ({storage.get(compressed[0], 'unknown storage')}); "
-                f"compressed weights cannot be trained, since saving would have to re-compress them. Leave them frozen, "
-                f"or decompress the model with coremltools first"
-            )
-    if not chosen:
-        raise MLCUpdateError(f"{where}: the model has no trainable (fp32 or fp16) params")
-    return chosen
-
-
-def _preview(keys: list[str]) -> str:
-    shown = ", ".join(repr(k) for k in keys[:12])
-    return f"[{shown}{', ...' if len(keys) > 12 else ''}] ({len(keys)} in all)"
-
-
-def check_trainable_model(model, what: str) -> None:
-    """Refuse the models ``finetune`` and ``as_flax`` cannot differentiate."""
-    from mlc.nn.frontend import KINDS
-
-    where = model.name
-    kind = model.spec.WhichOneof("Type")
-    if kind != "mlProgram" and kind not in KINDS:
-        raise MLCUnsupportedError(f"{where}: {what} trains ML Program and NeuralNetwork models; this is a {kind} model")
-    if model._exe.eager:
-        raise MLCUnsupportedError(f"{where}: the model's output shapes depend on its input values; {what} cannot jit it")
-    if model._exe.states:
-        raise MLCUnsupportedError(f"{where}: {what} does not train stateful models")
+from mlc.train.trainable import check_trainable_model, select_trainable
 
 
 def _batch_columns(model, columns: dict, where: str) -> dict[str, np.ndarray]:
@@ -141,7 +92,7 @@ def finetune(
     _check_scalar_loss(loss_fn, model.params, batch_columns, min(batch_size, n), where)
     task = training_task(
         f"finetune {where}",
-        model,
+        model.params,
         keys,
         progress=progress,
         loss_fn=loss_fn,
@@ -150,6 +101,7 @@ def finetune(
         optimizer=optimizer if optimizer is not None else optax.adam(1e-3),
         schedule=Schedule(int(epochs), int(batch_size), bool(shuffle), int(seed)),
         show_progress=show_progress_default() if show_progress is None else show_progress,
+        result_model=model.with_params,
     )
     return task.resume() if start else task
 

@@ -1,6 +1,6 @@
 """``Model.as_flax()``: a Core ML model as a ``flax.nnx`` Module.
 
-The module holds the model's weights: the trainable ones (``mlc.train.finetune.select_trainable``)
+The module holds the model's weights: the trainable ones (``mlc.train.trainable.select_trainable``)
 as ``nnx.Param``, the rest as ``Frozen`` variables, so ``nnx.Optimizer(module, tx,
 wrt=nnx.Param)`` trains only the former. Calling it runs the lowered program (the model's pure
 function) on program-level inputs by name, one example, or a batch with ``batched=True``. It
@@ -15,6 +15,8 @@ from typing import Iterable
 import jax
 from flax import nnx
 
+from mlc.train.trainable import check_trainable_model, select_trainable
+
 
 class Frozen(nnx.Variable):
     """A Core ML weight that is not trained (not an ``nnx.Param``)."""
@@ -22,8 +24,6 @@ class Frozen(nnx.Variable):
 
 class CoreMLModule(nnx.Module):
     def __init__(self, model, trainable: str | Iterable[str] | None = None):
-        from mlc.train.finetune import check_trainable_model, select_trainable
-
         check_trainable_model(model, "as_flax")
         keys = set(select_trainable(model, trainable))
         fn, params = model.jax_function()

@@ -123,7 +123,7 @@ def run_epochs(
 
 def training_task(
     name: str,
-    model,
+    params: dict,
     keys: list[str],
     *,
     progress,
@@ -133,16 +133,16 @@ def training_task(
     optimizer: optax.GradientTransformation,
     schedule: Schedule,
     show_progress: bool,
-    result_model: Callable[[dict], Any] | None = None,
+    result_model: Callable[[dict], Any],
 ) -> UpdateTask:
-    """An ``UpdateTask`` training ``model``'s params ``keys`` (the rest frozen) with
+    """An ``UpdateTask`` training the entries ``keys`` of ``params`` (the rest frozen) with
     ``run_epochs``. Its result holds ``result_model(trained)`` and the loss metrics; a
     progress handler's ``ctx.model`` is ``result_model`` of the weights reached so far.
-    ``result_model`` defaults to ``model.with_params``; an updatable pipeline passes one that
-    puts its last model's trained weights back into the whole pipeline."""
-    result_model = result_model or model.with_params
-    trainable = {k: model.params[k] for k in keys}
-    frozen = {k: v for k, v in model.params.items() if k not in trainable}
+    ``params`` and ``result_model`` are a model's (``model.params``, ``model.with_params``), or
+    those of a pipeline's last model, whose ``result_model`` puts the trained weights back
+    into the whole pipeline."""
+    trainable = {k: params[k] for k in keys}
+    frozen = {k: v for k, v in params.items() if k not in trainable}
     latest = {"trainable": trainable}
 
     def run(task: UpdateTask) -> UpdateResult:

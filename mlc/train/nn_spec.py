@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from mlc._errors import MLCParametersError, MLCUpdateError
-from mlc.nn.network import weight_fields
-from mlc.nn import weights as W
+from mlc.frontends.neuralnetwork.network import weight_fields
+from mlc.frontends.neuralnetwork import weights as W
 
 UPDATABLE_LAYERS = ("convolution", "innerProduct")
 BACKPROPAGABLE_LAYERS = ("convolution", "innerProduct", "uniDirectionalLSTM", "flatten", "pooling", "batchnorm")
@@ -94,7 +94,7 @@ def read_update_spec(spec, where: str) -> UpdateSpec:
 
 
 def _updatable_weights(nn, where: str) -> list[str]:
-    from mlc.nn.context import weight_key
+    from mlc.frontends.neuralnetwork.context import weight_key
 
     keys, names = [], set()
     for layer in nn.layers:

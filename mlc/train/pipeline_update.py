@@ -15,11 +15,17 @@ and ``validateCanModelBeUpdatable`` in ``InterfaceValidators.cpp``):
   pipeline's prediction inputs, and the last model's loss target (for a classifier, the label
   feature named like its ``predictedFeatureName``).
 
-The update runs the earlier models, frozen, over the training data (in batches, jitted as one
-pipeline of those models) to compute the last model's inputs, then updates the last model
-exactly as a top-level one (``mlc.train.update``: same loss, optimizer, hyper-parameters,
-overrides, events and history). The task's model is the whole pipeline with the last model's
-new weights (a kNN: its new examples), so ``predict`` and ``save`` work on the pipeline.
+The update builds on the pipeline's lowered stages (``Program.stages``): the earlier models'
+programs, frozen, with the pipeline's current weights, run over the training data as one jitted
+function (in batches; example by example where a stage runs on the host) to compute the last
+model's inputs, handing values on as the pipeline's own function does. Then the last model is
+updated exactly as a top-level one (``mlc.train.update_tasks``: same loss, optimizer,
+hyper-parameters, overrides, events and history): a NeuralNetwork is trained on its stage
+program's ``blobs`` and params, and the task's model is the pipeline with those params replaced
+(``Model.with_params``, which rounds them as the file stores them), with no spec rewritten or
+loaded again. A kNN's examples live in its spec and change its shape, so its task's model is the
+pipeline made again from the spec with the new examples. ``predict`` and ``save`` work on the
+pipeline either way.
 
 Errors: a pipeline Core ML would not update raises ``MLCUpdateError`` naming the pipeline, the
 model and the field; the last model's own declarations are checked as for a top-level model.
@@ -29,18 +35,31 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
+from mlc import features as F
 from mlc._errors import MLCFeatureTypeError, MLCUpdateError
-from mlc.format.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
-from mlc.nn.frontend import KINDS as NETWORKS
+from mlc.frontends.classic.models.pipeline import consumed
+from mlc.frontends.neuralnetwork.frontend import KINDS as NETWORKS
+from mlc.io.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
+from mlc.program.program import PipelineStage
+from mlc.runtime import checks, limits
+from mlc.runtime.interpreter import Node, run_node
 from mlc.train import data as D
 from mlc.train import knn
 from mlc.train import nn_spec as S
 from mlc.train.task import UpdateTask
-from mlc.train.update import derived_model
+from mlc.train.update_tasks import (
+    UpdatableNetwork,
+    check_no_knn_overrides,
+    derived_model,
+    hyper_parameters,
+    knn_training_task,
+    nn_training_task,
+)
 
 PREFIX_BATCH = 64  # examples per batched run of the earlier models
 _BATCHABLE = ("multiArray", "image", "double", "int64")  # the input kinds predict_batch takes
@@ -151,8 +170,6 @@ def _training_inputs(spec: Any, target: str, where: str) -> list[str]:
 
 def pipeline_task(model, training_data, progress, show_progress: bool, overrides: dict) -> UpdateTask:
     """The ``UpdateTask`` of ``mlc.update`` on the updatable pipeline ``model``."""
-    from mlc.train.update import check_no_knn_overrides, hyper_parameters, knn_training_task, nn_training_task
-
     where = model.name
     plan = read_pipeline_update(model.spec, where)
     if plan.update_spec is not None:
@@ -161,88 +178,103 @@ def pipeline_task(model, training_data, progress, show_progress: bool, overrides
         check_no_knn_overrides(overrides, where)
     columns, n = D.as_columns(training_data, where)
     D.require(columns, plan.training_inputs, where)
-    last_columns = last_model_columns(model, plan, columns, n)
+    last_columns, computed = last_model_columns(model, plan, columns, n)
     name = f"update {where}"
     if plan.update_spec is None:
         derived = functools.partial(pipeline_with_last_model, model, plan)
         return knn_training_task(name, plan.last, last_columns, n, progress, plan.last_where, derived)
-    last = last_model(model, plan)
+    network = last_network(model, plan, computed)
     return nn_training_task(
-        name, last, plan.update_spec, hyper, last_columns, n, progress=progress, show_progress=show_progress,
-        result_model=lambda trained: pipeline_with_trained(model, last, plan, trained),
+        name, network, plan.update_spec, hyper, last_columns, n, progress=progress, show_progress=show_progress
     )
 
 
-def pipeline_with_trained(model, last, plan: PipelineUpdate, trained: dict):
-    """The pipeline ``model`` with its last model's ``trained`` params, rounded as the last
-    model's file stores them (an fp16 weight through fp16, by ``last.with_params``)."""
-    rounded = last.with_params(trained).params
-    return model.with_params({f"{plan.scope}/{k}": rounded[k] for k in trained})
+def last_network(model, plan: PipelineUpdate, computed: set[str]) -> UpdatableNetwork:
+    """The pipeline's last model, a NeuralNetwork, as training reads it: its stage's program
+    (``model.program.stages[plan.index]``: its ``blobs``, which cast their inputs to the
+    network's compute dtypes) with the pipeline's current weights for it (an earlier update's
+    included). Its inputs in ``computed`` come from ``last_model_columns`` ready (program-level
+    values, as the pipeline hands them on); the others are converted from the training data as
+    the network declares them. The task's model is ``model.with_params`` of the trained weights
+    under the stage's scope, rounded as the stage's ``param_storage`` says the file stores them
+    (an fp16 weight through fp16)."""
+    stage = model.program.stages[plan.index]
+    program = stage.program
+    declared = {name: f for name, f in program.interface.inputs.items() if name not in computed}
+
+    def input_batch(columns: dict, where: str) -> dict:
+        out = D.input_batch(declared, _as_trained, columns, where)
+        ready = [name for name in program.interface.inputs if name in computed and name in columns]
+        out.update({name: _as_trained(name, np.asarray(columns[name])) for name in ready})
+        return out
+
+    def result_model(trained: dict):
+        return model.with_params({f"{stage.scope}/{k}": v for k, v in trained.items()})
+
+    return UpdatableNetwork(
+        name=plan.last_where,
+        spec=plan.last,
+        params=model.program.stage_params(stage, model.params),
+        blobs=program.blobs,
+        eager=program.eager,
+        input_batch=input_batch,
+        result_model=result_model,
+    )
 
 
-def last_model(model, plan: PipelineUpdate):
-    """The pipeline's last model as a ``Model`` of its own, holding the pipeline's current
-    weights for it (those of an earlier update included)."""
-    prefix = plan.scope + "/"
-    changed = {k[len(prefix) :]: model.params[k] for k in model._changed if k.startswith(prefix)}
-    return derived_model(model, plan.last, plan.last_where, changed)
+def _as_trained(name: str, arr: Any) -> Any:
+    """An input array as training feeds it: in the dtype JAX takes it in outside 64-bit mode
+    (a double as float32), where training runs; the blobs cast it to the compute dtype."""
+    if not isinstance(arr, np.ndarray):
+        return arr
+    return arr.astype(jax.dtypes.canonicalize_dtype(arr.dtype), copy=False)
 
 
 def pipeline_with_last_model(model, plan: PipelineUpdate, last_spec: Any):
     """The pipeline ``model`` with its last model replaced by ``last_spec`` (a kNN's new index),
-    its other weights as they were."""
+    its other weights as they were: made again from the new pipeline spec, since a kNN's
+    examples live in its spec (and change its shape), not in params."""
     spec = type(model.spec)()
     spec.CopyFrom(model.spec)
     pipeline_message(spec).models[plan.index].CopyFrom(last_spec)
     return derived_model(model, spec, params=_trained(model))
 
 
+def _trained(model) -> dict:
+    """``model``'s params trained since it was loaded (by an earlier update)."""
+    return {k: model.params[k] for k in model.changed_params}
+
+
 # -- the last model's inputs --------------------------------------------------------------------
 
 
-def last_model_columns(model, plan: PipelineUpdate, columns: dict, n: int) -> dict[str, Any]:
-    """The last model's training inputs for every example: the inputs the earlier models
-    compute (run over the data), the pipeline inputs it reads directly, and the target."""
-    produced = _outputs_of_earlier_models(model.spec, plan.index)
+def last_model_columns(model, plan: PipelineUpdate, columns: dict, n: int) -> tuple[dict[str, Any], set[str]]:
+    """The last model's training inputs for every example, and the names of those the earlier
+    models compute: those (run over the data by ``earlier_outputs``: program-level values, as
+    the pipeline hands them on), the pipeline inputs it reads directly (as given), and the
+    target."""
+    earlier = model.program.stages[: plan.index]
+    produced = {name for stage in earlier for name in stage.program.interface.outputs}
     computed = [name for name in plan.last_inputs if name in produced]
     out = {name: columns[name] for name in plan.last_inputs if name not in produced and name in columns}
     out[plan.target] = columns[plan.target]
     if computed:
-        earlier = earlier_models(model, plan, computed)
-        out.update(run_batched(earlier, columns, n, plan.where))
-    return out
+        declared = model.program.stages[plan.index].program.interface.inputs
+        wanted = {name: declared[name] for name in computed}
+        out.update(earlier_outputs(model, earlier, wanted, columns, n, plan.last_where, plan.where))
+    return out, set(computed)
 
 
-def _outputs_of_earlier_models(spec: Any, index: int) -> set[str]:
-    return {f.name for m in pipeline_message(spec).models[:index] for f in m.description.output}
-
-
-def earlier_models(model, plan: PipelineUpdate, outputs: list[str]):
-    """A ``Model`` of the pipeline's models before the last one, outputting ``outputs`` (the
-    last model's inputs, declared as the last model declares them), with the pipeline's current
-    weights. Its inputs are the pipeline inputs those models read."""
-    models = pipeline_message(model.spec).models[: plan.index]
-    spec = type(model.spec)()
-    spec.specificationVersion = model.spec.specificationVersion
-    read = {f.name for m in models for f in m.description.input}
-    spec.description.input.extend(f for f in model.spec.description.input if f.name in read)
-    declared = {f.name: f for f in plan.last.description.input}
-    spec.description.output.extend(declared[name] for name in outputs)
-    spec.pipeline.models.extend(models)
-    spec.pipeline.names.extend(stage_names(pipeline_message(model.spec))[: plan.index])
-    return derived_model(model, spec, params=_trained(model))
-
-
-def _trained(model) -> dict:
-    """``model``'s params trained since it was loaded (by an earlier update)."""
-    return {k: model.params[k] for k in model._changed}
-
-
-def run_batched(model, columns: dict, n: int, where: str) -> dict[str, Any]:
-    """``model``'s outputs for the ``n`` examples of ``columns``: ``predict_batch`` on
-    batches of ``PREFIX_BATCH`` (the last one padded, so one compile serves all), or
-    ``predict`` example by example for a model ``predict_batch`` cannot run."""
-    inputs = model.input_description
+def earlier_outputs(model, stages, wanted: dict[str, F.Feature], columns: dict, n: int, reader: str, where: str) -> dict[str, Any]:
+    """The values ``wanted`` (the last model's inputs, as it declares them; ``reader`` names it)
+    that the pipeline's earlier ``stages`` compute for the ``n`` examples of ``columns``, with
+    the pipeline's current weights: one jitted function of the stages, vmapped over batches of
+    ``PREFIX_BATCH`` (the last one padded, so one compile serves all), or example by example
+    where a stage runs on the host or has data-dependent shapes, or an input is of a kind
+    ``predict_batch`` does not take. The training columns become program inputs as
+    ``model.program_batch`` (or, example by example, ``model.program_inputs``) makes them."""
+    read = {name for stage in stages for name in stage.program.interface.inputs}
+    inputs = {name: f for name, f in model.input_description.items() if name in read}
     missing = [name for name, f in inputs.items() if name not in columns and not f.optional]
     if missing:
         raise MLCUpdateError(
@@ -250,34 +282,88 @@ def run_batched(model, columns: dict, n: int, where: str) -> dict[str, Any]:
             f"compute its last model's inputs (the data has {sorted(columns)})"
         )
     feeds = {name: columns[name] for name in inputs if name in columns}
+    params = {stage.scope: model.program.stage_params(stage, model.params) for stage in stages}
+    eager = any(stage.program.eager for stage in stages)
+    fn = earlier_function(stages, wanted, reader, jit_stages=eager)
     try:
-        if model._exe.eager or any(inputs[name].kind not in _BATCHABLE for name in feeds):
-            return _run_one_by_one(model, feeds, n)
-        return _run_in_batches(model, feeds, n)
+        with limits.tensor_limit(model.max_tensor_bytes):
+            if eager or any(inputs[name].kind not in _BATCHABLE for name in feeds):
+                return _run_one_by_one(model, fn if eager else jax.jit(fn), params, inputs, feeds, n)
+            return _run_in_batches(model, fn, params, inputs, feeds, n)
     except MLCFeatureTypeError as e:
         raise MLCUpdateError(f"{where}: training data: {e.message}") from e
 
 
-def _run_in_batches(model, feeds: dict, n: int) -> dict[str, Any]:
+def earlier_function(stages: tuple[PipelineStage, ...], wanted: dict[str, F.Feature], reader: str, *, jit_stages: bool) -> Callable:
+    """``fn(params, values) -> values``: ``stages`` (``Program.stages``) run in order over one
+    table of values, the pipeline's inputs first, as the pipeline's own function runs them:
+    each stage's program on the inputs it declares (a classifier's result handed on as the
+    feature its reader declares: ``consumed``), its outputs added to the table. Returns
+    ``wanted`` (as ``reader`` declares them) and the stages' run-time check flags under
+    ``checks.CHECKS``. ``params`` holds each stage's params under its scope. ``jit_stages``: the
+    stages run on concrete values, each numeric one jitted on its own."""
+    calls = {
+        stage.scope: jax.jit(stage.program.fn) if jit_stages and not stage.program.eager else stage.program.fn
+        for stage in stages
+    }
+
+    def fn(params: dict, values: dict) -> dict:
+        table, flags = dict(values), {}
+        for stage in stages:
+            interface = stage.program.interface
+            args = {name: consumed(table[name], f, stage.where) for name, f in interface.inputs.items() if name in table}
+            node = Node(
+                what=stage.where, compute=functools.partial(calls[stage.scope], params[stage.scope], args),
+                args=list(args.values()), static_args=[False] * len(args), fold=False, nested=True, key=stage.scope,
+                scope=stage.scope,
+            )
+            produced, _ = run_node(node, {})
+            for text, ok in produced.get(checks.CHECKS, {}).items():
+                if not isinstance(ok, jax.core.Tracer):
+                    checks.raise_failed({text: ok})  # running stage by stage: refused before a later stage runs
+                flags[text] = ok if text not in flags else flags[text] & ok
+            table.update({name: produced[name] for name in interface.outputs if name in produced})
+        out = {name: consumed(table[name], f, reader) for name, f in wanted.items()}
+        if flags:
+            out[checks.CHECKS] = flags
+        return out
+
+    return fn
+
+
+def _program_inputs(model, inputs: dict, values: dict, convert: Callable) -> dict:
+    """``values`` (one example, or a batch) as the pipeline's program takes them."""
+    out = {}
+    for name, value in values.items():
+        arr = convert(inputs[name], value, f"{model.name}: input {name!r}")
+        out[name] = model.runner.program_input(name, arr)
+    return model.runner.on_device(out)
+
+
+def _run_in_batches(model, fn: Callable, params: dict, inputs: dict, feeds: dict, n: int) -> dict[str, Any]:
+    batched = jax.jit(jax.vmap(fn, in_axes=(None, 0)))
     size = min(PREFIX_BATCH, n)
     parts: dict[str, list] = {}
     for start in range(0, n, size):
         count = min(size, n - start)
         rows = np.minimum(np.arange(start, start + size), n - 1)  # the last batch repeats its last example
-        out = model.predict_batch({name: D.take(column, rows) for name, column in feeds.items()})
+        batch = _program_inputs(model, inputs, {name: D.take(column, rows) for name, column in feeds.items()}, F.batch_input)
+        with model.runner.x64():
+            out = batched(params, batch)
+        checks.raise_failed(out.pop(checks.CHECKS, {}))
         for name, value in out.items():
-            parts.setdefault(name, []).append(value[:count])
-    return {name: _joined(values) for name, values in parts.items()}
+            parts.setdefault(name, []).append(np.asarray(value)[:count])
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def _joined(values: list) -> Any:
-    if isinstance(values[0], list):  # labels, probability dicts, images
-        return [v for part in values for v in part]
-    return np.concatenate(values)
-
-
-def _run_one_by_one(model, feeds: dict, n: int) -> dict[str, Any]:
-    rows = [model.predict({name: D.take(column, [i])[0] for name, column in feeds.items()}) for i in range(n)]
+def _run_one_by_one(model, fn: Callable, params: dict, inputs: dict, feeds: dict, n: int) -> dict[str, Any]:
+    rows = []
+    for i in range(n):
+        example = _program_inputs(model, inputs, {name: D.take(column, [i])[0] for name, column in feeds.items()}, F.convert_input)
+        with model.runner.x64():
+            out = fn(params, example)
+        checks.raise_failed(out.pop(checks.CHECKS, {}))
+        rows.append(out)
     return {name: _stacked([row[name] for row in rows]) for name in rows[0]}
 
 

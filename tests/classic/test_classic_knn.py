@@ -23,7 +23,7 @@ from sklearn.datasets import load_iris  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ct():
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     return import_coremltools()
 

@@ -13,7 +13,7 @@ import pytest
 
 import mlc
 from mlc._errors import MLCFeatureTypeError, MLCParametersError
-from mlc._proto import proto
+from mlc.io.proto import proto
 
 DOUBLE, FLOAT32, INT32 = 65600, 65568, 131104
 

@@ -258,8 +258,8 @@ def test_ml_program_then_glm_pipeline_package(tmp_path):
 
 
 def test_every_model_type_of_the_proto_runs_or_is_refused_by_name():
-    from mlc.classic.lowering import NEURAL
-    from mlc.classic.registry import PROPRIETARY, supported
+    from mlc.frontends.classic.lowering import NEURAL
+    from mlc.frontends.classic.registry import PROPRIETARY, supported
 
     oneof = {f.name for f in _proto().Model.DESCRIPTOR.oneofs_by_name["Type"].fields}
     handled = set(supported()) | set(NEURAL) | set(PROPRIETARY)

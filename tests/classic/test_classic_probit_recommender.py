@@ -17,7 +17,7 @@ from scipy.stats import norm
 
 import mlc
 from mlc._errors import MLCFeatureTypeError, MLCParametersError, MLCUnsupportedError
-from mlc._proto import proto
+from mlc.io.proto import proto
 
 INT32, DOUBLE = 131104, 65600
 

@@ -32,7 +32,7 @@ import pytest
 
 import mlc
 from mlc._errors import MLCFeatureTypeError, MLCParametersError, MLCUnsupportedError
-from mlc.classic.models._kernels import FLOAT
+from mlc.frontends.classic.models._kernels import FLOAT
 
 sklearn_svm = pytest.importorskip("sklearn.svm")
 libsvm_svm = pytest.importorskip("libsvm.svm")
@@ -72,7 +72,7 @@ def _queries(seed: int = 7, n: int = 40):
 
 @pytest.fixture(scope="module")
 def ct():
-    from mlc._proto import import_coremltools
+    from mlc.io.proto import import_coremltools
 
     return import_coremltools()
 

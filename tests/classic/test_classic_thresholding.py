@@ -13,7 +13,7 @@ import pytest
 
 import mlc
 from mlc._errors import MLCParametersError
-from mlc._proto import proto
+from mlc.io.proto import proto
 
 DOUBLE, FLOAT32, FLOAT16 = 65600, 65568, 65552
 

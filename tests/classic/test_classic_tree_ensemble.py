@@ -10,7 +10,7 @@ import pytest
 
 import mlc
 from mlc._errors import MLCParametersError, MLCUnsupportedError
-from mlc.classic.values import FLOAT
+from mlc.frontends.classic.values import FLOAT
 
 sk = pytest.importorskip("sklearn")
 from sklearn.ensemble import (  # noqa: E402
@@ -324,7 +324,7 @@ def test_random_trees_match_a_plain_walk(n_trees, max_depth):
 @pytest.mark.parametrize("layout,group", [("perfect", 4), ("walk", 0)])
 def test_other_traversal_layouts_agree(monkeypatch, layout, group):
     """The benchmark's alternatives (scripts/bench_trees.py) compute the same sums."""
-    from mlc.classic.models import tree_ensemble
+    from mlc.frontends.classic.models import tree_ensemble
 
     monkeypatch.setattr(tree_ensemble, "LAYOUT", layout)
     monkeypatch.setattr(tree_ensemble, "TREES_PER_STEP", group)

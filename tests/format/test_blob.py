@@ -1,4 +1,4 @@
-"""mlc.format.blob.BlobFile against coremltools' own blob writer and reader, and on corrupt files.
+"""mlc.io.blob.BlobFile against coremltools' own blob writer and reader, and on corrupt files.
 
 The oracle is coremltools' C++ ``_BlobStorageWriter`` (the code that writes every
 ``weight.bin``) and ``_BlobStorageReader``; bf16/fp8, which it cannot write, use a file
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import mlc
-from mlc.format.blob import BLOB_CODE_BY_NAME, BlobFile, unpack_subbyte
+from mlc.io.blob import BLOB_CODE_BY_NAME, BlobFile, unpack_subbyte
 
 # Element counts: 5, 13 and 1001 leave padding bits for every sub-byte width; 0 is an empty blob.
 SIZES = (1, 5, 8, 13, 64, 1001)
@@ -437,7 +437,7 @@ def _spec_blob_dtypes(package) -> set[int]:
 
 
 def test_saved_package_weights_through_mlc_load(saved_package):
-    from mlc.mil.dtypes import MIL_DTYPE_NAMES
+    from mlc.runtime.dtypes import MIL_DTYPE_NAMES
 
     assert {MIL_DTYPE_NAMES[d] for d in _spec_blob_dtypes(saved_package)} == set(_CONSTS)  # all really are blobs
     model = mlc.load(saved_package, compute_precision="float32")
@@ -454,8 +454,8 @@ def test_saved_package_subbyte_weights(ct, tmp_path):
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
-    from mlc.format.spec import load_spec
-    from mlc.mil.ir import parse_program
+    from mlc.io.spec import load_spec
+    from mlc.frontends.mil.ir import parse_program
     from mlc.testing.mil_program import mil_mlmodel
 
     rng = np.random.default_rng(3)

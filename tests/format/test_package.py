@@ -230,7 +230,7 @@ def test_root_model_is_a_folder(package):
 # -- weight files named by the program ------------------------------------------------------------
 def _set_blob_file_names(package, name: str):
     """Rewrite every blob constant's ``fileName`` in the package's spec to ``name``."""
-    from mlc._proto import proto
+    from mlc.io.proto import proto
 
     model = _model_file(package)
     spec = proto("Model").Model()

@@ -1,5 +1,5 @@
 """Saving ML Programs with new weights: ``BlobWriter``, ``write_mlpackage`` / ``write_mlmodel``
-and ``mlc.mil.writeback``.
+and ``mlc.frontends.mil.writeback``.
 
 Oracles: coremltools' C++ blob writer and reader (``libmilstoragepython``), its package reader
 (``libmodelpackage``), ``MLModel`` and its MIL proto loader (``frontend/milproto``), and torch
@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 import mlc
-from mlc.format.blob import BlobFile, BlobWriter
-from mlc.format.spec import LoadedSpec
-from mlc.format.writer import write_mlmodel, write_mlpackage
-from mlc.mil.writeback import mlprogram_with_params, save_mlprogram
+from mlc.io.blob import BlobFile, BlobWriter
+from mlc.io.spec import LoadedSpec
+from mlc.io.writer import write_mlmodel, write_mlpackage
+from mlc.frontends.mil.writeback import mlprogram_with_params, save_mlprogram
 
 X = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
 
@@ -203,7 +203,7 @@ def test_blob_writer_refuses_what_the_format_cannot_hold(dtype, data, padding):
 def test_package_layout_is_what_coremltools_reads(ct, models, tmp_path):
     source = mlc.load(models["fp32"])
     out = str(tmp_path / "copy.mlpackage")
-    spec, weights = mlprogram_with_params(source._loaded, {})
+    spec, weights = mlprogram_with_params(source.loaded_spec, {})
     write_mlpackage(out, spec, weights)
     from coremltools import libmodelpackage
 
@@ -275,7 +275,7 @@ def test_fp32_changed_weights_match_torch(ct, models, torch_net, tmp_path):
     names = _names(source.params)
     changed = {k: np.asarray(v) * 2 for k, v in source.params.items() if k.endswith("weight")}
     out = str(tmp_path / "fp32.mlpackage")
-    save_mlprogram(source._loaded, changed, out)
+    save_mlprogram(source.loaded_spec, changed, out)
     assert source.spec.SerializeToString() == before  # the loaded spec is never changed
 
     ct.models.MLModel(out, skip_model_load=True)
@@ -297,7 +297,7 @@ def test_every_param_of_both_const_kinds_is_written(ct, models, tmp_path):
     kinds = {op.outputs[0].name: op.attributes["val"].WhichOneof("value") for op in _const_ops(source.spec)}
     assert {kinds[k] for k in source.params} == {"blobFileValue", "immediateValue"}
     changed = {k: np.asarray(v) + 1 for k, v in source.params.items()}
-    spec, weights = mlprogram_with_params(source._loaded, changed)
+    spec, weights = mlprogram_with_params(source.loaded_spec, changed)
     assert len(weights) == sum(kind == "blobFileValue" for kind in kinds.values())
     out = str(tmp_path / "all.mlpackage")
     write_mlpackage(out, spec, weights)
@@ -317,7 +317,7 @@ def test_fp16_weights_are_rounded_to_fp16(ct, models, torch_net, tmp_path):
     assert {kinds[k] for k in source.params} == {"blobFileValue", "immediateValue"}  # fp16 inline: bytes
     changed = {k: np.asarray(v) * 2.001 for k, v in source.params.items()}  # not exact in fp16
     out = str(tmp_path / "fp16.mlpackage")
-    save_mlprogram(source._loaded, changed, out)
+    save_mlprogram(source.loaded_spec, changed, out)
 
     rounded = {k: v.astype(np.float16) for k, v in changed.items()}
     ct_consts = _ct_consts(ct, out)
@@ -337,7 +337,7 @@ def test_fp16_overflow_is_refused(models):
     source = mlc.load(models["fp16"])
     key = next(k for k in source.params if "weight" in k)
     with pytest.raises(mlc.MLCParametersError, match="beyond fp16's range"):
-        mlprogram_with_params(source._loaded, {key: np.full(source.params[key].shape, 1e6, np.float32)})
+        mlprogram_with_params(source.loaded_spec, {key: np.full(source.params[key].shape, 1e6, np.float32)})
 
 
 def test_quantized_ios18_data_is_copied_bit_exactly(ct, models, tmp_path):
@@ -345,7 +345,7 @@ def test_quantized_ios18_data_is_copied_bit_exactly(ct, models, tmp_path):
     source = mlc.load(models["int8_ios18"])
     changed = {"var_0_bias": np.asarray(source.params["var_0_bias"]) - 1}
     out = str(tmp_path / "int8.mlpackage")
-    save_mlprogram(source._loaded, changed, out)
+    save_mlprogram(source.loaded_spec, changed, out)
     saved = mlc.load(out)
     (fn, params), (saved_fn, saved_params) = source.jax_function(), saved.jax_function()
     _same_bits(jax.jit(saved_fn)(saved_params, {"x": X})["var_10"], jax.jit(fn)({**params, **changed}, {"x": X})["var_10"])
@@ -378,16 +378,16 @@ def test_multifunction_packages_keep_sharing_weights(models, tmp_path):
     source = mlc.load(models["multi"], function_name="b")
     original = BlobFile(_weight_file(models["multi"])).count
     changed = {"var_0_weight": np.asarray(source.params["var_0_weight"]) * 2}
-    _, shared = mlprogram_with_params(source._loaded, changed)
-    _, split = mlprogram_with_params(source._loaded, changed, function_name="b")
+    _, shared = mlprogram_with_params(source.loaded_spec, changed)
+    _, split = mlprogram_with_params(source.loaded_spec, changed, function_name="b")
     assert (len(shared), len(split)) == (original, original + 1)
     out = str(tmp_path / "multi.mlpackage")
-    save_mlprogram(source._loaded, changed, out, function_name="b")
+    save_mlprogram(source.loaded_spec, changed, out, function_name="b")
     a, b = (mlc.load(out, function_name=f) for f in ("a", "b"))
     np.testing.assert_array_equal(np.asarray(b.params["var_0_weight"]), changed["var_0_weight"])
     np.testing.assert_array_equal(np.asarray(a.params["var_0_weight"]), np.asarray(source.params["var_0_weight"]))
     with pytest.raises(mlc.MLCParametersError, match="no function 'c'"):
-        mlprogram_with_params(source._loaded, changed, function_name="c")
+        mlprogram_with_params(source.loaded_spec, changed, function_name="c")
 
 
 def test_saving_over_the_loaded_package(models, tmp_path):
@@ -397,7 +397,7 @@ def test_saving_over_the_loaded_package(models, tmp_path):
     source = mlc.load(path)
     expected = source.predict({"x": X})["var_10"]
     changed = {"var_2_bias": np.asarray(source.params["var_2_bias"]) + 1}
-    save_mlprogram(source._loaded, changed, path)
+    save_mlprogram(source.loaded_spec, changed, path)
     np.testing.assert_allclose(mlc.load(path).predict({"x": X})["var_10"], expected + 1, rtol=1e-6, atol=1e-6)
     assert os.listdir(tmp_path) == ["fp32.mlpackage"]
 
@@ -409,15 +409,15 @@ def test_compressed_ios16_attributes_are_refused(models, tmp_path):
     assert keys  # constexpr_affine_dequantize's quantized_data, scale, zero_point
     for key in keys:
         with pytest.raises(mlc.MLCUnsupportedError, match="compressed weights cannot be written back"):
-            mlprogram_with_params(source._loaded, {key: np.asarray(source.params[key])})
+            mlprogram_with_params(source.loaded_spec, {key: np.asarray(source.params[key])})
     out = str(tmp_path / "int8.mlpackage")  # the unchanged bias is fine; the attributes' blobs are copied
-    save_mlprogram(source._loaded, {"var_0_bias": np.asarray(source.params["var_0_bias"])}, out)
+    save_mlprogram(source.loaded_spec, {"var_0_bias": np.asarray(source.params["var_0_bias"])}, out)
     assert _blobs(out) == _blobs(models["int8_ios16"])
 
 
 def test_a_const_feeding_a_constexpr_op_is_refused(ct, models):
     """An iOS18 program whose compressed data is a const op (coremltools inlines it; moved here)."""
-    loaded = mlc.load(models["int8_ios18"])._loaded
+    loaded = mlc.load(models["int8_ios18"]).loaded_spec
     spec = ct.proto.Model_pb2.Model()
     spec.CopyFrom(loaded.spec)
     block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
@@ -439,11 +439,11 @@ def test_unknown_keys_shapes_and_models_are_refused(ct, models, tmp_path):
     source = mlc.load(models["fp32"])
     weight = np.asarray(source.params["var_0_weight"])
     with pytest.raises(mlc.MLCParametersError, match="'no_such_const' names no const"):
-        mlprogram_with_params(source._loaded, {"no_such_const": weight})
+        mlprogram_with_params(source.loaded_spec, {"no_such_const": weight})
     with pytest.raises(mlc.MLCParametersError, match=r"shape \(8, 16\); the const is declared \(16, 8\)"):
-        mlprogram_with_params(source._loaded, {"var_0_weight": weight.T})
+        mlprogram_with_params(source.loaded_spec, {"var_0_weight": weight.T})
     with pytest.raises(mlc.MLCIOError, match="ML Program can only be saved as an .mlpackage"):
-        save_mlprogram(source._loaded, {}, tmp_path / "fp32.mlmodel")
+        save_mlprogram(source.loaded_spec, {}, tmp_path / "fp32.mlmodel")
     spec = ct.proto.Model_pb2.Model(specificationVersion=1)
     spec.identity.SetInParent()
     with pytest.raises(mlc.MLCUnsupportedError, match="ML Programs only"):
@@ -458,7 +458,7 @@ def test_a_failed_save_leaves_the_existing_package_and_no_temporary_files(models
     source = mlc.load(models["fp32"])
     weight = np.asarray(source.params["var_0_weight"])
     with pytest.raises(mlc.MLCParametersError):
-        save_mlprogram(source._loaded, {"var_2_bias": np.zeros(4), "var_0_weight": weight[:, :4]}, path)
+        save_mlprogram(source.loaded_spec, {"var_2_bias": np.zeros(4), "var_0_weight": weight[:, :4]}, path)
 
     def fail_midway(self, target):
         with open(target, "wb") as f:
@@ -467,6 +467,6 @@ def test_a_failed_save_leaves_the_existing_package_and_no_temporary_files(models
 
     monkeypatch.setattr(BlobWriter, "write", fail_midway)
     with pytest.raises(mlc.MLCIOError, match="No space left on device"):
-        save_mlprogram(source._loaded, {"var_0_weight": weight * 2}, path)
+        save_mlprogram(source.loaded_spec, {"var_0_weight": weight * 2}, path)
     assert _tree(path) == before
     assert os.listdir(tmp_path) == ["fp32.mlpackage"]

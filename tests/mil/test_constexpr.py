@@ -15,7 +15,7 @@ from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import types
 
 import mlc
-from mlc.mil.registry import find
+from mlc.frontends.mil.registry import find
 from mlc.testing.mil_program import mil_mlmodel, run_mil
 
 RNG = np.random.default_rng(7)

@@ -7,8 +7,8 @@ import torch
 from coremltools.converters.mil import Builder as mb
 
 import mlc
-from mlc.mil.lower import DataDependentShapeError
-from mlc.mil.ops.control_flow import cond as cond_op
+from mlc._errors import DataDependentShapeError
+from mlc.frontends.mil.ops.control_flow import cond as cond_op
 from mlc.testing.mil_program import mil_model
 
 RNG = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def test_cond_static_predicate_runs_one_branch_and_folds():
     model = build(body, {"x": x})
     (out,) = predict(model, {"x": x})
     same(out, x.reshape(3, 4))
-    assert not model._exe.eager
+    assert not model.runner.eager
     same(jitted(model, {"x": x})[0], x.reshape(3, 4))
     assert "cond" not in primitives(model, {"x": x})
 
@@ -103,7 +103,7 @@ def test_cond_traced_predicate_is_lax_cond(precision):
         for out, jit_out, ref in zip(predict(model, {"x": feed}), jitted(model, {"x": feed}), expected):
             same(out, ref, **tol)
             same(jit_out, ref, **tol)
-    assert not model._exe.eager
+    assert not model.runner.eager
 
 
 def test_cond_traced_predicate_with_branches_of_different_shapes():
@@ -145,7 +145,7 @@ def test_while_loop_traced_condition_is_lax_while(precision):
         expected = np.array([1.5 ** n], np.float32)
         same(predict(model, feeds)[0], expected, rtol=1e-3 if precision == "fp16" else 1e-6)  # fp16 products
         same(jitted(model, feeds)[0], expected, rtol=1e-3 if precision == "fp16" else 1e-6)
-    assert not model._exe.eager
+    assert not model.runner.eager
 
 
 def test_while_loop_static_trip_count_is_unrolled():
@@ -168,7 +168,7 @@ def test_while_loop_static_trip_count_is_unrolled():
     same(i, np.int32(5))
     same(y, expected)
     assert "while" not in primitives(model, {"x": x})
-    assert not model._exe.eager
+    assert not model.runner.eager
 
 
 def test_while_loop_nested_with_cond():
@@ -204,7 +204,7 @@ def test_while_loop_nested_with_cond():
         same(predict(model, feeds)[0], reference(x, n))
         same(jitted(model, feeds)[0], reference(x, n))
     assert {"while", "cond"} <= primitives(model, feeds)
-    assert not model._exe.eager
+    assert not model.runner.eager
     # vmapped: each example has its own trip count and branch choices
     (batched,) = model.predict_batch({"x": np.stack([x, 2 * x, x]), "n": np.array([[0], [3], [6]], np.int32)}).values()
     same(batched, np.stack([reference(x, 0), reference(2 * x, 3), reference(x, 6)]))
@@ -225,7 +225,7 @@ def test_while_loop_growing_tensor_runs_op_by_op():
     x = rand(1, 3)
     model = build(body, {"x": x, "n": np.array([3], np.int32)})
     same(predict(model, {"x": x, "n": np.array([3], np.int32)})[0], np.concatenate([x] * 4))
-    assert model._exe.eager
+    assert model.runner.eager
     same(predict(model, {"x": x, "n": np.array([0], np.int32)})[0], x)
     with pytest.raises(mlc.MLCUnsupportedError, match="variables change type"):
         jitted(model, {"x": x, "n": np.array([3], np.int32)})
@@ -254,7 +254,7 @@ def test_while_loop_growing_list_runs_op_by_op():
     for n in (3, 0, 5):
         expected = update * np.arange(max(n, 1), dtype=np.float32)[:, None]  # the list starts with one zero element
         same(predict(model, {"n": np.array([n], np.int32), "update": update})[0], expected)
-    assert model._exe.eager
+    assert model.runner.eager
     with pytest.raises(mlc.MLCUnsupportedError, match="may grow"):
         jitted(model, {"n": np.array([3], np.int32), "update": update})
 
@@ -285,7 +285,7 @@ def test_while_loop_fixed_length_list_in_traced_loop():
             same(outs[0], expected)
             same(outs[1], expected[n])
     assert "while" in primitives(model, {"x": x, "n": np.array([2], np.int32)})
-    assert not model._exe.eager
+    assert not model.runner.eager
 
 
 # -- lists -----------------------------------------------------------------------------------
@@ -387,4 +387,4 @@ def test_torch_script(module, scales):
         x = np.abs(rand(2, 3)) * np.float32(scale)
         (out,) = model.predict({"x": x}).values()
         same(out, module(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-6)
-    assert not model._exe.eager
+    assert not model.runner.eager

@@ -1,7 +1,7 @@
 """mlc lowers every op in coremltools' MIL registry (the core ops of iOS15–iOS18)."""
 
-from mlc._proto import import_coremltools
-from mlc.mil.registry import find
+from mlc.io.proto import import_coremltools
+from mlc.frontends.mil.registry import find
 
 # Handled by the interpreter itself: constants (``const``) and symbolic shape placeholders.
 INTERPRETER = {"const", "_const_symbolic"}

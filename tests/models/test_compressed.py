@@ -202,6 +202,6 @@ def test_ios16_weights_stay_compressed(compressed):
     _assert_compressed_params(compressed("iOS16")["model"].jax_function()[1], [np.uint8, np.int8])
 
 
-@pytest.mark.xfail(strict=True, reason="mlc.mil.lower keeps iOS18 constexpr inputs, serialized inline, as numpy constants")
+@pytest.mark.xfail(strict=True, reason="mlc.frontends.mil.lower keeps iOS18 constexpr inputs, serialized inline, as numpy constants")
 def test_ios18_weights_stay_compressed(compressed):
     _assert_compressed_params(compressed("iOS18")["model"].jax_function()[1], [np.uint8, np.int8])

@@ -73,6 +73,6 @@ def test_quantized_weights_read_like_coremltools(nn_model, feeds, name, precisio
 
 @pytest.mark.parametrize("name", MODELS)
 def test_no_unsupported_layers(nn_model, name):
-    exe, _ = mlc.model.inspect(nn_model(name, "fp32"))
+    exe = mlc.describe(nn_model(name, "fp32"))
     assert exe.unsupported == {}
     assert exe.op_histogram

@@ -16,7 +16,7 @@ import torch
 
 import mlc
 import mlc.model
-from mlc.mil.lower import STATES
+from mlc.runtime.interpreter import STATES
 
 D, HEADS, MAX = 16, 2, 8
 HD = D // HEADS
@@ -173,7 +173,7 @@ def test_write_state_then_predict(shape_positions):
 
 def test_program_uses_state_ops_and_slice_update(shape_positions, tensor_position):
     for mlmodel in (shape_positions, tensor_position):
-        exe, _ = mlc.model.inspect(mlmodel)
+        exe = mlc.describe(mlmodel)
         assert exe.unsupported == {}
         for op in ("read_state", "write_state", "slice_update"):  # coreml_update_state is saved as write_state + read_state
             assert exe.op_histogram.get(op, 0) >= 2, (op, exe.op_histogram)  # one per cache, at least

@@ -54,18 +54,18 @@ def _compute(precision):
 
 @pytest.mark.parametrize("name, target, precision", _cases(("fp32", "fp16")))
 def test_no_unsupported_ops(converted, name, target, precision):
-    exe, _ = mlc.model.inspect(converted(name, target, precision))
+    exe = mlc.describe(converted(name, target, precision))
     assert exe.unsupported == {}
 
 
 def test_attention_uses_fused_op_on_ios18(converted):
     for target, expected in (("iOS15", 0), ("iOS18", 1)):
-        exe, _ = mlc.model.inspect(converted("transformer_encoder", target, "fp32"))
+        exe = mlc.describe(converted("transformer_encoder", target, "fp32"))
         assert exe.op_histogram.get("scaled_dot_product_attention", 0) == expected
 
 
 def test_batch_norm_not_folded(converted):
-    exe, _ = mlc.model.inspect(converted("resnet", "iOS15", "fp32"))
+    exe = mlc.describe(converted("resnet", "iOS15", "fp32"))
     assert exe.op_histogram.get("batch_norm", 0) == 1
 
 

@@ -1,4 +1,4 @@
-"""Gather/scatter, index and reduction layers of the NeuralNetwork front end (mlc/nn/layers/
+"""Gather/scatter, index and reduction layers of the NeuralNetwork front end (mlc/frontends/neuralnetwork/layers/
 gather_scatter.py, reduction.py). Specs are built with coremltools' NeuralNetworkBuilder; expected
 values come from numpy."""
 

@@ -1,4 +1,4 @@
-"""Linear and normalization layers of the NeuralNetwork front end (mlc/nn/layers/linear.py,
+"""Linear and normalization layers of the NeuralNetwork front end (mlc/frontends/neuralnetwork/layers/linear.py,
 normalization.py). Specs are built with coremltools' NeuralNetworkBuilder, in the exact world and
 the rank-5 world; expected values come from numpy."""
 

@@ -202,7 +202,7 @@ def test_unbound_custom_layer_is_refused_at_load_naming_the_class():
     mlc.unregister_custom_layer("ScaledSwish")
     with pytest.raises(MLCUnsupportedError, match="ScaledSwish.*register_custom_layer"):
         mlc.load(_custom_spec())
-    exe, _ = mlc.model.inspect(_custom_spec())
+    exe = mlc.describe(_custom_spec())
     assert exe.unsupported == {"custom:ScaledSwish": 1}
 
 
@@ -241,7 +241,7 @@ def test_layer_reading_an_undefined_blob_is_refused():
 def test_every_layer_type_is_lowered():
     from coremltools.proto import NeuralNetwork_pb2
 
-    from mlc.nn.registry import supported_layers
+    from mlc.frontends.neuralnetwork.registry import supported_layers
 
     oneof = NeuralNetwork_pb2.NeuralNetworkLayer.DESCRIPTOR.oneofs_by_name["layer"]
     missing = sorted({f.name for f in oneof.fields} - set(supported_layers()))

@@ -1,4 +1,4 @@
-"""Rank-N shape and tensor layers (mlc/nn/layers/shape_nd.py): getShape, loadConstantND, fill*,
+"""Rank-N shape and tensor layers (mlc/frontends/neuralnetwork/layers/shape_nd.py): getShape, loadConstantND, fill*,
 broadcastTo*, squeeze, expandDims, flattenTo2D, reshape*, transpose, tile, stack, concatND,
 splitND, slice*, slidingWindows, reverse, reverseSeq, constantPad, range*, copy. Expected values
 come from numpy."""

@@ -1,4 +1,4 @@
-"""Legacy (rank-5 era) tensor and resizing layers (mlc/nn/layers/tensor_legacy.py, resize.py):
+"""Legacy (rank-5 era) tensor and resizing layers (mlc/frontends/neuralnetwork/layers/tensor_legacy.py, resize.py):
 reshape, flatten, permute, concat, split, sequenceRepeat, reorganizeData, slice, loadConstant,
 crop, padding, upsample, resizeBilinear, cropResize, in the rank-5 world ([Seq, B, C, H, W]) and
 the exact world. Expected values come from numpy and torch."""

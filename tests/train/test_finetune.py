@@ -108,7 +108,7 @@ def test_saved_package_predicts_like_the_model_in_memory(program, data, tmp_path
 def test_fp16_program_is_rounded_as_saved(ct, data, tmp_path):
     ml = _convert(ct, _net(), convert_to="mlprogram", minimum_deployment_target=ct.target.iOS15, compute_precision=ct.precision.FLOAT16)
     model = mlc.load(ml)
-    assert set(model._exe.param_storage.values()) == {"fp16"}
+    assert set(model.program.param_storage.values()) == {"fp16"}
     task = mlc.finetune(model, data, loss=mse, optimizer=optax.adam(0.05), epochs=1, batch_size=10)
     for v in task.model.params.values():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(v).astype(np.float16).astype(np.float32))
@@ -139,7 +139,7 @@ def test_compressed_weights_are_refused_as_trainable(ct, data):
     ml = _convert(ct, _net(), convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT32)
     small = palettize_weights(ml, OptimizationConfig(global_config=OpPalettizerConfig(nbits=2, weight_threshold=8)))
     model = mlc.load(small)
-    compressed = [k for k, s in model._exe.param_storage.items() if s == "compressed"]
+    compressed = [k for k, s in model.program.param_storage.items() if s == "compressed"]
     assert compressed
     with pytest.raises(mlc.MLCUnsupportedError, match="compressed weight"):
         mlc.finetune(model, data, loss=mse, trainable=compressed[:1])
@@ -212,7 +212,7 @@ def test_bad_arguments(program, data):
 def test_classic_models_are_refused():
     from coremltools.models import datatypes
     from coremltools.models.utils import _get_model  # noqa: F401  (coremltools is importable)
-    from mlc._proto import proto
+    from mlc.io.proto import proto
 
     spec = proto("Model").Model()
     spec.specificationVersion = 1

@@ -418,8 +418,62 @@ def test_a_first_model_that_runs_example_by_example():
     x = x[:, :4]
     rows = [{"words": dict(zip("abcd", map(float, v))), "label": CLASSES[i]} for v, i in zip(x, index)]
     model = mlc.load(spec)
-    assert model._exe.eager  # a host model: predict_batch cannot run it
+    assert model.runner.eager  # a host model: predict_batch cannot run it
     task, batches = _run(model, rows)
     torch_train(hnet, list(hnet.parameters()), "sgd_plain", "ce", x, index, batches)
     diff = max_weight_difference(task.model, hnet, {f"{HEAD}/{k}": t for k, t in MLP_PARAMS.items()})
+    assert diff < WEIGHT_ATOL, diff
+
+
+def test_a_network_head_trains_on_its_stage_without_loading_a_model_again(monkeypatch):
+    import mlc.model
+    from mlc.train import update_tasks
+
+    model = mlc.load(classifier_pipeline()[0])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the update loaded a model again")
+
+    monkeypatch.setattr(mlc.model, "load", refuse)
+    monkeypatch.setattr(update_tasks, "derived_model", refuse)
+    monkeypatch.setattr(pipeline_update, "derived_model", refuse)
+    raw, index = _data(n=8)
+    task = mlc.update(model, _labelled(raw, index), epochs=1)
+    assert task.model.program is model.program
+    assert task.model.changed_params == {f"{HEAD}/{k}" for k in MLP_PARAMS}
+    again = mlc.update(task.model, _labelled(raw, index), epochs=1)  # from the weights of the first update
+    assert again.model.program is model.program
+    assert any(np.any(np.asarray(again.model.params[k]) != np.asarray(task.model.params[k])) for k in again.model.changed_params)
+
+
+def _scaler(shift, scale):
+    """A classic first model computing in double: ``raw`` (5) -> ``(raw + shift) * scale`` as ``scaled``."""
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    spec.description.input.add().CopyFrom(feature_stage()[0].description.input[0])
+    out = spec.description.output.add()
+    out.CopyFrom(spec.description.input[0])
+    out.name = "scaled"
+    spec.scaler.shiftValue.extend(shift)
+    spec.scaler.scaleValue.extend(scale)
+    return spec
+
+
+def test_three_stages_a_classic_one_first_run_as_one_function(monkeypatch):
+    monkeypatch.setattr(pipeline_update, "PREFIX_BATCH", 4)  # 10 examples: batches of 4, 4 and 2 (padded)
+    datatypes, NeuralNetworkBuilder = _builder()
+    fnet = Features(5)
+    b = NeuralNetworkBuilder([("scaled", datatypes.Array(5))], [("x", datatypes.Array(4))])
+    b.add_inner_product("fe", fnet.fc.weight.detach().numpy(), fnet.fc.bias.detach().numpy(), 5, 4, True, "scaled", "h")
+    b.add_activation("fe_relu", "RELU", "h", "x")
+    shift, scale = [0.5, -1.0, 0.0, 2.0, 0.25], [2.0, 0.5, 1.0, -1.0, 3.0]
+    head, hnet = mlp_model("ce", "sgd", epochs=2)
+    spec = assemble("pipelineClassifier", [_scaler(shift, scale), b.spec, head])
+    raw, index = _data(n=10, seed=5)
+    task, batches = _run(mlc.load(spec), _labelled(raw, index))
+    scaled = ((raw.astype(np.float64) + shift) * scale).astype(np.float32)
+    torch_train(hnet, list(hnet.parameters()), "sgd", "ce", fnet.numpy(scaled), index, batches)
+    diff = max_weight_difference(task.model, hnet, {f"2:model2/{k}": t for k, t in MLP_PARAMS.items()})
     assert diff < WEIGHT_ATOL, diff

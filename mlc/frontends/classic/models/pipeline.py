@@ -1,0 +1,134 @@
+"""``pipeline``, ``pipelineClassifier``, ``pipelineRegressor`` (Model.proto ``Pipeline``).
+
+Stages run in order over one table of named values: the pipeline's inputs, then each stage's
+outputs. A stage reads its declared inputs by name from that table (Core ML's validator
+requires each to be a pipeline input or an earlier stage's output), and the pipeline's outputs
+are read from it at the end. A pipeline of numeric stages is one pure JAX function; one with
+host stages (strings, dictionaries) or stages with data-dependent shapes runs stage by stage,
+each of its other stages jitted on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from mlc._errors import MLCFeatureTypeError
+from mlc.classification import Classification
+from mlc.frontends.classic.lowering import lower_stage, stage_program
+from mlc.frontends.classic.registry import model_type
+from mlc.frontends.classic.stage import Stage, StageContext
+from mlc.features import Feature, feature_from_proto
+from mlc.io.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
+from mlc.program.program import PipelineStage
+from mlc.runtime import checks
+from mlc.runtime.interpreter import Node, run_node
+
+
+def _stage_names(ctx: StageContext, pipeline) -> list[str]:
+    n = len(pipeline.models)
+    if not pipeline.names:
+        return stage_names(pipeline)
+    if len(pipeline.names) != n:
+        ctx.fail(f"{len(pipeline.names)} stage names for {n} models")
+    if len(set(pipeline.names)) != n:
+        ctx.fail("stage names are not unique")
+    return list(pipeline.names)
+
+
+def _check_wiring(ctx: StageContext, models, names: list[str]) -> None:
+    available = set(ctx.inputs)
+    for model, name in zip(models, names):
+        for f in model.description.input:
+            if f.name not in available:
+                ctx.fail(f"stage {name!r} reads {f.name!r}, which is neither a pipeline input nor an earlier stage's output")
+        available.update(f.name for f in model.description.output)
+    for name in ctx.outputs:
+        if name not in available:
+            ctx.fail(f"pipeline output {name!r} is produced by no stage")
+
+
+def consumed(value, feature: Feature, where: str):
+    """A value handed to the next stage as the feature it declares (a classifier's result
+    becomes its label, its probability dictionary, or its probabilities); training a
+    pipeline's last model hands values on the same way (``mlc.train.pipeline_update``)."""
+    if not isinstance(value, Classification):
+        return value
+    if feature.kind == "dictionary":
+        return value.probability_dict()
+    if feature.kind == "multiArray":
+        return value.probabilities
+    if feature.kind in ("string", "int64"):
+        return value.label()
+    raise MLCFeatureTypeError(f"{where}: a classifier result cannot feed a {feature.kind} input")
+
+
+def _check_numeric(values: dict, where: str) -> None:
+    for name, value in values.items():
+        if isinstance(value, (str, dict, list)):
+            raise MLCFeatureTypeError(f"{where}: input {name!r} is a {type(value).__name__}, but this stage takes numbers")
+
+
+@model_type(*PIPELINES)
+def pipeline(ctx: StageContext) -> Stage:
+    message = pipeline_message(ctx.spec)
+    models = list(message.models)
+    if not models:
+        ctx.fail("the pipeline contains no models")
+    names = _stage_names(ctx, message)
+    _check_wiring(ctx, models, names)
+    stages, histogram, programs = [], {}, []
+    for i, (model, name) in enumerate(zip(models, names)):
+        where = stage_where(ctx.where, i, name)
+        stage_ctx = StageContext(model, ctx.loaded, where)
+        stage = lower_stage(stage_ctx)
+        programs.append(PipelineStage(stage_program(stage_ctx, stage), stage_scope(i, name), where))
+        feeds = [feature_from_proto(f) for f in model.description.input]
+        outs = [f.name for f in model.description.output]
+        stages.append((stage_scope(i, name), where, stage, feeds, outs))
+        for k, v in stage.op_histogram.items():
+            histogram[k] = histogram.get(k, 0) + v
+    host = any(s.host for _, _, s, _, _ in stages)
+    eager = any(s.eager for _, _, s, _, _ in stages)
+    outputs = list(ctx.outputs)
+    jitted = {scope: jax.jit(s.fn) for scope, _, s, _, _ in stages if (host or eager) and not s.host and not s.eager}
+
+    def fn(params: dict, values: dict) -> dict:
+        table, flags = dict(values), {}
+        for scope, where, stage, feeds, outs in stages:
+            args = {f.name: consumed(table[f.name], f, where) for f in feeds if f.name in table}
+            call = jitted.get(scope, stage.fn)
+            if scope in jitted:
+                _check_numeric(args, where)
+            node = Node(
+                what=where, compute=functools.partial(call, _scoped(params, scope), args), args=list(args.values()),
+                static_args=[False] * len(args), fold=False, nested=True, key=scope, scope=scope,
+            )
+            produced, _ = run_node(node, {})
+            _merge_checks(flags, produced.get(checks.CHECKS, {}))
+            for name in outs:
+                if name in produced:
+                    table[name] = produced[name]
+        result = {name: table[name] for name in outputs if name in table}
+        if flags:
+            result[checks.CHECKS] = flags
+        return result
+
+    params = {f"{scope}/{k}": v for scope, _, s, _, _ in stages for k, v in s.params.items()}
+    storage = {f"{scope}/{k}": v for scope, _, s, _, _ in stages for k, v in s.param_storage.items()}
+    return Stage(fn, params, host=host, eager=eager, op_histogram=histogram, param_storage=storage, stages=tuple(programs))
+
+
+def _merge_checks(flags: dict, new: dict) -> None:
+    """Keep a stage's run-time check flags (``mlc.runtime.checks``); concrete ones (a pipeline run
+    stage by stage) raise at once, before a later stage sees the refused values."""
+    for text, ok in new.items():
+        if not isinstance(ok, jax.core.Tracer):
+            checks.raise_failed({text: ok})
+        flags[text] = ok if text not in flags else flags[text] & ok
+
+
+def _scoped(params: dict, scope: str) -> dict:
+    prefix = scope + "/"
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}

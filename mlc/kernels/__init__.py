@@ -1,0 +1,9 @@
+"""Computations shared by the front ends (each op or layer lowering stays in its front end):
+
+* ``convolution``: convolutions on XLA (MIL ``conv``, NeuralNetwork ``convolution``);
+* ``resampling``: resize grids, bilinear sampling and crop-and-resize (MIL ``resize_bilinear``,
+  ``crop_resize``...; NeuralNetwork ``upsample``, ``resizeBilinear``, ``cropResize``);
+* ``nms``: box overlap and greedy non-maximum suppression (MIL ``non_maximum_suppression``,
+  the NeuralNetwork ``NonMaximumSuppression`` layer, the classic ``nonMaximumSuppression`` model);
+* ``sampling``: seeded and fresh random draws (MIL ``random_*``, NeuralNetwork random layers).
+"""

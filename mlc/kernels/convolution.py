@@ -1,0 +1,98 @@
+"""How mlc computes a convolution (MIL ``conv``, NeuralNetwork ``convolution``) on XLA.
+
+Both front ends hold Core ML's layout: activations ``(N, C, *S)``, kernels
+``(C_out, C_in / groups, *K)``. Two choices make XLA's CPU code fast without changing results
+beyond float rounding:
+
+- The kernel is moved to the spatial-first ``(*K, C_in / groups, C_out)`` layout its
+  convolution kernels read, in the lowered program: a weight-only transpose that
+  ``mlc.runtime.hoist`` computes once per set of weights, where XLA would transpose inside every call.
+- A depthwise convolution (``groups == C_in``, each output channel reading one input channel,
+  as in MobileNet and EfficientNet) is computed as a sum over the kernel taps of shifted,
+  strided slices times per-channel weights: one fused elementwise loop. XLA's grouped
+  convolution is more than ten times slower on CPU for these (measured in
+  ``scripts/bench.py``'s MobileNetV2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+MAX_DEPTHWISE_TAPS = 64  # larger kernels (rare) stay one grouped convolution
+
+
+def spatial_first_kernel(weight, spatial: int):
+    """``weight`` (O, I, *K) as (*K, I, O), and its dimension-number spec (e.g. ``"HWIO"``)."""
+    order = tuple(range(2, 2 + spatial)) + (1, 0)
+    return jnp.transpose(weight, order), "DHW"[-spatial:] + "IO"
+
+
+def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None):
+    """Cross-correlation of ``x (N, C_in, *S)`` with ``weight (C_out, C_in / groups, *K)``.
+
+    ``padding`` is a (low, high) pair per spatial dimension; the output is ``(N, C_out, *S')``.
+    """
+    spatial = x.ndim - 2
+    if _is_depthwise(x, weight, groups, padding):
+        return depthwise(x, weight, strides=strides, padding=padding, dilations=dilations)
+    w, w_spec = spatial_first_kernel(weight, spatial)
+    sp = "DHW"[-spatial:]
+    return jax.lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=tuple(strides),
+        padding=[tuple(p) for p in padding],
+        rhs_dilation=tuple(dilations),
+        dimension_numbers=("NC" + sp, w_spec, "NC" + sp),
+        feature_group_count=groups,
+        precision=precision,
+    )
+
+
+def _is_depthwise(x, weight, groups: int, padding) -> bool:
+    c_in, c_out = x.shape[1], weight.shape[0]
+    return (
+        groups > 1
+        and groups == c_in
+        and weight.shape[1] == 1
+        and c_out % c_in == 0
+        and math.prod(weight.shape[2:]) <= MAX_DEPTHWISE_TAPS
+        and all(lo >= 0 and hi >= 0 for lo, hi in padding)
+    )
+
+
+def depthwise(x, weight, *, strides, padding, dilations):
+    """Depthwise convolution as a sum of shifted slices: output channel ``o`` reads input
+    channel ``o // multiplier`` (``C_out = multiplier * C_in``), Core ML's grouped layout.
+
+    Computed channels-last, the layout of the convolutions around it on XLA:CPU, so XLA
+    cancels the transposes between them (in channels-first every depthwise layer of a
+    MobileNet costs two activation transposes)."""
+    spatial = x.ndim - 2
+    multiplier = weight.shape[0] // x.shape[1]
+    if multiplier > 1:
+        x = jnp.repeat(x, multiplier, axis=1)
+    last = jnp.moveaxis(x, 1, -1)  # (N, *S, C)
+    xp = jnp.pad(last, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
+    kernel = weight.shape[2:]
+    out = [(xp.shape[1 + d] - (kernel[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(spatial)]
+    w = weight.astype(x.dtype).reshape(weight.shape[0], -1)  # (C_out, taps)
+    acc = None
+    for tap, offsets in enumerate(_taps(kernel)):
+        starts = [o * dilations[d] for d, o in enumerate(offsets)]
+        limits = [starts[d] + strides[d] * (out[d] - 1) + 1 for d in range(spatial)]
+        piece = jax.lax.slice(xp, (0, *starts, 0), (xp.shape[0], *limits, xp.shape[-1]), (1, *strides, 1))
+        term = piece * w[:, tap]
+        acc = term if acc is None else acc + term
+    return jnp.moveaxis(acc, -1, 1)
+
+
+def _taps(kernel):
+    """Every kernel position, in row-major order (the order ``reshape`` flattens the kernel)."""
+    positions = [()]
+    for k in kernel:
+        positions = [p + (i,) for p in positions for i in range(k)]
+    return positions

@@ -1,0 +1,223 @@
+"""``Runner``: a ``Program`` placed on a device, jitted per input signature, and called.
+
+The runner owns everything about running a program that is not Core ML's API:
+
+* **device placement**: the params on the device once; numpy inputs go straight into the
+  jitted call on JAX's default device (its own transfer is the cheapest), else one transfer;
+* **weight-only hoisting** (``mlc.runtime.hoist``): what depends on the weights alone is
+  computed once per params, not per call;
+* **one compile per input signature**, for ``call`` (jit) and ``call_batch`` (vmap + jit);
+* **the op-by-op fallback**: a program whose output shapes depend on data runs node by node
+  (``Program.eager``, or a ``DataDependentShapeError`` found while tracing, which the runner
+  remembers: its own state, the program stays as built); so does a debugging run
+  (``MLC_DEBUG`` / ``MLC_LIMIT``);
+* **64-bit mode** for programs that compute in double (classic models);
+* **run-time checks** (``mlc.runtime.checks``): the flags a program returns raise here.
+
+A runner is immutable from the outside: ``with_params`` returns a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from mlc._errors import DataDependentShapeError, MLCUnsupportedError
+from mlc.program.program import Program
+from mlc.runtime import checks, dtypes, xla_options
+from mlc.runtime.hoist import HoistedFunction, host_aligned
+from mlc.runtime.interpreter import debugging
+
+
+class Runner:
+    """Runs ``program`` on ``device``. ``fp16_as_fp32``: fp16 programs compute in fp32."""
+
+    def __init__(self, program: Program, *, device: jax.Device, fp16_as_fp32: bool, name: str):
+        self.program = program
+        self.device = device
+        self.fp16_as_fp32 = fp16_as_fp32
+        self.name = name
+        self._default_device = device == jax.devices()[0]
+        with self.x64():
+            # On CPU the device takes the memory-mapped weights without copying them (their data
+            # is 64-byte aligned): loading reads no weight. fp16 weights stay fp16 until
+            # ``params`` is read; the program widens them itself, once (mlc.runtime.hoist).
+            self._params = jax.device_put(self._device_ready(dict(program.params)), device)
+        self._eager = program.eager
+        self._jitted: HoistedFunction | None = None
+        self._batched: HoistedFunction | None = None
+        self._input_targets: dict[str, Any] = {}  # input name -> the numpy dtype the program takes (None: as given)
+
+    def _device_ready(self, params: dict) -> dict:
+        """``params`` with each numpy array a CPU device would copy (a front end's own array at
+        a 16-byte boundary, a NeuralNetwork's weights) moved to a 64-byte boundary, one at a
+        time: the device then holds that memory, not a second copy beside it. Memory-mapped
+        weights are aligned already and stay as they are."""
+        if self.device.platform == "cpu":
+            for key, value in params.items():
+                if isinstance(value, np.ndarray) and value.nbytes >= 1 << 16:
+                    params[key] = host_aligned(value)
+        return params
+
+    # -- params ------------------------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The weights by name as the program computes with them (an fp16 weight as fp32 where
+        the program computes fp16 in fp32). The first read widens weights held as stored."""
+        if any(self.public_dtype(v) != v.dtype for v in self._params.values()):
+            with self.x64():
+                self._params = {k: v.astype(self.public_dtype(v)) for k, v in self._params.items()}
+        return self._params
+
+    @property
+    def held_params(self) -> dict:
+        """The weights as the device holds them now (fp16 weights as stored until ``params``
+        is first read): for measuring memory, not for computing."""
+        return dict(self._params)
+
+    def public_dtype(self, value) -> np.dtype:
+        """The dtype ``params`` gives ``value`` (a param as held): fp16 as fp32 when computed so."""
+        return np.dtype(np.float32) if self.fp16_as_fp32 and value.dtype == np.float16 else np.dtype(value.dtype)
+
+    def with_params(self, new: dict) -> "Runner":
+        """A runner of the same program computing with ``new`` (some or all params by key, as
+        ``params`` gives them, checked by the caller) and the others as held; its compiled
+        functions start afresh, since their weight-only parts came from the old params."""
+        copy = object.__new__(Runner)
+        copy.__dict__.update(self.__dict__)
+        with self.x64():
+            copy._params = {**self._params, **jax.device_put(new, self.device)}
+        copy._jitted = copy._batched = None
+        return copy
+
+    # -- modes -------------------------------------------------------------------------------
+    def x64(self):
+        """Programs that compute in double (classic models, as Core ML does): JAX's 64-bit mode
+        while they trace and run; a no-op context for the others."""
+        return jax.enable_x64(True) if self.program.x64 else contextlib.nullcontext()
+
+    @property
+    def eager(self) -> bool:
+        """Whether the program runs node by node: built so, or found so while tracing."""
+        return self._eager
+
+    # -- inputs ------------------------------------------------------------------------------
+    def program_input(self, name: str, arr: Any) -> Any:
+        """A host input as the numpy dtype the program computes it in (still on the host)."""
+        if not isinstance(arr, (np.ndarray, np.generic)):
+            return arr
+        target = self._input_targets.get(name, False)
+        if target is False:
+            target = self._input_targets[name] = self._program_dtype(name)
+        return arr if target is None else np.asarray(arr).astype(target, copy=False)
+
+    def _program_dtype(self, name: str) -> np.dtype | None:
+        mil = self.program.interface.input_dtypes.get(name)
+        if mil is None:
+            return None
+        if self.program.x64 and mil in ("fp64", "int64"):
+            return dtypes.NUMPY_DTYPES[mil]
+        with dtypes.precision(self.fp16_as_fp32):
+            return dtypes.compute_dtype(mil)
+
+    def on_device(self, inputs: dict) -> dict:
+        """Array inputs for the device. On JAX's default device numpy arrays go straight into
+        the jitted call (its own transfer is the cheapest: an explicit ``device_put`` costs
+        more than a small model's whole run); elsewhere, one transfer."""
+        if self._default_device:
+            return inputs
+        arrays = {n: v for n, v in inputs.items() if isinstance(v, np.ndarray)}
+        if arrays:
+            with self.x64():
+                inputs = {**inputs, **jax.device_put(arrays, self.device)}
+        return inputs
+
+    def state_inputs(self, states: dict[str, np.ndarray]) -> dict:
+        """A state's arrays as program inputs: in the compute dtype, on the device."""
+        with dtypes.precision(self.fp16_as_fp32):
+            return {n: jax.device_put(v.astype(dtypes.compute_array_dtype(v.dtype)), self.device) for n, v in states.items()}
+
+    # -- calls -------------------------------------------------------------------------------
+    def call(self, inputs: dict) -> dict:
+        """One call on program-level inputs: jitted, or node by node for data-dependent shapes
+        and debugging. Run-time checks the program asserted raise here."""
+        with self.x64():
+            raw = self._call(inputs)
+        checks.raise_failed(raw.pop(checks.CHECKS, {}))
+        return raw
+
+    def _call(self, inputs: dict) -> dict:
+        fn = self.program.fn
+        if self._eager or debugging():
+            return fn(self._params, inputs)
+        if self._jitted is None:
+            self._jitted = self._hoisted(fn)
+        try:
+            return self._jitted(self._params, inputs)
+        except DataDependentShapeError:
+            self._eager = True  # found while tracing: this program runs node by node from now on
+            return fn(self._params, inputs)
+
+    def call_batch(self, inputs: dict) -> dict:
+        """One call on inputs with a leading batch axis (vmapped, one compile per signature).
+        Run-time check flags stay in the result (``checks.CHECKS``) for the caller to raise."""
+        with self.x64():
+            return self._compiled_batched()(self._params, inputs)
+
+    def _compiled_batched(self) -> HoistedFunction:
+        program = self.program
+        if program.interface.states:
+            raise MLCUnsupportedError(f"{self.name}: predict_batch does not take a state; call predict per example")
+        if self._eager:
+            raise MLCUnsupportedError(f"{self.name}: predict_batch cannot vmap a model whose output shapes depend on data; use predict")
+        if self._batched is None:
+            self._batched = self._hoisted(program.batched or jax.vmap(program.fn, in_axes=(None, 0)))
+        return self._batched
+
+    def _hoisted(self, fn) -> HoistedFunction:
+        """``fn`` jitted for the device, its weight-only part computed once (``mlc.runtime.hoist``)."""
+        cpu = self.device.platform == "cpu"
+        return HoistedFunction(fn, compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
+
+    def compiled_signatures(self) -> int:
+        """How many input signatures ``call`` has compiled."""
+        return 0 if self._jitted is None else self._jitted.compiled_signatures()
+
+    def hoisted_for(self, inputs: dict) -> bool:
+        """Whether ``call`` computes a weight-only part once for ``inputs``' signature."""
+        return self._jitted is not None and self._jitted.hoisted(inputs)
+
+    # -- the pure function -------------------------------------------------------------------
+    def pure_function(self):
+        """``(fn, params)``: the program's function without run-time check flags (a pure
+        function cannot raise on them), in 64-bit mode for a program computing in double."""
+        fn = _without_checks(self.program.fn)
+        return (_in_x64(fn) if self.program.x64 else fn), self.params
+
+
+def _without_checks(fn):
+    """``fn`` without the run-time check flags in its outputs."""
+
+    @functools.wraps(fn)
+    def pure(params, inputs):
+        out = fn(params, inputs)
+        if isinstance(out, dict) and checks.CHECKS in out:
+            out = {k: v for k, v in out.items() if k != checks.CHECKS}
+        return out
+
+    return pure
+
+
+def _in_x64(fn):
+    """``fn`` traced and run in JAX's 64-bit mode (the pure function of a classic model)."""
+
+    @functools.wraps(fn)
+    def wide(params, inputs):
+        with jax.enable_x64(True):
+            return fn(params, inputs)
+
+    return wide
