@@ -83,9 +83,7 @@ class Program:
 
     def stage_params(self, stage: "PipelineStage", params: dict | None = None) -> dict:
         """``stage``'s params out of this pipeline's ``params`` (default: the program's own)."""
-        prefix = stage.scope + "/"
-        params = self.params if params is None else params
-        return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+        return scoped_params(self.params if params is None else params, stage.scope)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,3 +94,9 @@ class PipelineStage:
     program: Program
     scope: str
     where: str
+
+
+def scoped_params(params: dict, scope: str) -> dict:
+    """The params a pipeline holds under ``scope`` (``"<scope>/<key>"``), keyed as the stage's."""
+    prefix = scope + "/"
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}

@@ -42,12 +42,11 @@ import numpy as np
 
 from mlc import features as F
 from mlc._errors import MLCFeatureTypeError, MLCUpdateError
-from mlc.frontends.classic.models.pipeline import consumed
+from mlc.frontends.classic.models.pipeline import consumed, run_stages
 from mlc.frontends.neuralnetwork.frontend import KINDS as NETWORKS
 from mlc.io.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
 from mlc.program.program import PipelineStage
 from mlc.runtime import checks, limits
-from mlc.runtime.interpreter import Node, run_node
 from mlc.train import data as D
 from mlc.train import knn
 from mlc.train import nn_spec as S
@@ -282,9 +281,10 @@ def earlier_outputs(model, stages, wanted: dict[str, F.Feature], columns: dict, 
             f"compute its last model's inputs (the data has {sorted(columns)})"
         )
     feeds = {name: columns[name] for name in inputs if name in columns}
-    params = {stage.scope: model.program.stage_params(stage, model.params) for stage in stages}
+    prefixes = tuple(stage.scope + "/" for stage in stages)
+    params = {k: v for k, v in model.params.items() if k.startswith(prefixes)}
     eager = any(stage.program.eager for stage in stages)
-    fn = earlier_function(stages, wanted, reader, jit_stages=eager)
+    fn = earlier_function(stages, wanted, reader, stage_by_stage=eager)
     try:
         with limits.tensor_limit(model.max_tensor_bytes):
             if eager or any(inputs[name].kind not in _BATCHABLE for name in feeds):
@@ -294,35 +294,14 @@ def earlier_outputs(model, stages, wanted: dict[str, F.Feature], columns: dict, 
         raise MLCUpdateError(f"{where}: training data: {e.message}") from e
 
 
-def earlier_function(stages: tuple[PipelineStage, ...], wanted: dict[str, F.Feature], reader: str, *, jit_stages: bool) -> Callable:
-    """``fn(params, values) -> values``: ``stages`` (``Program.stages``) run in order over one
-    table of values, the pipeline's inputs first, as the pipeline's own function runs them:
-    each stage's program on the inputs it declares (a classifier's result handed on as the
-    feature its reader declares: ``consumed``), its outputs added to the table. Returns
-    ``wanted`` (as ``reader`` declares them) and the stages' run-time check flags under
-    ``checks.CHECKS``. ``params`` holds each stage's params under its scope. ``jit_stages``: the
-    stages run on concrete values, each numeric one jitted on its own."""
-    calls = {
-        stage.scope: jax.jit(stage.program.fn) if jit_stages and not stage.program.eager else stage.program.fn
-        for stage in stages
-    }
+def earlier_function(stages: tuple[PipelineStage, ...], wanted: dict[str, F.Feature], reader: str, *, stage_by_stage: bool) -> Callable:
+    """``fn(params, values) -> values``: the pipeline's ``stages`` run as the pipeline runs them
+    (``run_stages``), returning ``wanted`` as ``reader`` declares them (``consumed``) and the
+    stages' run-time check flags under ``checks.CHECKS``. ``params`` are the pipeline's."""
+    run = run_stages(stages, stage_by_stage=stage_by_stage)
 
     def fn(params: dict, values: dict) -> dict:
-        table, flags = dict(values), {}
-        for stage in stages:
-            interface = stage.program.interface
-            args = {name: consumed(table[name], f, stage.where) for name, f in interface.inputs.items() if name in table}
-            node = Node(
-                what=stage.where, compute=functools.partial(calls[stage.scope], params[stage.scope], args),
-                args=list(args.values()), static_args=[False] * len(args), fold=False, nested=True, key=stage.scope,
-                scope=stage.scope,
-            )
-            produced, _ = run_node(node, {})
-            for text, ok in produced.get(checks.CHECKS, {}).items():
-                if not isinstance(ok, jax.core.Tracer):
-                    checks.raise_failed({text: ok})  # running stage by stage: refused before a later stage runs
-                flags[text] = ok if text not in flags else flags[text] & ok
-            table.update({name: produced[name] for name in interface.outputs if name in produced})
+        table, flags = run(params, values)
         out = {name: consumed(table[name], f, reader) for name, f in wanted.items()}
         if flags:
             out[checks.CHECKS] = flags

@@ -19,9 +19,9 @@ from mlc.classification import Classification
 from mlc.frontends.classic.lowering import lower_stage, stage_program
 from mlc.frontends.classic.registry import model_type
 from mlc.frontends.classic.stage import Stage, StageContext
-from mlc.features import Feature, feature_from_proto
+from mlc.features import Feature
 from mlc.io.pipelines import PIPELINES, pipeline_message, stage_names, stage_scope, stage_where
-from mlc.program.program import PipelineStage
+from mlc.program.program import PipelineStage, scoped_params
 from mlc.runtime import checks
 from mlc.runtime.interpreter import Node, run_node
 
@@ -78,46 +78,62 @@ def pipeline(ctx: StageContext) -> Stage:
         ctx.fail("the pipeline contains no models")
     names = _stage_names(ctx, message)
     _check_wiring(ctx, models, names)
-    stages, histogram, programs = [], {}, []
+    stages, histogram = [], {}
     for i, (model, name) in enumerate(zip(models, names)):
         where = stage_where(ctx.where, i, name)
         stage_ctx = StageContext(model, ctx.loaded, where)
-        stage = lower_stage(stage_ctx)
-        programs.append(PipelineStage(stage_program(stage_ctx, stage), stage_scope(i, name), where))
-        feeds = [feature_from_proto(f) for f in model.description.input]
-        outs = [f.name for f in model.description.output]
-        stages.append((stage_scope(i, name), where, stage, feeds, outs))
-        for k, v in stage.op_histogram.items():
+        lowered = lower_stage(stage_ctx)
+        stages.append(PipelineStage(stage_program(stage_ctx, lowered), stage_scope(i, name), where))
+        for k, v in lowered.op_histogram.items():
             histogram[k] = histogram.get(k, 0) + v
-    host = any(s.host for _, _, s, _, _ in stages)
-    eager = any(s.eager for _, _, s, _, _ in stages)
+    stage_by_stage = any(s.program.eager for s in stages)  # a host stage, or one with data-dependent shapes
+    run = run_stages(tuple(stages), stage_by_stage=stage_by_stage)
     outputs = list(ctx.outputs)
-    jitted = {scope: jax.jit(s.fn) for scope, _, s, _, _ in stages if (host or eager) and not s.host and not s.eager}
 
     def fn(params: dict, values: dict) -> dict:
-        table, flags = dict(values), {}
-        for scope, where, stage, feeds, outs in stages:
-            args = {f.name: consumed(table[f.name], f, where) for f in feeds if f.name in table}
-            call = jitted.get(scope, stage.fn)
-            if scope in jitted:
-                _check_numeric(args, where)
-            node = Node(
-                what=where, compute=functools.partial(call, _scoped(params, scope), args), args=list(args.values()),
-                static_args=[False] * len(args), fold=False, nested=True, key=scope, scope=scope,
-            )
-            produced, _ = run_node(node, {})
-            _merge_checks(flags, produced.get(checks.CHECKS, {}))
-            for name in outs:
-                if name in produced:
-                    table[name] = produced[name]
+        table, flags = run(params, values)
         result = {name: table[name] for name in outputs if name in table}
         if flags:
             result[checks.CHECKS] = flags
         return result
 
-    params = {f"{scope}/{k}": v for scope, _, s, _, _ in stages for k, v in s.params.items()}
-    storage = {f"{scope}/{k}": v for scope, _, s, _, _ in stages for k, v in s.param_storage.items()}
-    return Stage(fn, params, host=host, eager=eager, op_histogram=histogram, param_storage=storage, stages=tuple(programs))
+    params = {f"{s.scope}/{k}": v for s in stages for k, v in s.program.params.items()}
+    storage = {f"{s.scope}/{k}": v for s in stages for k, v in s.program.param_storage.items()}
+    return Stage(fn, params, eager=stage_by_stage, op_histogram=histogram, param_storage=storage, stages=tuple(stages))
+
+
+def run_stages(stages: tuple[PipelineStage, ...], *, stage_by_stage: bool):
+    """``run(params, values) -> (table, flags)``: ``stages`` run in order over one table of
+    named values, ``values`` first. Each stage reads the inputs it declares from the table (a
+    classifier's result handed on as the feature the stage declares: ``consumed``), runs as
+    one node of the interpreter, and adds its outputs to the table. ``params`` are the
+    pipeline's (each stage's under its scope). ``flags`` are the stages' run-time check flags;
+    concrete ones raise at once, before a later stage sees the refused values.
+
+    ``stage_by_stage``: the stages run on concrete values (some stage works on the host or
+    has data-dependent shapes), each numeric one jitted on its own; otherwise the whole run is
+    one traceable function."""
+    jitted = {s.scope: jax.jit(s.program.fn) for s in stages if stage_by_stage and not s.program.eager}
+
+    def run(params: dict, values: dict) -> tuple[dict, dict]:
+        table, flags = dict(values), {}
+        for stage in stages:
+            interface = stage.program.interface
+            args = {name: consumed(table[name], f, stage.where) for name, f in interface.inputs.items() if name in table}
+            call = jitted.get(stage.scope, stage.program.fn)
+            if stage.scope in jitted:
+                _check_numeric(args, stage.where)
+            node = Node(
+                what=stage.where, compute=functools.partial(call, scoped_params(params, stage.scope), args),
+                args=list(args.values()), static_args=[False] * len(args), fold=False, nested=True, key=stage.scope,
+                scope=stage.scope,
+            )
+            produced, _ = run_node(node, {})
+            _merge_checks(flags, produced.get(checks.CHECKS, {}))
+            table.update({name: produced[name] for name in interface.outputs if name in produced})
+        return table, flags
+
+    return run
 
 
 def _merge_checks(flags: dict, new: dict) -> None:
@@ -127,8 +143,3 @@ def _merge_checks(flags: dict, new: dict) -> None:
         if not isinstance(ok, jax.core.Tracer):
             checks.raise_failed({text: ok})
         flags[text] = ok if text not in flags else flags[text] & ok
-
-
-def _scoped(params: dict, scope: str) -> dict:
-    prefix = scope + "/"
-    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
