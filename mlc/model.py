@@ -65,6 +65,7 @@ class Model:
         self._compiled = compiled
         self.spec = None if loaded is None else loaded.spec
         self._name = runner.name
+        self._interface = runner.program.interface  # the same for every with_params copy
         self._changed: frozenset[str] = frozenset()  # params trained since load: save writes them back
 
     @property
@@ -170,11 +171,11 @@ class Model:
 
     @property
     def input_description(self) -> F.FeatureDescriptions:
-        return self.program.interface.inputs
+        return self._interface.inputs
 
     @property
     def output_description(self) -> F.FeatureDescriptions:
-        return self.program.interface.outputs
+        return self._interface.outputs
 
     @property
     def short_description(self) -> str:
@@ -184,7 +185,7 @@ class Model:
 
     @property
     def function_name(self) -> str | None:
-        return self.program.interface.function_name
+        return self._interface.function_name
 
     @property
     def user_defined_metadata(self) -> dict[str, str]:
@@ -198,12 +199,10 @@ class Model:
             f"inputs:\n{self.input_description}\noutputs:\n{self.output_description}"
         )
 
-    @contextlib.contextmanager
     def _limits(self):
         """This model's tensor size limit in force (``mlc.runtime.limits``) while it parses, traces and
         takes inputs; a refusal names the model."""
-        with _named_limit(self.max_tensor_bytes, [self._name]):
-            yield
+        return _named_limit(self.max_tensor_bytes, (self._name,))
 
     # -- the pure function -------------------------------------------------------------------
     def jax_function(self):
@@ -234,7 +233,7 @@ class Model:
         program needs (``mlc.deploy.aot`` exports it, ``mlc.deploy.cost`` costs it)."""
         with self._limits():
             inputs = self._prepare(data)
-            if self.program.interface.states:
+            if self._interface.states:
                 inputs = self._with_state(dict(inputs), self.make_state())
         return inputs
 
@@ -279,16 +278,16 @@ class Model:
     # -- state -------------------------------------------------------------------------------
     @property
     def state_description(self) -> F.FeatureDescriptions:
-        return self.program.interface.states
+        return self._interface.states
 
     def make_state(self) -> State:
         """A fresh state (zeros) for a stateful model, to pass to ``predict(..., state=)``."""
-        if not self.program.interface.states:
+        if not self._interface.states:
             raise MLCParametersError(f"{self.name}: the model has no state; make_state is for stateful (iOS18) models")
-        return State(self, {n: np.zeros(f.shape, f.dtype or np.float32) for n, f in self.program.interface.states.items()})
+        return State(self, {n: np.zeros(f.shape, f.dtype or np.float32) for n, f in self._interface.states.items()})
 
     def _with_state(self, inputs: dict, state: State | None) -> dict:
-        if not self.program.interface.states:
+        if not self._interface.states:
             if state is not None:
                 raise MLCParametersError(f"{self.name}: the model has no state, but predict was given one")
             return inputs
@@ -428,9 +427,9 @@ def _check_compiled_options(program: Program, compiled, path: str, function_name
 
 
 @contextlib.contextmanager
-def _named_limit(max_bytes: int, name: list):
-    """The tensor size limit in force while a model is read and lowered; a refusal names the
-    model once ``name[0]`` is known."""
+def _named_limit(max_bytes: int, name):
+    """The tensor size limit in force while a model is read, lowered and run; a refusal names the
+    model once ``name[0]`` is known (a list while loading, filled in once the file is read)."""
     with limits.tensor_limit(max_bytes):
         try:
             yield
