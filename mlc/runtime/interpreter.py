@@ -20,6 +20,8 @@ its inputs; ``Node`` is what it hands over.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 import sys
@@ -80,10 +82,38 @@ def debugging() -> bool:
 
 
 class NodeLimitReached(Exception):
-    """``MLC_LIMIT`` was reached: ``outputs`` are the last node's, by name."""
+    """``MLC_LIMIT`` was reached: ``outputs`` are the last node's, by name. The program's entry
+    (``program_call``) returns them as the program's outputs."""
 
     def __init__(self, outputs: dict):
         self.outputs = outputs
+
+
+_NODES_RUN: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("mlc_nodes_run", default=None)
+
+
+@contextlib.contextmanager
+def program_call():
+    """One call of a program (an ML Program function, a NeuralNetwork): ``MLC_LIMIT`` counts
+    the nodes run from here, nested blocks and networks included."""
+    token = _NODES_RUN.set([0])
+    try:
+        yield
+    finally:
+        _NODES_RUN.reset(token)
+
+
+def node_done(kind: str, name: str, outputs: dict) -> None:
+    """After a node ran (its ``outputs`` by name): ``MLC_DEBUG`` prints them; ``MLC_LIMIT=n``
+    stops the program after its n-th node (``NodeLimitReached``)."""
+    level, limit = debug_level(), node_limit()
+    if level:
+        print_node(kind, name, outputs, level)
+    count = _NODES_RUN.get()
+    if limit is not None and count is not None:
+        count[0] += 1
+        if count[0] >= limit:
+            raise NodeLimitReached(outputs)
 
 
 def print_node(kind: str, name: str, outputs: dict, level: int) -> None:

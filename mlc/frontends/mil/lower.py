@@ -32,9 +32,8 @@ from mlc.runtime.interpreter import (
     STATES,
     Node,
     NodeLimitReached,
-    debug_level,
-    node_limit,
-    print_node,
+    node_done,
+    program_call,
     run_node,
     static_argument,
 )
@@ -148,7 +147,8 @@ class FunctionLowering:
             cells = {name: StateCell(name, inputs[name]) for name in self.state_names}
             env.update(cells)
             try:
-                self.run_block(self.function.block, env, params, counter=[0])
+                with program_call():
+                    self.run_block(self.function.block, env, params)
             except NodeLimitReached as stop:
                 return stop.outputs
             outputs = {name: env[name] for name in self.function.block.outputs}
@@ -158,22 +158,17 @@ class FunctionLowering:
                 outputs[checks.CHECKS] = dict(flags)
             return outputs
 
-    def run_block(self, block: Block, env: dict, params: dict, counter: list[int]) -> list:
+    def run_block(self, block: Block, env: dict, params: dict) -> list:
         """Run ``block`` in ``env`` (updated in place); return its outputs in order."""
-        limit, level = node_limit(), debug_level()
         for op in block.operations:
             if op.type == "const":
                 name = op.outputs[0].name
                 env[name] = self._param(params, name) if name in params else self.consts[name]
                 continue
-            results = self.run_op(op, env, params, counter)
+            results = self.run_op(op, env, params)
             for out, value in zip(op.outputs, results):
                 env[out.name] = value
-            counter[0] += 1
-            if level:
-                print_node(op.type, op.name, {o.name: v for o, v in zip(op.outputs, results)}, level)
-            if limit is not None and counter[0] >= limit:
-                raise NodeLimitReached({o.name: v for o, v in zip(op.outputs, results)})
+            node_done(op.type, op.name, {o.name: v for o, v in zip(op.outputs, results)})
         return [env[name] for name in block.outputs]
 
     def _argument(self, op: Operation, key: str, d: OpDef, env: dict) -> Any:
@@ -190,7 +185,7 @@ class FunctionLowering:
             value = static_argument(value, f"{self.model}: operation {op.name!r} ({op.type})", repr(key))
         return value
 
-    def run_op(self, op: Operation, env: dict, params: dict, counter: list[int]) -> tuple:
+    def run_op(self, op: Operation, env: dict, params: dict) -> tuple:
         d = self.defs[id(op)]
         kwargs = {key: self._argument(op, key, d, env) for key in op.inputs}
         if is_constexpr(op):
@@ -198,7 +193,7 @@ class FunctionLowering:
                 param = attribute_param(op, key)
                 kwargs[key] = self._param(params, param) if param in params else _static_const(value)
         if op.blocks:
-            kwargs["_blocks"] = [self._block_runner(b, env, params, counter) for b in op.blocks]
+            kwargs["_blocks"] = [self._block_runner(b, env, params) for b in op.blocks]
         what = f"{self.model}: operation {op.name!r} ({op.type})"
 
         def compute():
@@ -218,7 +213,7 @@ class FunctionLowering:
             raise MLCError(f"{what} gave {len(results)} outputs, expected {len(op.outputs)}")
         return results
 
-    def _block_runner(self, block: Block, env: dict, params: dict, counter: list[int]):
+    def _block_runner(self, block: Block, env: dict, params: dict):
         """A callable running a nested block with its inputs bound (for control-flow ops)."""
 
         def run(*block_inputs):
@@ -226,7 +221,7 @@ class FunctionLowering:
             for nv, v in zip(block.inputs, block_inputs):
                 inner[nv.name] = v
             with checks.not_collecting():
-                return self.run_block(block, inner, params, counter)
+                return self.run_block(block, inner, params)
 
         return run
 

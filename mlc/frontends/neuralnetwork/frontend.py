@@ -25,6 +25,7 @@ from mlc.frontends.neuralnetwork.network import NetworkLowering, layer_kinds
 from mlc.frontends.neuralnetwork.preprocessing import image_preprocessors
 from mlc.frontends.neuralnetwork.registry import find
 from mlc.frontends.neuralnetwork.shapes import ShapeWorld
+from mlc.runtime.interpreter import NodeLimitReached
 
 KINDS = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
 
@@ -124,7 +125,10 @@ def build(loaded: LoadedSpec) -> Program:
         return lowering(params, blobs)
 
     def fn(params: dict, values: dict) -> dict:
-        env = run_blobs(params, values)
+        try:
+            env = run_blobs(params, values)
+        except NodeLimitReached as stop:  # MLC_LIMIT: the last layer's outputs
+            return stop.outputs
         out = {}
         for name, feature in outputs.items():
             if labels and name in classifier_outputs:

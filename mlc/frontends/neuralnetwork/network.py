@@ -24,7 +24,7 @@ import numpy as np
 
 from mlc._errors import MLCError, MLCParametersError, MLCUnsupportedError
 from mlc.runtime import observe
-from mlc.runtime.interpreter import Node, run_node, static_argument
+from mlc.runtime.interpreter import Node, node_done, program_call, run_node, static_argument
 from mlc.frontends.neuralnetwork import weights as W
 from mlc.frontends.neuralnetwork.context import LayerContext, weight_key
 from mlc.frontends.neuralnetwork.registry import LayerDef, find
@@ -140,8 +140,11 @@ class NetworkLowering:
 
     # -- running -------------------------------------------------------------------------------
     def __call__(self, params: dict, blobs: dict) -> dict:
+        """Every blob after the network ran on ``blobs``. ``MLC_LIMIT`` stops it after the n-th
+        layer (``NodeLimitReached``, which the front end's function returns as its outputs)."""
         env = dict(blobs)
-        self.run_network(self.plan, env, {**self.consts, **params})
+        with program_call():
+            self.run_network(self.plan, env, {**self.consts, **params})
         return env
 
     def run_network(self, plan: NetworkPlan, env: dict, params: dict) -> dict:
@@ -179,11 +182,13 @@ class NetworkLowering:
             observer.nn_layer(lp, ctx, args, folded)
         results = result if isinstance(result, (tuple, list)) else (result,)
         if not lp.outputs:
+            node_done(lp.kind, lp.layer.name, {})
             return
         if len(results) != len(lp.outputs):
             raise MLCError(f"{what} gave {len(results)} outputs, its spec names {len(lp.outputs)}")
         for name, value in zip(lp.outputs, results):
             env[name] = value
+        node_done(lp.kind, lp.layer.name, dict(zip(lp.outputs, results)))
 
 
 def _scope(seen: dict[str, int], name: str) -> str:
