@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mlc._errors import MLCDataWarning, MLCIOError, MLCParametersError
+from mlc._version import __version__
 from mlc.createml import augment as A
 from mlc.createml import export as E
 from mlc.createml.cache import FeatureCache, file_digest
@@ -30,6 +31,8 @@ from mlc.createml.data import ImageDataset, LabeledImage, image_source, load_ima
 from mlc.createml.extractor import FeatureExtractor
 from mlc.createml.logistic import IterationStats, SoftmaxRegression, fit_softmax_regression
 from mlc.createml.metrics import ClassifierMetrics
+from mlc.io.atomic import atomic_write
+from mlc.train.task import show_progress_default
 
 AUTO_VALIDATION_FRACTION = 0.1
 AUTO_VALIDATION_MIN_IMAGES = 50  # below this, automatic validation keeps every image for training
@@ -89,8 +92,6 @@ class ImageClassifier:
         solver: str = "lbfgs",
         show_progress: bool | None = None,
     ):
-        from mlc.train.task import show_progress_default
-
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
             raise MLCParametersError(f"max_iterations must be a positive integer, got {max_iterations!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -273,8 +274,6 @@ class ImageClassifier:
 
     # -- export -------------------------------------------------------------------------------
     def _user_defined(self) -> dict[str, str]:
-        from mlc import __version__
-
         info = {
             "mlc.version": __version__,
             "mlc.createml.feature_extractor": os.path.basename(self.extractor.model.name),
@@ -317,8 +316,6 @@ class ImageClassifier:
     # -- reporting ----------------------------------------------------------------------------
     def plot_training(self, path: str | os.PathLike) -> str:
         """Write the training (and validation) accuracy per iteration as a PNG at ``path``."""
-        from mlc.io.atomic import atomic_write
-
         try:
             from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) is left alone
         except ImportError as e:  # pragma: no cover - matplotlib is a dependency

@@ -24,6 +24,8 @@ import os
 import numpy as np
 
 from mlc._errors import MLCIOError, MLCUnsupportedError
+from mlc.frontends.mil.writeback import mlprogram_with_params
+from mlc.io import writer
 from mlc.io.proto import import_coremltools, proto
 
 LABEL = "classLabel"
@@ -89,8 +91,6 @@ def _extractor_stage(extractor):
         stage = type(loaded.spec)()
         stage.CopyFrom(loaded.spec)
         return stage, None
-    from mlc.frontends.mil.writeback import mlprogram_with_params
-
     return mlprogram_with_params(loaded, {}, function_name=extractor.model.function_name)
 
 
@@ -125,8 +125,6 @@ def pipeline_spec(extractor, weights, bias, labels, *, updatable: bool, metadata
 
 def write_classifier(path: str | os.PathLike, spec, blob) -> str:
     """Write ``spec`` as ``.mlpackage`` or ``.mlmodel`` (by the path's suffix), atomically."""
-    from mlc.io import writer
-
     path = os.fspath(path).rstrip("/" + os.sep)
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".mlpackage":

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from mlc._errors import MLCParametersError
+from mlc.features import fit_image
+from mlc.model import Model, load
 
 DEFAULT_EXTRACTOR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "EfficientNetLite0Features.mlmodel")
 DEFAULT_INPUT = "image"
@@ -70,8 +72,6 @@ class FeatureExtractor:
     """A Core ML model turning one image into a feature vector (``extract``)."""
 
     def __init__(self, model: Any = None, output: str | None = None, *, device: Any = None, batch_size: int = DEFAULT_BATCH):
-        from mlc.model import Model, load
-
         if model is None:
             model, output = load(DEFAULT_EXTRACTOR, device=device), output or DEFAULT_OUTPUT
         elif not isinstance(model, Model):
@@ -94,8 +94,6 @@ class FeatureExtractor:
 
     def fit(self, image):
         """``image`` (any PIL image) as the extractor's input takes it: colour space and size."""
-        from mlc.features import fit_image
-
         return fit_image(image, self.image)
 
     def extract(self, images: list, on_batch=None) -> np.ndarray:

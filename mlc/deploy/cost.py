@@ -44,6 +44,10 @@ import numpy as np
 from mlc.runtime import observe
 from mlc._errors import DataDependentShapeError, MLCFeatureTypeError
 from mlc.features import example_value
+from mlc.frontends.mil.ops.state import StateCell
+from mlc.frontends.neuralnetwork.context import LayerContext
+from mlc.frontends.neuralnetwork.network import weight_fields
+from mlc.model import Model, load
 from mlc.runtime import checks
 
 _KEYS = {"flops": "flops", "transcendentals": "transcendentals", "bytes accessed": "bytes_accessed"}
@@ -265,8 +269,6 @@ class _Observer:
         the name, blob names and weight values (so identical layers share a cost)."""
         key = self._layer_keys.get(id(plan))
         if key is None:
-            from mlc.frontends.neuralnetwork.network import weight_fields
-
             message = type(plan.layer)()
             message.CopyFrom(plan.layer)
             for field in ("name", "input", "output"):
@@ -306,8 +308,6 @@ def _mil_call(fn: Callable, kwargs: dict) -> tuple[Callable, dict]:
     """An ML Program op as ``run(tree)``: its state inputs (``StateCell``) become their values
     and fresh cells are made around them, so re-running the op leaves the real state alone; the
     cells' final values are outputs too (``write_state`` returns nothing but the write)."""
-    from mlc.frontends.mil.ops.state import StateCell
-
     cells = {k: v.name for k, v in kwargs.items() if isinstance(v, StateCell)}
     tree = {k: (v.value if k in cells else v) for k, v in kwargs.items()}
 
@@ -322,8 +322,6 @@ def _mil_call(fn: Callable, kwargs: dict) -> tuple[Callable, dict]:
 def _nn_call(plan, ctx, args: list) -> tuple[Callable, tuple]:
     """A NeuralNetwork layer as ``run(tree)`` over its inputs and its own weights (a layer
     reads only those, ``LayerContext.weight``), with a context that holds nothing else."""
-    from mlc.frontends.neuralnetwork.context import LayerContext
-
     weights = {k: ctx.params[k] for k in plan.weight_keys if k in ctx.params}
 
     def run(tree):
@@ -370,8 +368,6 @@ def _as_jax(inputs: dict) -> dict:
 
 def _loaded(source: Any, function_name: str | None, device: Any, compute_precision: str):
     """A freshly built ``mlc.Model`` (its jit caches empty, so tracing reaches every op)."""
-    from mlc.model import Model, load
-
     if isinstance(source, Model):
         return load(
             source.loaded_spec, function_name=source.function_name, device=source.device, compute_precision=source.compute_precision

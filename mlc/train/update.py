@@ -29,7 +29,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from mlc.model import Model, load
 from mlc.train import data as D
+from mlc.train import knn, pipeline_update
 from mlc.train import nn_spec as S
 from mlc.train.task import UpdateTask, show_progress_default
 from mlc.train.update_tasks import (
@@ -50,9 +52,6 @@ def update(model: Any, training_data: Any, *, progress=None, show_progress: bool
     training inputs. ``progress``: a handler for the task's events (``mlc.train.task``).
     ``show_progress``: a progress bar on the terminal (default: when stderr is a terminal).
     """
-    from mlc.model import Model, load
-    from mlc.train import knn, pipeline_update
-
     model = model if isinstance(model, Model) else load(model)
     if show_progress is None:
         show_progress = show_progress_default()

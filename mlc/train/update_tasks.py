@@ -20,7 +20,11 @@ import numpy as np
 import optax
 
 from mlc._errors import MLCUpdateError
+from mlc.frontends.neuralnetwork.frontend import class_labels
+from mlc.io.spec import LoadedSpec
+from mlc.model import load
 from mlc.train import data as D
+from mlc.train import knn
 from mlc.train import nn_spec as S
 from mlc.train.loop import Schedule, training_task
 from mlc.train.task import UpdateResult, UpdateTask
@@ -94,8 +98,6 @@ class UpdatableNetwork:
 
 
 def _class_labels(spec) -> tuple:
-    from mlc.frontends.neuralnetwork.frontend import class_labels
-
     return class_labels(S.network_of(spec))
 
 
@@ -194,8 +196,6 @@ def knn_training_task(name: str, spec, columns: dict, n: int, progress, where: s
     A kNN's "weights" are its examples, which an update appends to: they change shape, and
     they live in the spec, not in params. So its model is made again from the new spec
     (``derived_model``), not by ``with_params`` as a network's is."""
-    from mlc.train import knn
-
     state = {"spec": spec}
 
     def run(task: UpdateTask) -> UpdateResult:
@@ -211,9 +211,6 @@ def derived_model(model, spec, params: dict | None = None):
     """A ``Model`` of ``spec`` (a changed copy of ``model``'s spec: a kNN with new examples, or
     a pipeline holding one) on ``model``'s device and precision, named and resolving files as
     ``model``, with those of ``params`` it has (by key) as its weights."""
-    from mlc.io.spec import LoadedSpec
-    from mlc.model import load
-
     loaded = LoadedSpec(spec, model.loaded_spec.path, model.loaded_spec.model_dir)
     new = load(loaded, device=model.device, compute_precision=model.compute_precision)
     held = {k: v for k, v in (params or {}).items() if k in new.params}
