@@ -395,3 +395,52 @@ def test_torch_lstm_model():
     assert {"lstm", "rnn"} <= ops, ops
     out = mlc.load(mlmodel).predict({"x": example[0].numpy()})["y"]
     np.testing.assert_allclose(out, torch_models.reference(module, example), rtol=1e-5, atol=1e-5)
+
+
+# -- initial states sized at run time ------------------------------------------------------------
+
+@pytest.mark.parametrize("rows_from", ["x_shape", "input_value"])
+def test_lstm_initial_state_from_fill_with_more_rows(rows_from):
+    """coremltools' torch converter lowers pack_padded_sequence with a zero initial state from a ``fill``
+    sized by the first sequence length (here: x's length s, from x's shape or from an int input's value,
+    which makes the program run node by node), not by the batch b < s. Core ML runs it, sized by x's
+    batch (the first b rows of the state); so does mlc. Oracle: torch.nn.LSTM from a zero state."""
+    s, b, i, h = 5, 2, 3, 4
+    torch.manual_seed(5)
+    m = torch.nn.LSTM(i, h)
+    w, r, bias = _torch_lstm_weights(m)
+    x = _rand(s, b, i)
+    lengths = np.array([s, 3], np.int32)
+
+    def body(x, lengths):
+        if rows_from == "x_shape":
+            rows = mb.slice_by_index(x=mb.shape(x=x), begin=[0], end=[1])
+        else:
+            rows = mb.slice_by_index(x=lengths, begin=[0], end=[1])
+        zeros = mb.fill(shape=mb.concat(values=[rows, np.array([h], np.int32)], axis=0), value=0.0)
+        return mb.lstm(x=x, initial_h=zeros, initial_c=zeros, weight_ih=w, weight_hh=r, bias=bias,
+                       output_sequence=True)
+
+    model = mil_model(body, {"x": (s, b, i), "lengths": ((2,), "int32")}, target="iOS15")
+    out = model.predict({"x": x, "lengths": lengths})
+    outs = [out[name] for name in model.output_description]
+    with torch.no_grad():
+        y, (hn, cn) = m(torch.from_numpy(x))
+    _check(outs, [y.numpy(), hn[0].numpy(), cn[0].numpy()], ["y", "h", "c"], **TOL)
+    assert [o.shape for o in outs] == [(s, b, h), (b, h), (b, h)]
+
+
+def test_lstm_initial_state_broadcast_row_and_too_few_rows():
+    """One initial row is every sequence's; fewer rows than the batch (other than one) is an error naming the op."""
+    s, b, i, h = 4, 3, 2, 3
+    w, r = _rand(4 * h, i), _rand(4 * h, h)
+    x, h1, c1 = _rand(s, b, i), _rand(1, h), _rand(1, h)
+    outs = run_mil(lambda x, h1, c1: mb.lstm(x=x, initial_h=h1, initial_c=c1, weight_ih=w, weight_hh=r),
+                   {"x": x, "h1": h1, "c1": c1}, target="iOS17")
+    ys, hn, cn = np_lstm(x, np.repeat(h1, b, 0), np.repeat(c1, b, 0), w, r, None, None, ("sigmoid", "tanh", "tanh"))
+    _check(outs, [_f32(hn[None]), _f32(hn), _f32(cn)], ["y", "h", "c"], **TOL)
+
+    model = mil_model(lambda x, h2: mb.lstm(x=x, initial_h=h2, initial_c=h2, weight_ih=w, weight_hh=r),
+                      {"x": (s, b, i), "h2": (2, h)}, target="iOS17")
+    with pytest.raises(MLCError, match=r"lstm.*initial_h has 2 rows, fewer than x's batch 3"):
+        model.predict({"x": x, "h2": _rand(2, h)})

@@ -401,6 +401,59 @@ def test_stack_static():
     same(out, np.ones((2, 4), np.float32))
 
 
+def _stack_of_flexible(default, axis=1):
+    """stack([a, b, relu(c)]) with a, b (2, 3, 4) and c (2, 3, RangeDim(1..10, default)): coremltools'
+    TestStack::test_stack_dynamic_range_dim as a MIL program."""
+    import coremltools as ct
+    from coremltools.converters.mil.mil import get_new_symbol, types
+
+    specs = [mb.TensorSpec(shape=shape, dtype=types.fp32) for shape in ((2, 3, 4), (2, 3, 4), (2, 3, get_new_symbol()))]
+
+    @mb.program(input_specs=specs, opset_version=ct.target.iOS17)
+    def prog(a, b, c):
+        return mb.stack(values=[a, b, mb.relu(x=c)], axis=axis)
+
+    inputs = [ct.TensorType(name="a", shape=(2, 3, 4)), ct.TensorType(name="b", shape=(2, 3, 4)),
+              ct.TensorType(name="c", shape=(2, 3, ct.RangeDim(1, 10, default=default)))]
+    return ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+                      compute_precision=ct.precision.FLOAT32, pass_pipeline=ct.PassPipeline.EMPTY, inputs=inputs)
+
+
+def test_stack_of_flexible_input_refused_at_load_when_default_shapes_differ():
+    """Core ML compiles the program for the inputs' default shapes and refuses a stack of (2, 3, 4) values with
+    a (2, 3, 2) one there, whatever the predictions feed; mlc refuses it at load, naming the op and the shapes."""
+    with pytest.raises(mlc.MLCParametersError, match=r"'stack_\d+' \(stack\).*\(2, 3, 4\), \(2, 3, 4\), \(2, 3, 2\)"
+                       r".*default shapes \{'c': \(2, 3, 2\)\}"):
+        mlc.load(_stack_of_flexible(default=2))
+
+
+def test_stack_of_flexible_input_checked_at_predict():
+    """At default (2, 3, 4) it loads and stacks; a prediction feeding c another size the range allows is refused."""
+    model = mlc.load(_stack_of_flexible(default=4))
+    a, b, c = rand(2, 3, 4), rand(2, 3, 4), rand(2, 3, 4)
+    (out,) = model.predict({"a": a, "b": b, "c": c}).values()
+    same(out, np.stack([a, b, np.maximum(c, 0)], axis=1))
+    with pytest.raises(mlc.MLCParametersError, match=r"'stack_\d+' \(stack\).*\(2, 3, 4\), \(2, 3, 4\), \(2, 3, 5\)"):
+        model.predict({"a": a, "b": b, "c": rand(2, 3, 5)})
+
+
+def test_stack_of_declared_different_shapes_refused_at_load():
+    """Declared types that already differ (a file edited by hand: b declared (2, 4)) are refused at load."""
+    from mlc.testing.mil_program import mil_mlmodel
+
+    mlmodel = mil_mlmodel(lambda a, b: mb.stack(values=[a, b], axis=0), {"a": (2, 3), "b": (2, 3)})
+    spec = mlmodel.get_spec()
+    (b_input,) = [i for i in spec.mlProgram.functions["main"].inputs if i.name == "b"]
+    b_input.type.tensorType.dimensions[1].constant.size = 4
+    spec.description.input[1].type.multiArrayType.shape[1] = 4
+    import coremltools as ct
+
+    edited = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+    with pytest.raises(mlc.MLCParametersError, match=r"'stack_\d+' \(stack\): its values must all have the same shape.*"
+                       r"\(2, 3\) \('a'\), \(2, 4\) \('b'\)"):
+        mlc.load(edited)
+
+
 def test_identity():
     x = rand(2, 3)
     out, = run_mil(lambda x: mb.identity(x=x), {"x": x})

@@ -11,7 +11,7 @@ from mlc.io.spec import LoadedSpec
 from mlc.frontends.mil.ir import Function, TensorType, parse_program
 from mlc.frontends.mil.ir import Program as MILProgram
 from mlc.frontends.mil.lower import lower_function, unsupported_ops
-from mlc.frontends.mil.verify import verify_function, verify_interface
+from mlc.frontends.mil.verify import verify_default_shapes, verify_function, verify_interface
 
 
 def select_function(loaded: LoadedSpec, program: MILProgram, function_name: str | None):
@@ -80,6 +80,8 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool) 
             f"opset {function.opset}) is not supported by mlc yet{others}"
         )
     lowered = lower_function(function, model=loaded.name, fp16_as_fp32=fp16_as_fp32)
+    verify_default_shapes(function, lowered.fn, lowered.params, {**interface.inputs, **interface.states}, fp16_as_fp32,
+                          loaded.name)
     histogram = Counter(op.type for op in function.iter_operations())
     return Program(
         fn=lowered.fn,

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mlc._errors import MLCError
+from mlc._errors import MLCError, MLCParametersError
 from mlc.runtime import checks, dtypes, observe
 from mlc.runtime.interpreter import (
     STATES,
@@ -39,7 +39,7 @@ from mlc.runtime.interpreter import (
 )
 from mlc.frontends.mil.ir import Block, Function, Operation, StateType
 from mlc.frontends.mil.ops.state import StateCell
-from mlc.frontends.mil.registry import OpDef, lookup
+from mlc.frontends.mil.registry import InvalidProgram, OpDef, lookup
 
 
 @dataclasses.dataclass
@@ -198,7 +198,10 @@ class FunctionLowering:
 
         def compute():
             with checks.operation(what):
-                return d.fn(**kwargs)
+                try:
+                    return d.fn(**kwargs)
+                except InvalidProgram as e:
+                    raise MLCParametersError(f"{what}: {e}") from e
 
         keys = sorted(kwargs)
         node = Node(

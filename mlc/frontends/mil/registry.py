@@ -37,6 +37,12 @@ def _load_ops() -> None:
     import mlc.frontends.mil.ops  # noqa: F401  (registers every family)
 
 
+class InvalidProgram(ValueError):
+    """An op's inputs break the op's own contract (``stack``'s values of different shapes), so
+    Core ML refuses the program: at load when the shapes are known then, else when it runs. The
+    lowering reports it as ``MLCParametersError`` naming the operation."""
+
+
 # each op name holds its lowerings, oldest opset first
 OPS: Registry[list[OpDef]] = Registry("MIL op", _load_ops)
 

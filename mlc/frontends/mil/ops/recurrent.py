@@ -45,6 +45,29 @@ def _cast(v, x):
     return None if v is None else jnp.asarray(v, dtype=jnp.result_type(x))
 
 
+def _initial_state(v, x, name):
+    """``initial_h`` / ``initial_c`` as x's dtype with x's batch: (b, width).
+
+    Core ML sizes the outputs by ``x``'s batch and runs a state with more rows than that, reading
+    its first ``b`` rows: coremltools' torch converter relies on it, since its
+    ``pack_padded_sequence`` lowering sizes the zero initial state by the first sequence length
+    (a ``fill`` whose shape is only known at run time), not by the batch. One row is broadcast to
+    every sequence; fewer rows than the batch (other than one) is refused."""
+    v = _cast(v, x)
+    batch = jnp.shape(x)[1]
+    if jnp.ndim(v) != 2:
+        raise ValueError(f"{name} must be (batch, hidden), got shape {tuple(jnp.shape(v))}")
+    rows = jnp.shape(v)[0]
+    if rows == batch:
+        return v
+    if rows > batch:
+        return v[:batch]
+    if rows == 1:
+        return jnp.broadcast_to(v, (batch, jnp.shape(v)[1]))
+    raise ValueError(f"{name} has {rows} rows, fewer than x's batch {batch}: shapes {tuple(jnp.shape(v))} "
+                     f"and x {tuple(jnp.shape(x))}")
+
+
 def _input_projection(x, weight_ih, *biases):
     """x @ weight_ih.T plus the biases given, for every step at once: (s, b, G*H)."""
     y = jnp.einsum("sbi,gi->sbg", x, _cast(weight_ih, x))
@@ -74,7 +97,7 @@ def rnn(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", outp
         h = act(xw_t + h @ w_hh_t)
         return h, h
 
-    h, ys = _scan(step, _cast(initial_h, x), _input_projection(x, weight_ih, bias), reverse)
+    h, ys = _scan(step, _initial_state(initial_h, x, "initial_h"), _input_projection(x, weight_ih, bias), reverse)
     return _outputs(ys, h, output_sequence), h
 
 
@@ -104,7 +127,8 @@ def _gru(x, initial_h, weight_ih, weight_hh, bias, input_bias, direction, output
         h = (1 - z) * o + z * h
         return h, h
 
-    h, ys = _scan(step, _cast(initial_h, x), _input_projection(x, weight_ih, bias, input_bias), reverse)
+    h0 = _initial_state(initial_h, x, "initial_h")
+    h, ys = _scan(step, h0, _input_projection(x, weight_ih, bias, input_bias), reverse)
     return _outputs(ys, h, output_sequence), h
 
 
@@ -157,11 +181,12 @@ def lstm(x, initial_h, initial_c, weight_ih, weight_hh, bias=None, peephole=None
          weight_hh_back=None, bias_back=None, peephole_back=None, direction="forward", output_sequence=False,
          recurrent_activation="sigmoid", cell_activation="tanh", activation="tanh", clip=None):
     """Peepholes see the previous cell state (input, forget gates) and the new one (output gate);
-    ``clip`` clips the cell state after each update, before the output gate reads it."""
+    ``clip`` clips the cell state after each update, before the output gate reads it. Initial
+    states with more rows than x's batch are read for their first rows (``_initial_state``)."""
     d = _direction(direction, ("forward", "reverse", "bidirectional"))
     acts = (_activation(recurrent_activation), _activation(cell_activation), _activation(activation))
     clip = None if clip is None else jnp.asarray(static_float(clip), dtype=jnp.result_type(x))
-    h0, c0 = _cast(initial_h, x), _cast(initial_c, x)
+    h0, c0 = _initial_state(initial_h, x, "initial_h"), _initial_state(initial_c, x, "initial_c")
     if d != "bidirectional":
         ys, h, c = _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, acts, clip, d == "reverse")
         return _outputs(ys, h, output_sequence), h, c

@@ -9,7 +9,7 @@ from mlc.runtime import limits
 from mlc.kernels import nms
 from mlc.runtime import dtypes
 from mlc.frontends.mil.ops._helpers import mil_dtype, norm_axes, static_bool, static_int, static_ints, static_str
-from mlc.frontends.mil.registry import op
+from mlc.frontends.mil.registry import InvalidProgram, op
 
 
 def _value_dtype(value) -> np.dtype:
@@ -200,6 +200,11 @@ def split(x, num_splits=None, split_sizes=None, axis=0):
 
 @op("stack", static=("axis",), variadic=("values",))
 def stack(values, axis):
+    """The values must all have the same shape: Core ML refuses others (no broadcasting), even
+    where the sizes differ only at the flexible inputs' default shapes (``verify_default_shapes``)."""
+    shapes = [tuple(jnp.shape(v)) for v in values]
+    if len(set(shapes)) > 1:
+        raise InvalidProgram(f"stack's values must all have the same shape, got {', '.join(map(str, shapes))}")
     return jnp.stack(values, axis=static_int(axis))
 
 
