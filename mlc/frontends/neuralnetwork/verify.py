@@ -6,6 +6,11 @@ not in it: layers are in execution order, so a blob produced only by a later lay
 Nested networks (``branch``, ``loop``) see the blobs of their enclosing network, and what they
 produce is available after their layer. mlc does the same at load, naming the layer and the
 blob, and limits nesting to ``mlc.runtime.limits.MAX_NESTING``.
+
+Then Core ML's rank validation (``mlc.frontends.neuralnetwork.rank_rules``): per-layer minimum and
+maximum input ranks, input/output rank equality and the rank-dependent axis checks of
+coremltools' ``NeuralNetworkLayerValidator.cpp``, with ranks from the description under the
+network's shape mapping, the layers' tensor messages, and propagation through the layers.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from __future__ import annotations
 from mlc.runtime import limits
 from mlc._errors import MLCParametersError
 from mlc.frontends.neuralnetwork.network import NESTED_NETWORKS
+from mlc.frontends.neuralnetwork.rank_rules import verify_ranks
 
 
 def verify_blobs(network, inputs, where: str) -> set[str]:
-    """Raise ``MLCParametersError`` for a layer reading a blob nothing before it produces;
-    return every blob the network produces (inputs included)."""
+    """Raise ``MLCParametersError`` for a layer reading a blob nothing before it produces, or
+    for a layer Core ML's rank validation refuses; return every blob the network produces
+    (inputs included)."""
     later = _all_outputs(network, 0, where)
-    return _walk(network, set(inputs), later, where, 0)
+    produced = _walk(network, set(inputs), later, where, 0)
+    verify_ranks(network, inputs, where)
+    return produced
 
 
 def _all_outputs(network, depth: int, where: str) -> set[str]:
