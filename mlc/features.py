@@ -47,6 +47,7 @@ class Feature:
     size_range: tuple[int, int] | None = None  # sequences: (lower, upper or -1)
     rank5_mapped: bool = False  # NeuralNetwork rank-5 input mapping: [Seq, Batch, C, H, W] also accepted
     reshapes: bool = False  # classic models: any shape with the declared number of elements is accepted
+    default_value: float | None = None  # optional multiArray: ArrayFeatureType.defaultOptionalValue, when set
 
     def type_string(self) -> str:
         if self.kind == "multiArray":
@@ -87,6 +88,9 @@ def feature_from_proto(fd) -> Feature:
         f.kind = "multiArray"
         f.dtype = ARRAY_DTYPES.get(a.dataType)
         f.shape = tuple(int(d) for d in a.shape)
+        default = a.WhichOneof("defaultOptionalValue")  # intDefaultValue, floatDefaultValue or doubleDefaultValue
+        if default is not None:
+            f.default_value = float(getattr(a, default))
         flex = a.WhichOneof("ShapeFlexibility")
         if flex == "shapeRange":
             f.shape_ranges = tuple((int(r.lowerBound), int(r.upperBound)) for r in a.shapeRange.sizeRanges)
@@ -571,11 +575,7 @@ def example_value(feature: Feature) -> Any:
     "", an empty dictionary or sequence (for tracing a model without user inputs); None for a
     multiarray that declares no shape at all."""
     if feature.kind == "multiArray":
-        shape = feature.shape
-        if not shape and feature.shape_ranges:
-            shape = tuple(max(lo, 1) for lo, _ in feature.shape_ranges)
-        elif not shape and feature.enumerated_shapes:
-            shape = feature.enumerated_shapes[0]
+        shape = _default_shape(feature)
         return np.zeros(shape, feature.dtype or np.float32) if shape else None
     if feature.kind == "image":
         height, width = feature.shape
@@ -584,6 +584,41 @@ def example_value(feature: Feature) -> Any:
         count = feature.size_range[0] if feature.size_range else 0
         return ["" if feature.key_kind == "string" else 0] * count
     return {"int64": 0, "double": 0.0, "string": "", "dictionary": {}}.get(feature.kind)
+
+
+def _default_shape(feature: Feature) -> tuple[int, ...]:
+    """A multiarray's default shape: the declared ``shape``, else the smallest of its range
+    (at least 1 per dimension), else its first enumerated shape; () when it declares none."""
+    if feature.shape:
+        return tuple(feature.shape)
+    if feature.shape_ranges:
+        return tuple(max(lo, 1) for lo, _ in feature.shape_ranges)
+    if feature.enumerated_shapes:
+        return tuple(feature.enumerated_shapes[0])
+    return ()
+
+
+def omitted_input(feature: Feature, where: str) -> np.ndarray:
+    """What Core ML feeds a NeuralNetwork or ML Program for an optional multiarray input the
+    caller left out: the declared default shape filled with ``ArrayFeatureType``'s
+    ``defaultOptionalValue`` (0 when unset), in the declared dtype. coremltools'
+    ``TensorType(default_value=...)`` writes that value (``test_mil_default_value_runtime``
+    predicts with the input left out); Turi Create's LSTM state inputs leave it unset: zeros."""
+    shape = _default_shape(feature)
+    if not shape:
+        raise MLCFeatureTypeError(f"{where}: the optional input was left out, but it declares no default shape to fill; pass it")
+    _check_size(shape, _computed_itemsize(feature), where)
+    fill = 0.0 if feature.default_value is None else feature.default_value
+    return np.full(shape, fill, feature.dtype or np.float32)
+
+
+def omitted_inputs(inputs: dict, features: FeatureDescriptions, model: str) -> dict[str, np.ndarray]:
+    """The optional multiarray inputs absent from ``inputs``, as ``omitted_input`` fills them."""
+    return {
+        name: omitted_input(f, f"{model}: input {name!r}")
+        for name, f in features.items()
+        if name not in inputs and f.optional and f.kind == "multiArray"
+    }
 
 
 # -- outputs --------------------------------------------------------------------------------
@@ -637,7 +672,24 @@ def host_output(value: Any, feature: Feature, where: str) -> Any:
 
 
 def multiarray_output(value: Any, feature: Feature) -> np.ndarray:
+    """A multiarray output as Core ML returns it: in the declared dtype, and never rank 0.
+
+    Core ML has no rank-0 ``MLMultiArray``: a value the program computes as a scalar (an
+    all-axes reduction, a torch module returning a 0-d tensor) comes back with shape ``(1,)``
+    (coremltools' ``testing_utils.compare_shapes``: "Core ML does not support scalar as output").
+    """
     arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
     if feature.dtype is not None:
         arr = arr.astype(feature.dtype, copy=False)
     return arr
+
+
+def multiarray_batch_output(value: Any, feature: Feature) -> np.ndarray:
+    """A batched multiarray output (examples along the first axis) as ``predict_batch`` returns
+    it: each example as ``multiarray_output`` returns it, so a per-example scalar gives ``(n, 1)``."""
+    arr = np.asarray(value)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    return multiarray_output(arr, feature)

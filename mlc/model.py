@@ -218,8 +218,22 @@ class Model:
         return self.runner.pure_function()
 
     # -- inputs ------------------------------------------------------------------------------
-    def _prepare(self, data: dict) -> dict:
+    def _fills_omitted(self) -> bool:
+        """Whether an optional multiarray input left out is fed as its default (NeuralNetwork and
+        ML Program models, as Core ML does); classic models read an absent input as missing
+        (an imputer's, a non-maximum suppression's thresholds)."""
+        return self.program.kind.startswith(("mlProgram", "neuralNetwork"))
+
+    def _with_omitted(self, data: dict) -> dict:
+        """``data`` (its names checked) with the optional inputs it leaves out filled in, for
+        models that fill them (``features.omitted_inputs``)."""
         F.check_input_names(data, self.input_description, self.name)
+        if not self._fills_omitted():
+            return data
+        return {**data, **F.omitted_inputs(data, self.input_description, self.name)}
+
+    def _prepare(self, data: dict) -> dict:
+        data = self._with_omitted(data)
         out = {}
         for name, value in data.items():
             feature = self.input_description[name]
@@ -239,8 +253,9 @@ class Model:
 
     def program_batch(self, data: dict) -> tuple[dict, int]:
         """``data`` with a leading batch axis (as ``predict_batch`` takes it) as the program's
-        batched inputs, and the batch size."""
-        F.check_input_names(data, self.input_description, self.name)
+        batched inputs, and the batch size. An optional input left out is its default
+        (``features.omitted_inputs``) for every example."""
+        filled = self._with_omitted(data)
         out, sizes = {}, set()
         for name, value in data.items():
             feature = self.input_description[name]
@@ -249,7 +264,10 @@ class Model:
             out[name] = self.runner.program_input(name, arr)
         if len(sizes) > 1:
             raise MLCFeatureTypeError(f"{self.name}: batched inputs have different leading sizes {sorted(sizes)}")
-        return self.runner.on_device(out), sizes.pop() if sizes else 0
+        n = sizes.pop() if sizes else 0
+        for name in [k for k in filled if k not in data]:
+            out[name] = self.runner.program_input(name, np.broadcast_to(filled[name], (n, *filled[name].shape)))
+        return self.runner.on_device(out), n
 
     # -- outputs -----------------------------------------------------------------------------
     def _output(self, name: str, value: Any) -> Any:
@@ -341,6 +359,8 @@ class Model:
                 out[name] = [F.image_output(v, feature) for v in np.asarray(value)]
             elif feature is not None and feature.kind in ("double", "int64"):
                 out[name] = np.asarray(value).reshape(n).astype(np.float64 if feature.kind == "double" else np.int64)
+            elif feature is not None and feature.kind == "multiArray":
+                out[name] = F.multiarray_batch_output(value, feature)
             else:
                 out[name] = self._output(name, value)
         return out

@@ -44,8 +44,9 @@ def test_float_reductions(target, shape, axes, keep_dims):
         lambda x, p: [getattr(mb, n)(x=p if n in positive else x, **kw) for n in REDUCTIONS], {"x": x, "p": p}, target=target
     )
     ax = None if axes is None else tuple(axes)
+    # Core ML returns a scalar output as shape (1,) (coremltools' testing_utils.compare_shapes).
     refs = [
-        np.asarray(f((p if n in positive else x).astype(np.float64), axis=ax, keepdims=keep_dims)).astype(np.float32)
+        np.atleast_1d(f((p if n in positive else x).astype(np.float64), axis=ax, keepdims=keep_dims)).astype(np.float32)
         for n, f in REDUCTIONS.items()
     ]
     _check(outs, refs, list(REDUCTIONS), rtol=2e-6, atol=1e-6)

@@ -59,9 +59,22 @@ def _refuse(loaded: LoadedSpec, network, missing: dict[str, int]) -> None:
             f"{loaded.name}: NeuralNetwork layer type {layers[0]!r} is not supported by mlc yet; "
             f"unsupported: {', '.join(f'{k} (x{v})' for k, v in missing.items())}"
         )
-    raise MLCUnsupportedError(
-        f"{loaded.name}: custom layer class {unbound[0]!r} has no implementation; bind a JAX function to it "
-        f"with mlc.register_custom_layer({unbound[0]!r}, fn) before loading the model"
+    raise MLCUnsupportedError(_unbound_message(loaded.name, unbound))
+
+
+def _unbound_message(model: str, unbound: list[str]) -> str:
+    """The refusal of custom layer classes without a binding (``custom.binding``), naming every
+    one, so the app learns all it must bind from one load."""
+    if len(unbound) == 1:
+        return (
+            f"{model}: custom layer class {unbound[0]!r} has no implementation; bind a JAX function to it "
+            f"with mlc.register_custom_layer({unbound[0]!r}, fn) before loading the model"
+        )
+    names = ", ".join(repr(n) for n in unbound)
+    calls = "; ".join(f"mlc.register_custom_layer({n!r}, fn)" for n in unbound)
+    return (
+        f"{model}: custom layer classes {names} have no implementation; bind a JAX function to each "
+        f"before loading the model: {calls}"
     )
 
 
