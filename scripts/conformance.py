@@ -5,6 +5,8 @@
     python scripts/conformance.py iOS17/test_conv.py iOS18   # rerun some files/folders, then rewrite the report
     python scripts/conformance.py --report-only   # rewrite the report from the stored results
     python scripts/conformance.py --missing       # resume: run only cases without a stored result
+    python scripts/conformance.py --suite torch --every 5           # a deterministic 1-in-5 sample
+    python scripts/conformance.py --suite torch --every 5 --missing # resume that sample
 
 The suites (``mlc.testing.suites.SUITES``) run from the installed coremltools wheel (nothing is copied), through the pytest
 plugin ``mlc.testing.coremltools_plugin``, in parallel with pytest-xdist. The plugin appends each
@@ -13,6 +15,14 @@ per test case in ``conformance/.results/<suite>.json`` (not committed), so a par
 interrupted run keeps what it did and a rerun updates only its cases. The report gives pass / fail / error / skip counts per test file and per MIL op,
 one line per failure with its reason, and the CI sample (``conformance/<suite>_sample.tsv``):
 for every test class and precision one case (the quickest that passed), with the outcome recorded here.
+
+Sampling: ``--every N [--offset K]`` runs the cases whose node id hashes to K modulo N (BLAKE2b of
+the node id, so the same cases on every run and machine, whatever the order of collection; the
+offsets 0 .. N-1 split the suite into N disjoint samples). To choose, the script collects the
+selected files once per census (``--missing`` too); the node ids are cached in
+``conformance/.results/<suite>.collected.json`` and reused while coremltools' test files, the
+installed packages and the part's environment are unchanged. The report says which fraction ran
+and estimates the whole suite's time from the stored per-case durations.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import collections
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -28,6 +39,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
+from importlib import metadata
 from pathlib import Path
 
 from mlc.testing.coremltools_plugin import FP16_AT_FP32_TOLERANCE
@@ -94,6 +107,12 @@ KNOWN_FAILURES = [
         "to the other class (3 of the test's 44 models have one such row; every other prediction matches)",
     ),
 ]
+# Failures that are a missing optional package, not mlc: coremltools' torch tests import torchvision /
+# torchaudio at module level or call them inside a test (TestNms calls torchvision.ops.nms). These
+# are recorded as import skips with this reason instead of failures.
+OPTIONAL_PACKAGES = ("torchvision", "torchaudio")
+IMPORT_SKIP = re.compile(r"No module named '(%s)'|name '(%s)' is not defined" % (("|".join(OPTIONAL_PACKAGES),) * 2))
+IMPORT_SKIP_PREFIX = "import skip: "
 IGNORED_OPS = {"const", "cast"}  # in nearly every program: counting them says nothing
 
 
@@ -129,24 +148,87 @@ def targets_of(part: Part, selection: list[str]) -> list[str]:
     return [str(base / s) for s in selection if (base / s.split("::")[0]).exists()]
 
 
-def collect(part: Part, targets: list[str]) -> list[str]:
-    """Node ids (relative to the coremltools package, as stored) of the cases in ``targets``."""
+def collect(part: Part, targets: list[str], tmp: Path) -> tuple[list[str], list[Case]]:
+    """Node ids (relative to the coremltools package, as stored) of the cases in ``targets``, and
+    a case for every file that failed to import (logged by the plugin during collection)."""
     cmd, env, cwd = pytest_command(part)
+    log = tmp / "collect.log.jsonl"
+    log.unlink(missing_ok=True)
+    env["MLC_CONFORMANCE_LOG"] = str(log)
     nodeids = []
     for group in sessions(part, targets):
-        out = subprocess.run([*cmd, "--collect-only", *group], env=env, cwd=cwd, capture_output=True, text=True).stdout
-        nodeids += [line.strip().removeprefix("coremltools/") for line in out.splitlines() if "::" in line]
-    return nodeids
+        out = subprocess.run([*cmd, "--collect-only", "--continue-on-collection-errors", *group],
+                             env=env, cwd=cwd, capture_output=True, text=True).stdout
+        nodeids += [line.strip().removeprefix("coremltools/") for line in out.splitlines() if line.startswith("coremltools/") and "::" in line]
+    return nodeids, read_log(log)
 
 
-def missing_selection(part: Part, targets: list[str], store: dict, tmp: Path) -> tuple[list[str], Path | None]:
-    """The files holding the cases of ``targets`` with no stored result, and a file naming those
-    cases for the plugin's ``MLC_CONFORMANCE_SELECT``."""
-    todo = [n for n in collect(part, targets) if n not in store]
-    print(f"{part.folder}: {len(todo)} cases without a stored result", flush=True)
+def collection_key(part: Part, targets: list[str]) -> str:
+    """What a collection depends on: the target files, the installed packages, the environment."""
+    files = []
+    for t in sorted(targets):
+        path = Path(t.split("::")[0])
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            st = f.stat()
+            files.append((str(f), st.st_size, st.st_mtime_ns))
+    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    env = {k: v for k, v in os.environ.items() if k in ("PYMIL_TEST_TARGETS", "INCLUDE_MIL_FP32_UNIT_TESTS",
+           "TORCH_FRONTENDS", "COMPUTE_UNITS", "RUN_BACKWARD_COMPATIBILITY")}
+    blob = json.dumps([sys.executable, part.folder, part.env, env, files, packages])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cached_collect(suite: str, part: Part, targets: list[str], tmp: Path) -> tuple[list[str], list[Case]]:
+    """``collect``, once per census: reused from ``<suite>.collected.json`` while its key holds."""
+    path = OUT / ".results" / f"{suite}.collected.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    key = collection_key(part, targets)
+    if key in cache:
+        hit = cache[key]
+        print(f"{part.folder}: {len(hit['nodeids'])} cases (cached collection)", flush=True)
+        return hit["nodeids"], [Case(**{**d, "ops": tuple(d["ops"])}) for d in hit["errors"]]
+    t0 = time.monotonic()
+    nodeids, errors = collect(part, targets, tmp)
+    print(f"{part.folder}: collected {len(nodeids)} cases in {time.monotonic() - t0:.0f} s", flush=True)
+    cache = {k: v for k, v in cache.items() if v.get("folder") != part.folder or v.get("targets") != sorted(targets)}
+    cache[key] = {"folder": part.folder, "targets": sorted(targets), "nodeids": nodeids,
+                  "errors": [dataclasses.asdict(e) for e in errors]}
+    write_atomic(path, json.dumps(cache))
+    return nodeids, errors
+
+
+def sampled(nodeid: str, every: int, offset: int = 0) -> bool:
+    """Whether the 1-in-``every`` sample number ``offset`` holds the case: a stable hash of its
+    node id (not Python's ``hash``, which is salted per process), so every run and machine agrees."""
+    if every <= 1:
+        return True
+    h = int.from_bytes(hashlib.blake2b(nodeid.encode(), digest_size=8).digest(), "big")
+    return h % every == offset % every
+
+
+def chosen_selection(suite: str, part: Part, targets: list[str], store: dict, tmp: Path, every: int, offset: int,
+                     missing: bool, meta: dict) -> tuple[list[str], Path | None]:
+    """The files holding the chosen cases of ``targets`` (the sample, less those with a stored
+    result under ``missing``), and a file naming those cases for the plugin's ``MLC_CONFORMANCE_SELECT``.
+    Files that failed to import are stored as their cases' result here (they have no node ids)."""
+    nodeids, errors = cached_collect(suite, part, targets, tmp)
+    for e in errors:
+        store[e.nodeid] = e
+    if sorted(targets) == sorted(targets_of(part, [])):  # the whole part: the report's denominator
+        meta.setdefault("collected", {})[part.folder] = {"cases": len(nodeids), "import_errors": len(errors),
+                                                        "unaddressable": sum(not addressable(n) for n in nodeids)}
+    # Cases with random arrays in their ids cannot be named again (see ``addressable``): a sample
+    # cannot hold them, and a resume cannot tell whether they ran.
+    todo = [n for n in nodeids if sampled(n, every, offset) and addressable(n)]
+    chosen = len(todo)
+    if missing:
+        todo = [n for n in todo if n not in store]
+    print(f"{part.folder}: {chosen} of {len(nodeids)} cases chosen"
+          + (f" (1 in {every}, offset {offset % every})" if every > 1 else "")
+          + (f", {len(todo)} without a stored result" if missing else ""), flush=True)
     if not todo:
         return [], None
-    select = tmp / "missing.txt"
+    select = tmp / f"select-{hashlib.sha1(part.folder.encode()).hexdigest()[:8]}.txt"
     select.write_text("".join(f"{n}\n" for n in todo))
     return sorted({str(coremltools_dir() / n.split("::")[0]) for n in todo}), select
 
@@ -177,7 +259,8 @@ def sessions(part: Part, targets: list[str]) -> list[list[str]]:
 def run_pytest(suite: str, part: Part, targets: list[str], workers: int, timeout: int, extra: list[str], select: Path | None = None) -> int:
     """Run the cases; the plugin appends each outcome to the suite's log as it is known."""
     cmd, env, cwd = pytest_command(part)
-    cmd = [*cmd, f"--timeout={timeout}", *targets, *extra]
+    # A file that fails to import is logged by the plugin as one case; the others still run.
+    cmd = [*cmd, f"--timeout={timeout}", "--continue-on-collection-errors", *targets, *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
     env["MLC_CONFORMANCE_LOG"] = str(log_path(suite))
@@ -202,8 +285,19 @@ def read_log(path: Path) -> list[Case]:
             d = json.loads(line)
         except json.JSONDecodeError:
             continue
-        cases.append(Case(d["nodeid"], d["outcome"], one_line(d["reason"]), tuple(d["ops"]), d["seconds"]))
+        cases.append(import_skip(Case(d["nodeid"], d["outcome"], one_line(d["reason"]), tuple(d["ops"]), d["seconds"])))
     return cases
+
+
+def import_skip(case: Case) -> Case:
+    """A failure that is only a missing optional package (``OPTIONAL_PACKAGES``), as a skip."""
+    m = IMPORT_SKIP.search(case.reason) if case.outcome in ("failed", "error") else None
+    if not m:
+        return case
+    package = m.group(1) or m.group(2)
+    where = "the test file imports it" if "::" not in case.nodeid else "the test calls it"
+    reason = f"{IMPORT_SKIP_PREFIX}{package} is not installed ({where}: {case.reason})"
+    return dataclasses.replace(case, outcome="skipped", reason=reason)
 
 
 # -- storing ---------------------------------------------------------------------------------
@@ -213,6 +307,17 @@ def store_path(suite: str) -> Path:
 
 def log_path(suite: str) -> Path:
     return OUT / ".results" / f"{suite}.log.jsonl"
+
+
+def meta_path(suite: str) -> Path:
+    return OUT / ".results" / f"{suite}.meta.json"
+
+
+def load_meta(suite: str) -> dict:
+    """How the stored results were chosen: the last sample (every, offset), the workers, the
+    collected case counts per part, the wall time and size of the last run."""
+    path = meta_path(suite)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def forget(store: dict[str, Case], part: Part, selection: list[str]) -> None:
@@ -293,10 +398,60 @@ def short_name(suite: str, nodeid: str) -> str:
     return nodeid.removeprefix(base + "/")
 
 
-def report(suite: str, cases: list[Case]) -> str:
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def coverage(suite: str, cases: list[Case], meta: dict) -> list[str]:
+    """Which fraction of the suite the stored results are, and the time the whole suite would take
+    at the stored cases' mean duration (the plugin records each case's call time)."""
+    collected = sum(c["cases"] for c in meta.get("collected", {}).values())
+    run = [c for c in cases if "::" in c.nodeid]  # less the files that failed to import
+    total = max(collected, len(run))
+    every = meta.get("every", 1)
+    workers = meta.get("workers")  # unknown for results stored before the meta file existed
+    on = f" on {workers} worker{'s' if workers > 1 else ''}" if workers else ""
+    busy = sum(c.seconds for c in run)
+    lines = []
+    if every > 1 or len(run) < total:
+        what = (f"1 in {every:,} sampled (offset {meta.get('offset', 0)}, by a hash of the node id; "
+                f"`scripts/conformance.py --suite {suite} --every {every}`)" if every > 1 else "a partial run")
+        size = "a small sample" if len(run) < 1000 else "a sample"
+        lines += [f"**This is {size}, not the whole suite:** {what}: {len(run):,} of {total:,} collected cases "
+                  f"({100.0 * len(run) / total:.2f}%) have a result. The counts below are the sample's; "
+                  "its pass rates estimate the suite's, with a sampling error to match its size.", ""]
+    if run and busy > 0:
+        mean = busy / len(run)
+        line = (f"Time (each case's own duration, as the plugin records it): the {len(run):,} cases took "
+                f"{hours(busy)} ({mean:.1f} s per case" + (f", about {hours(busy / workers)}{on})" if workers else ")"))
+        last = meta.get("last_run")
+        if last and last.get("cases"):
+            line += (f"; the last run took {hours(last['wall_seconds'])} wall time for {last['cases']:,} cases on "
+                     f"{last['workers']} workers, collecting the test files and starting the workers included")
+        if len(run) < total:
+            line += (f". At that mean the whole suite ({total:,} cases) would take about {hours(mean * total)}"
+                     + (f", about **{hours(mean * total / workers)}{on}**" if workers else ""))
+        lines += [line + ".", ""]
+    return lines
+
+
+NOTES = {
+    "torch": ["coremltools defines `TestSpectrogram` (test_torch_ops.py) only when torchaudio is installed: without it "
+              "its cases are not collected at all and appear nowhere below.", ""],
+}
+
+INTRO = {
+    "torch": "Each case traces or scripts a torch model, converts it with coremltools' torch frontend and compares\n"
+             "mlc's prediction with torch's output (Apple's tolerances). Pass rate = passed / (passed + failed + error).",
+}
+
+
+def report(suite: str, cases: list[Case], meta: dict | None = None) -> str:
+    """The report; ``meta`` (``load_meta``) says how the cases were chosen and timed."""
+    meta = meta or {}
     folders = ", ".join(f"`{p.folder}`" + (f" ({', '.join(p.files)})" if p.files else "") + (
         f" with {' '.join(f'{k}={v}' for k, v in p.env.items())}" if p.env else "") for p in SUITES[suite])
-    unit = {"mil": "MIL op", "nn": "layer type"}.get(suite, "model type")
+    unit = {"mil": "MIL op", "nn": "layer type", "torch": "test class"}.get(suite, "model type")
     by_precision = collections.defaultdict(list)
     for c in cases:
         by_precision[c.precision].append(c)
@@ -306,9 +461,11 @@ def report(suite: str, cases: list[Case]) -> str:
         f"coremltools' own tests: {folders}.",
         "",
         f"Written by `scripts/conformance.py` on {datetime.date.today()} ({machine()}).",
-        "Each case converts a program with coremltools and compares mlc's prediction with the",
-        "expected values in coremltools' test (Apple's tolerances). Pass rate = passed / (passed + failed + error).",
+        INTRO.get(suite, "Each case converts a program with coremltools and compares mlc's prediction with the\n"
+                  "expected values in coremltools' test (Apple's tolerances). Pass rate = passed / (passed + failed + error)."),
         "",
+        *coverage(suite, cases, meta),
+        *NOTES.get(suite, []),
         "## Totals",
         "",
         TABLE_HEAD,
@@ -329,24 +486,36 @@ def report(suite: str, cases: list[Case]) -> str:
         if str(f.relative_to(coremltools_dir())) not in {c.file for c in cases}
     )
     if absent:
-        lines += ["", "**Not run yet** (no stored results): " + ", ".join(f"`{short_name(suite, a)}`" for a in absent) + "."]
+        lines += ["", ("**Not in the sample** (none of its cases was chosen): " if meta.get("every", 1) > 1 else
+                       "**Not run yet** (no stored results): ") + ", ".join(f"`{short_name(suite, a)}`" for a in absent) + "."]
     lines += ["", "## Per test file", "", TABLE_HEAD]
     by_file = collections.defaultdict(list)
     for c in cases:
         by_file[c.file].append(c)
     for f in sorted(by_file):
         lines.append(table_row(f"`{short_name(suite, f)}`", counts(by_file[f])))
-    lines += ["", f"## Per {unit}", "", f"A case counts for every {unit} of the models it ran (besides const and cast); "
-              "cases that never reached a prediction count under their test class.", "", TABLE_HEAD]
     by_op = collections.defaultdict(list)
-    for c in cases:
-        for k in op_keys(c):
-            by_op[k].append(c)
+    if unit == "test class":
+        lines += ["", f"## Per {unit}", "", TABLE_HEAD]
+        for c in cases:
+            by_op[short_name(suite, c.test_class)].append(c)
+    else:
+        lines += ["", f"## Per {unit}", "", f"A case counts for every {unit} of the models it ran (besides const and cast); "
+                  "cases that never reached a prediction count under their test class.", "", TABLE_HEAD]
+        for c in cases:
+            for k in op_keys(c):
+                by_op[k].append(c)
     for k in sorted(by_op):
         lines.append(table_row(f"`{k}`", counts(by_op[k])))
     failures = sorted((c for c in cases if c.outcome in ("failed", "error")), key=lambda c: c.nodeid)
     lines += ["", f"## Failures ({len(failures)})", ""]
     lines += [f"- `{short_name(suite, c.nodeid)}`: {c.reason}{known_cause(c)}" for c in failures] or ["None."]
+    imports = sorted((c for c in cases if c.reason.startswith(IMPORT_SKIP_PREFIX)), key=lambda c: c.nodeid)
+    if imports:
+        lines += ["", f"## Import skips ({len(imports)})", "",
+                  f"Cases (or whole test files, whose cases were never collected) that need {' or '.join(OPTIONAL_PACKAGES)}, "
+                  "which is not installed here (no CPU wheel that fits this torch); not failures of mlc.", ""]
+        lines += [f"- `{short_name(suite, c.nodeid)}`: {c.reason.removeprefix(IMPORT_SKIP_PREFIX)}" for c in imports]
     skip_reasons = collections.Counter(c.reason for c in cases if c.outcome in ("skipped", "xfailed"))
     lines += [
         "", "## Skip and xfail reasons", "",
@@ -372,9 +541,19 @@ def addressable(nodeid: str) -> bool:
     return "\n" not in nodeid and "array(" not in nodeid
 
 
-def sample(cases: list[Case]) -> list[Case]:
-    """One case of every test class and precision that reached an outcome: the quickest that
-    passed (CI runs the sample; some classes hold a test of minutes), else the first failure."""
+# How each suite's CI sample is drawn (``sample``'s keyword arguments; default: per class and precision).
+SAMPLE_POLICY = {
+    # A torch case converts a torch model (seconds each) and the suite has ~160 test classes: one
+    # case per class, whatever the precision, and at most 60 of them (the quickest), so the CI
+    # sample stays a few minutes. The census report covers every class.
+    "torch": {"per_precision": False, "cap": 60},
+}
+
+
+def sample(cases: list[Case], per_precision: bool = True, cap: int | None = None) -> list[Case]:
+    """One case of every test class and precision (of every class, without ``per_precision``) that
+    reached an outcome: the quickest that passed (CI runs the sample; some classes hold a test of
+    minutes), else the first failure. With ``cap``, the ``cap`` quickest of those."""
     # A class one test file imports from another runs the same cases in both files. The CI sample
     # runs in one pytest session, where the re-exported copy is collected as [NOTSET] (see
     # ``sessions``), so the sample takes such cases from the first file only.
@@ -384,8 +563,11 @@ def sample(cases: list[Case]) -> list[Case]:
     first: dict[tuple[str, str], Case] = {}
     for c in sorted(cases, key=lambda c: (c.outcome != "passed", c.seconds, c.nodeid)):
         if c.outcome in ("passed", "failed", "error") and addressable(c.nodeid) and home[c.nodeid.split("::", 1)[-1]] == c.file:
-            first.setdefault((c.test_class, c.precision), c)
-    return list(first.values())
+            first.setdefault((c.test_class, c.precision if per_precision else ""), c)
+    chosen = list(first.values())
+    if cap is not None and len(chosen) > cap:
+        chosen = sorted(chosen, key=lambda c: (c.outcome != "passed", c.seconds, c.nodeid))[:cap]
+    return sorted(chosen, key=lambda c: c.nodeid) if cap is not None else chosen
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -404,34 +586,50 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
     ap.add_argument("--fresh", action="store_true", help="forget stored results first")
     ap.add_argument("--missing", action="store_true", help="run only the selected cases that have no stored result (resume)")
+    ap.add_argument("--every", type=int, default=1, metavar="N",
+                    help="run a deterministic sample: the cases whose node id hashes to OFFSET modulo N "
+                         "(stored results of other cases stay: --fresh starts a sample over)")
+    ap.add_argument("--offset", type=int, default=0, metavar="K", help="which of the N samples (0 .. N-1; default 0)")
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = ap.parse_args(argv[:split])
     args.pytest_args = argv[split + 1 :]  # after --: more pytest arguments (-k ...)
+    if args.every < 1:
+        ap.error("--every takes a positive number")
     store = {} if args.fresh else load_store(args.suite)
+    meta = {} if args.fresh else load_meta(args.suite)
     if args.fresh:
         log_path(args.suite).unlink(missing_ok=True)
     merge_log(args.suite, store)  # what an interrupted earlier run left
     if not args.report_only:
+        if args.every > 1 or not args.selection:  # a rerun of some files keeps the census' sampling
+            meta.update(every=args.every, offset=args.offset % args.every)
+        meta["workers"] = args.workers
         with tempfile.TemporaryDirectory() as tmp:
             extra = args.pytest_args
+            t0 = time.monotonic()
             try:
                 for part in SUITES[args.suite]:
                     targets = targets_of(part, args.selection)
                     if not targets:
                         continue
                     select = None
-                    if args.missing:
-                        targets, select = missing_selection(part, targets, store, Path(tmp))
+                    if args.missing or args.every > 1:
+                        targets, select = chosen_selection(args.suite, part, targets, store, Path(tmp), args.every,
+                                                           args.offset, args.missing, meta)
                     elif not extra:  # whole files rerun: forget their old cases (random ids would pile up)
                         forget(store, part, args.selection)
                     for group in sessions(part, targets):
                         run_pytest(args.suite, part, group, args.workers, args.timeout, extra, select)
             finally:
+                ran = len(read_log(log_path(args.suite)))
                 merge_log(args.suite, store)
+                if ran:  # a resume with nothing left to run keeps the last real run's timing
+                    meta["last_run"] = {"cases": ran, "wall_seconds": round(time.monotonic() - t0, 1), "workers": args.workers}
+                write_atomic(meta_path(args.suite), json.dumps(meta))
     cases = list(store.values())
-    write_atomic(OUT / f"{args.suite}.md", report(args.suite, cases))
-    write_atomic(OUT / f"{args.suite}_sample.tsv", "".join(f"{c.nodeid}\t{c.outcome}\n" for c in sample(cases)))
+    write_atomic(OUT / f"{args.suite}.md", report(args.suite, cases, meta))
+    write_atomic(OUT / f"{args.suite}_sample.tsv", "".join(f"{c.nodeid}\t{c.outcome}\n" for c in sample(cases, **SAMPLE_POLICY.get(args.suite, {}))))
     cnt = counts(cases)
     print(f"{args.suite}: {dict(cnt)} pass rate {rate(cnt)} -> {OUT / (args.suite + '.md')}")
     return 0

@@ -5,6 +5,10 @@ every test class and precision (the quickest that passed) with the outcome of th
 Here those cases run again from the installed coremltools wheel through ``mlc.testing.coremltools_plugin``, with the command
 line and environment of ``mlc.testing.suites`` (one pytest session per part of the suite); every
 case that passed in the full run must still pass.
+
+The torch suite's sample is one case per test class (not per precision), at most 60 of them
+(``SAMPLE_POLICY`` in ``scripts/conformance.py``): each case converts a torch model, and the
+suite has about 160 classes.
 """
 
 import subprocess

@@ -45,7 +45,9 @@ it ran (``scripts/conformance.py`` counts results per op with it).
 
 With ``MLC_CONFORMANCE_LOG=path``, each case's outcome is appended to that file as one JSON
 line the moment it is known (by the xdist controller, or the single process), so an interrupted
-run keeps everything it finished (``scripts/conformance.py`` resumes from it).
+run keeps everything it finished (``scripts/conformance.py`` resumes from it). A test file that
+fails to import (or skips itself at module level) is logged the same way, as one case named by
+the file (run with ``--continue-on-collection-errors`` so that the other files still run).
 
 With ``MLC_CONFORMANCE_SELECT=path`` (a file of node ids relative to the coremltools package,
 one per line) only those cases of the collected files run: thousands of cases, without thousands
@@ -267,6 +269,25 @@ def pytest_runtest_logreport(report) -> None:
     if record is not None:
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def pytest_collectreport(report) -> None:
+    """Append a test file that failed to import (or skipped itself at module level) to
+    ``MLC_CONFORMANCE_LOG`` as one case named by the file: its tests were never collected
+    (e.g. coremltools' torch quantization tests import torchvision at module level)."""
+    path = os.environ.get("MLC_CONFORMANCE_LOG")
+    if not path or report.passed or hasattr(_CONFIG, "workerinput"):
+        return
+    if report.skipped and isinstance(report.longrepr, tuple):
+        outcome, reason = "skipped", str(report.longrepr[2])
+    else:
+        text = str(report.longrepr)
+        errors = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
+        outcome, reason = "error", (errors[-1] if errors else text)
+    record = {"nodeid": report.nodeid.split("coremltools/", 1)[-1], "outcome": outcome, "reason": reason,
+              "ops": [], "seconds": 0.0}
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def case_record(report) -> dict | None:

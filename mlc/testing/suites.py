@@ -47,6 +47,21 @@ SUITES: dict[str, tuple[Part, ...]] = {
         Part("test/xgboost_tests", {}),
         Part("test/pipeline", {}),
     ),
+    # coremltools' torch frontend tests: each case traces a torch model, converts it and compares
+    # mlc's prediction with torch's output. Apple's default backends (ML Program fp16 and
+    # NeuralNetwork fp32; the fp32 ML Program backend is the mil suite's), pinned so that a stray
+    # variable in the caller's environment cannot change the cases; and the TorchScript frontend
+    # alone: on x86_64 coremltools drops the torch.export-based frontends itself (rdar://135842397),
+    # on arm64 it would add them, so pinning it keeps the same node ids on every machine.
+    # test_torch_quantization_ops.py imports torchvision at module level (the census records the
+    # file as an import skip where torchvision is not installed).
+    "torch": (
+        Part(
+            "converters/mil/frontend/torch/test",
+            {"PYMIL_TEST_TARGETS": "mlprogram,neuralnetwork", "INCLUDE_MIL_FP32_UNIT_TESTS": "0", "TORCH_FRONTENDS": "TORCHSCRIPT"},
+            ("test_torch_ops.py", "test_torch_stateful_model.py", "test_torch_quantization_ops.py"),
+        ),
+    ),
 }
 
 
