@@ -92,6 +92,23 @@ def test_unilstm_matches_torch(reverse, sequence):
     np.testing.assert_allclose(out["c"].reshape(B, H), cn.detach().numpy()[0], atol=ATOL)
 
 
+def test_unilstm_state_with_more_vectors_than_the_batch_reads_the_first():
+    """A zero state sized by a sequence length rather than the batch (coremltools' packed-sequence
+    lowering: 10 vectors for 3 sequences), as Core ML runs it; the oracle is torch on the first B."""
+    m = _torch_lstm()
+    w_h, w_x, b = _coreml_lstm_weights(m)
+    rng = _rng(2)
+    rows = B + 3
+    x, h0, c0 = rng.standard_normal((S, B, I)), rng.standard_normal((rows, H)), rng.standard_normal((rows, H))
+    bld = _builder([("x", (S, B, I, 1, 1)), ("h0", (1, rows, H, 1, 1)), ("c0", (1, rows, H, 1, 1))], ["y", "h", "c"])
+    bld.add_unilstm("lstm", w_h, w_x, b, H, I, ["x", "h0", "c0"], ["y", "h", "c"], output_all=True)
+    out = _predict(bld, x=_r5(x), h0=_r5(h0[None]), c0=_r5(c0[None]))
+    first = (torch.tensor(h0[None, :B], dtype=torch.float32), torch.tensor(c0[None, :B], dtype=torch.float32))
+    y, (hn, cn) = m(torch.tensor(x, dtype=torch.float32), first)
+    np.testing.assert_allclose(out["y"][..., 0, 0], y.detach().numpy(), atol=ATOL)
+    np.testing.assert_allclose(out["h"].reshape(B, H), hn.detach().numpy()[0], atol=ATOL)
+
+
 @pytest.mark.parametrize("sequence", [False, True])
 def test_bidirlstm_matches_torch(sequence):
     m = _torch_lstm(bidirectional=True, seed=3)

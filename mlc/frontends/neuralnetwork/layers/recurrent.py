@@ -123,7 +123,10 @@ def _sequence(ctx, x, input_size: int):
 
 
 def _state(ctx, inputs, pos: int, batch: int, hidden: int, what: str):
-    """Optional state input ``pos`` as ``(B, H)``: zeros when absent; one vector is shared by the batch."""
+    """Optional state input ``pos`` as ``(B, H)``: zeros when absent; one vector is shared by the
+    batch. A state of more vectors than the batch gives its first ``B``: Core ML runs such a
+    network (coremltools' torch converter sizes the zero state of a packed sequence by its first
+    length, not by the batch), as it does the ML Program ``lstm`` (``mlc.frontends.mil.ops.recurrent``)."""
     if pos >= len(inputs):
         return jnp.zeros((batch, hidden), jnp.float32)
     v = f32(inputs[pos])
@@ -131,6 +134,8 @@ def _state(ctx, inputs, pos: int, batch: int, hidden: int, what: str):
         return v.reshape(batch, hidden)
     if v.size == hidden:
         return jnp.broadcast_to(v.reshape(1, hidden), (batch, hidden))
+    if v.size % hidden == 0 and v.size // hidden > batch:
+        return v.reshape(-1, hidden)[:batch]
     raise ctx.fail(f"{what} has shape {tuple(v.shape)}, expected Batch x outputVectorSize = {batch} x {hidden} values")
 
 
