@@ -106,6 +106,11 @@ KNOWN_FAILURES = [
         "double; XLA's CPU backend flushes subnormals to zero, so the decision is 0 and the one-vs-one vote goes "
         "to the other class (3 of the test's 44 models have one such row; every other prediction matches)",
     ),
+    (
+        r"test_torch_ops\.py::TestBatchNorm::test_batchnorm_dynamic_stress\[.*(has_running_mean=True-has_running_var=False|has_running_mean=False-has_running_var=True)\] => ValueError: running_mean and running_var must either both be None",
+        "torch itself refuses the test's own reference call (F.batch_norm with only one of running_mean / "
+        "running_var): torch 2.13 checks this, the torch the test was written for did not; nothing reached mlc",
+    ),
 ]
 # Failures that are a missing optional package, not mlc: coremltools' torch tests import torchvision /
 # torchaudio at module level or call them inside a test (TestNms calls torchvision.ops.nms). These
