@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mlc.frontends.classic.lowering import NEURAL, boundary_dtype, lower_stage
+from mlc.frontends.classic.lowering import NEURAL, interface, lower_stage, stage_program
 from mlc.io.pipelines import PIPELINES, pipeline_message
 from mlc.frontends.classic.registry import PROPRIETARY, find
 from mlc.frontends.classic.stage import StageContext
-from mlc.program.program import Interface, Program, Summary
-from mlc.features import FeatureDescriptions
+from mlc.program.program import Program, Summary
 from mlc.io.spec import LoadedSpec
 
 
@@ -35,34 +34,8 @@ def describe(loaded: LoadedSpec) -> Summary:
     program_kind = loaded.spec.WhichOneof("Type")
     histogram = dict(Counter(model_types(loaded.spec)).most_common())
     unsupported = {k: n for k, n in histogram.items() if not _runs(k)}
-    return Summary(_interface(loaded), program_kind, histogram, unsupported)
-
-
-def _interface(loaded: LoadedSpec) -> Interface:
-    desc = loaded.spec.description
-    inputs = FeatureDescriptions.from_proto(desc.input)
-    for f in inputs.values():
-        f.reshapes = f.kind == "multiArray" and not f.shape_ranges and not f.enumerated_shapes
-    return Interface(
-        inputs=inputs,
-        outputs=FeatureDescriptions.from_proto(desc.output),
-        predicted_feature_name=desc.predictedFeatureName or None,
-        predicted_probabilities_name=desc.predictedProbabilitiesName or None,
-        input_dtypes={n: d for n, f in inputs.items() if (d := boundary_dtype(f))},
-    )
+    return Summary(interface(loaded.spec), program_kind, histogram, unsupported)
 
 
 def build(loaded: LoadedSpec, *, fp16_as_fp32: bool = True) -> Program:
-    stage = lower_stage(StageContext(loaded.spec, loaded, loaded.name), fp16_as_fp32)
-    return Program(
-        fn=stage.fn,
-        params=stage.params,
-        interface=_interface(loaded),
-        kind=loaded.spec.WhichOneof("Type"),
-        param_storage=dict(stage.param_storage),
-        eager=stage.host or stage.eager,
-        x64=True,
-        op_histogram=stage.op_histogram,
-        stages=stage.stages,
-        blobs=stage.blobs,
-    )
+    return stage_program(loaded.spec, lower_stage(StageContext(loaded.spec, loaded, loaded.name), fp16_as_fp32))

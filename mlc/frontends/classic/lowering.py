@@ -15,6 +15,7 @@ from mlc.io.pipelines import PIPELINES
 from mlc.io.spec import LoadedSpec
 from mlc.frontends.mil import frontend as mil
 from mlc.frontends.neuralnetwork import frontend as neuralnetwork
+from mlc.features import FeatureDescriptions
 from mlc.program.program import Interface, Program
 from mlc.runtime import dtypes
 
@@ -70,24 +71,32 @@ def _neural_stage(ctx: StageContext, fp16_as_fp32: bool) -> Stage:
     )
 
 
-def stage_program(ctx: StageContext, stage: Stage) -> Program:
-    """A lowered stage as a ``Program`` of its own (a pipeline's ``Program.stages``): its
-    function, params and storage, with the interface its spec declares, computed in double."""
-    inputs = ctx.inputs
+def interface(spec) -> Interface:
+    """The interface a classic model's (or pipeline stage's) description declares, each array
+    input computed in the dtype ``boundary_dtype`` gives it; a fixed-shape multiarray input
+    takes any shape of its size (``Feature.reshapes``)."""
+    desc = spec.description
+    inputs = FeatureDescriptions.from_proto(desc.input)
     for f in inputs.values():
         f.reshapes = f.kind == "multiArray" and not f.shape_ranges and not f.enumerated_shapes
-    interface = Interface(
+    return Interface(
         inputs=inputs,
-        outputs=ctx.outputs,
-        predicted_feature_name=ctx.predicted_feature_name,
-        predicted_probabilities_name=ctx.predicted_probabilities_name,
+        outputs=FeatureDescriptions.from_proto(desc.output),
+        predicted_feature_name=desc.predictedFeatureName or None,
+        predicted_probabilities_name=desc.predictedProbabilitiesName or None,
         input_dtypes={n: d for n, f in inputs.items() if (d := boundary_dtype(f))},
     )
+
+
+def stage_program(spec, stage: Stage) -> Program:
+    """A lowered model (the top-level one, or a pipeline's stage for ``Program.stages``) as a
+    ``Program``: its function, params and storage, with the interface ``spec`` declares,
+    computed in double."""
     return Program(
         fn=stage.fn,
         params=stage.params,
-        interface=interface,
-        kind=ctx.kind,
+        interface=interface(spec),
+        kind=spec.WhichOneof("Type"),
         param_storage=dict(stage.param_storage),
         eager=stage.host or stage.eager,
         x64=True,

@@ -81,9 +81,8 @@ def pipeline(ctx: StageContext) -> Stage:
     stages, histogram = [], {}
     for i, (model, name) in enumerate(zip(models, names)):
         where = stage_where(ctx.where, i, name)
-        stage_ctx = StageContext(model, ctx.loaded, where)
-        lowered = lower_stage(stage_ctx)
-        stages.append(PipelineStage(stage_program(stage_ctx, lowered), stage_scope(i, name), where))
+        lowered = lower_stage(StageContext(model, ctx.loaded, where))
+        stages.append(PipelineStage(stage_program(model, lowered), stage_scope(i, name), where))
         for k, v in lowered.op_histogram.items():
             histogram[k] = histogram.get(k, 0) + v
     stage_by_stage = any(s.program.eager for s in stages)  # a host stage, or one with data-dependent shapes
