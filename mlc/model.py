@@ -232,14 +232,19 @@ class Model:
             return data
         return {**data, **F.omitted_inputs(data, self.input_description, self.name)}
 
-    def _prepare(self, data: dict) -> dict:
-        data = self._with_omitted(data)
+    def convert_inputs(self, data: dict, *, batched: bool = False) -> dict:
+        """Each of ``data``'s features (some or all of the model's inputs, by name) converted as
+        the input description says and cast to the dtype the program computes it in, still on
+        the host; with a leading batch axis where ``batched``. Names are not checked here."""
+        convert = F.batch_input if batched else F.convert_input
         out = {}
         for name, value in data.items():
-            feature = self.input_description[name]
-            arr = F.convert_input(feature, value, f"{self.name}: input {name!r}")
+            arr = convert(self.input_description[name], value, f"{self.name}: input {name!r}")
             out[name] = self.runner.program_input(name, arr)
-        return self.runner.on_device(out)
+        return out
+
+    def _prepare(self, data: dict) -> dict:
+        return self.runner.on_device(self.convert_inputs(self._with_omitted(data)))
 
     def program_inputs(self, data: dict) -> dict:
         """``data`` (features by name, as ``predict`` takes them) as the program's inputs,
@@ -256,12 +261,8 @@ class Model:
         batched inputs, and the batch size. An optional input left out is its default
         (``features.omitted_inputs``) for every example."""
         filled = self._with_omitted(data)
-        out, sizes = {}, set()
-        for name, value in data.items():
-            feature = self.input_description[name]
-            arr = F.batch_input(feature, value, f"{self.name}: input {name!r}")
-            sizes.add(arr.shape[0])
-            out[name] = self.runner.program_input(name, arr)
+        out = self.convert_inputs(data, batched=True)
+        sizes = {np.shape(arr)[0] for arr in out.values()}
         if len(sizes) > 1:
             raise MLCFeatureTypeError(f"{self.name}: batched inputs have different leading sizes {sorted(sizes)}")
         n = sizes.pop() if sizes else 0

@@ -270,8 +270,8 @@ def earlier_outputs(model, stages, wanted: dict[str, F.Feature], columns: dict, 
     the pipeline's current weights: one jitted function of the stages, vmapped over batches of
     ``PREFIX_BATCH`` (the last one padded, so one compile serves all), or example by example
     where a stage runs on the host or has data-dependent shapes, or an input is of a kind
-    ``predict_batch`` does not take. The training columns become program inputs as
-    ``model.program_batch`` (or, example by example, ``model.program_inputs``) makes them."""
+    ``predict_batch`` does not take. The training columns become program inputs through
+    ``model.convert_inputs``, as ``predict`` and ``predict_batch`` convert them."""
     read = {name for stage in stages for name in stage.program.interface.inputs}
     inputs = {name: f for name, f in model.input_description.items() if name in read}
     missing = [name for name, f in inputs.items() if name not in columns and not f.optional]
@@ -288,8 +288,8 @@ def earlier_outputs(model, stages, wanted: dict[str, F.Feature], columns: dict, 
     try:
         with limits.tensor_limit(model.max_tensor_bytes):
             if eager or any(inputs[name].kind not in _BATCHABLE for name in feeds):
-                return _run_one_by_one(model, fn if eager else jax.jit(fn), params, inputs, feeds, n)
-            return _run_in_batches(model, fn, params, inputs, feeds, n)
+                return _run_one_by_one(model, fn if eager else jax.jit(fn), params, feeds, n)
+            return _run_in_batches(model, fn, params, feeds, n)
     except MLCFeatureTypeError as e:
         raise MLCUpdateError(f"{where}: training data: {e.message}") from e
 
@@ -310,23 +310,14 @@ def earlier_function(stages: tuple[PipelineStage, ...], wanted: dict[str, F.Feat
     return fn
 
 
-def _program_inputs(model, inputs: dict, values: dict, convert: Callable) -> dict:
-    """``values`` (one example, or a batch) as the pipeline's program takes them."""
-    out = {}
-    for name, value in values.items():
-        arr = convert(inputs[name], value, f"{model.name}: input {name!r}")
-        out[name] = model.runner.program_input(name, arr)
-    return model.runner.on_device(out)
-
-
-def _run_in_batches(model, fn: Callable, params: dict, inputs: dict, feeds: dict, n: int) -> dict[str, Any]:
+def _run_in_batches(model, fn: Callable, params: dict, feeds: dict, n: int) -> dict[str, Any]:
     batched = jax.jit(jax.vmap(fn, in_axes=(None, 0)))
     size = min(PREFIX_BATCH, n)
     parts: dict[str, list] = {}
     for start in range(0, n, size):
         count = min(size, n - start)
         rows = np.minimum(np.arange(start, start + size), n - 1)  # the last batch repeats its last example
-        batch = _program_inputs(model, inputs, {name: D.take(column, rows) for name, column in feeds.items()}, F.batch_input)
+        batch = model.runner.on_device(model.convert_inputs({name: D.take(column, rows) for name, column in feeds.items()}, batched=True))
         with model.runner.x64():
             out = batched(params, batch)
         checks.raise_failed(out.pop(checks.CHECKS, {}))
@@ -335,10 +326,10 @@ def _run_in_batches(model, fn: Callable, params: dict, inputs: dict, feeds: dict
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def _run_one_by_one(model, fn: Callable, params: dict, inputs: dict, feeds: dict, n: int) -> dict[str, Any]:
+def _run_one_by_one(model, fn: Callable, params: dict, feeds: dict, n: int) -> dict[str, Any]:
     rows = []
     for i in range(n):
-        example = _program_inputs(model, inputs, {name: D.take(column, [i])[0] for name, column in feeds.items()}, F.convert_input)
+        example = model.runner.on_device(model.convert_inputs({name: D.take(column, [i])[0] for name, column in feeds.items()}))
         with model.runner.x64():
             out = fn(params, example)
         checks.raise_failed(out.pop(checks.CHECKS, {}))

@@ -14,11 +14,13 @@ compiles the program for (``verify_default_shapes``, after lowering).
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from mlc._errors import MLCParametersError
 from mlc.frontends.mil.ir import Block, Function, StateType, TensorType
 from mlc.frontends.mil.registry import InvalidProgram
+from mlc.runtime import checks, dtypes, observe
 
 
 def verify_function(function: Function, where: str) -> None:
@@ -216,10 +218,6 @@ def verify_default_shapes(function: Function, fn, params: dict, features: dict, 
     failure of that trace (a data-dependent shape, say) is left to the prediction that meets it."""
     if not _needs_default_shapes(function):
         return
-    import jax
-
-    from mlc.runtime import checks, dtypes, observe
-
     defaults = {}
     for nv in function.inputs:
         found = _default_input(nv, features.get(nv.name))
