@@ -1,7 +1,8 @@
 """Cases where mlc must behave exactly as Core ML does (each oracle is numpy, torch or coremltools'
 own expectation, never mlc): scalar outputs come back as shape (1,), optional inputs left out
-are fed their default, every unbound custom layer class is named, and errors through the
-coremltools drop-in are the ones coremltools raises on macOS."""
+are fed their default, every unbound custom layer class is named, errors through the
+coremltools drop-in are the ones coremltools raises on macOS, and a NeuralNetwork stack whose
+inputs differ at the flexible inputs' default shapes is refused at load."""
 
 from __future__ import annotations
 
@@ -237,3 +238,70 @@ def test_raised_as_keeps_class_code_message_and_pickles():
     assert type(again) is type(e) and again.message == e.message
     plain = mlc.MLCUnsupportedError("x")  # NotImplementedError is a RuntimeError already
     assert raised_as(plain, RuntimeError) is plain
+
+
+# -- 5. a NeuralNetwork stack is built at the flexible inputs' default shapes -------------------
+# coremltools' torch-frontend TestStack::test_stack_dynamic_range_dim, NeuralNetwork backend:
+# stacking two (2, 3, 4) inputs with a (2, 3, RangeDim(upper_bound=10, default=2)) one must fail
+# (RuntimeError from predict, which a failed load becomes in coremltools) although every
+# prediction feeds (2, 3, 4); with default=4 it runs.
+
+
+def _nn_from_torch(module, shapes):
+    import coremltools as ct
+    import torch
+
+    traced = torch.jit.trace(module.eval(), [torch.rand(2, 3, 4) for _ in shapes])
+    inputs = [ct.TensorType(name=n, shape=s) for n, s in zip("abc", shapes)]
+    return ct.convert(traced, inputs=inputs, convert_to="neuralnetwork", skip_model_load=True).get_spec()
+
+
+def _stack_module():
+    import torch
+
+    class Stack(torch.nn.Module):
+        def forward(self, a, b, c):
+            return torch.stack((a, b, c), dim=1)
+
+    return Stack()
+
+
+def _range(default):
+    import coremltools as ct
+
+    return (2, 3, ct.RangeDim(upper_bound=10, default=default))
+
+
+def test_neuralnetwork_stack_refused_at_load_when_flexible_default_shapes_differ():
+    spec = _nn_from_torch(_stack_module(), [(2, 3, 4), (2, 3, 4), _range(2)])
+    assert [layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers] == ["stack"]
+    with pytest.raises(mlc.MLCParametersError, match=r"layer '.*' \(stack\).*\(2, 3, 2\).*default shapes"):
+        mlc.load(spec)
+
+
+def test_neuralnetwork_stack_of_flexible_input_with_agreeing_default_runs():
+    import torch
+
+    model = mlc.load(_nn_from_torch(_stack_module(), [(2, 3, 4), (2, 3, 4), _range(4)]))
+    rng = np.random.default_rng(0)
+    x = {n: rng.standard_normal((2, 3, 4)).astype(np.float32) for n in "abc"}
+    (out,) = model.predict(x).values()
+    expected = _stack_module()(*(torch.from_numpy(x[n]) for n in "abc")).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    with pytest.raises(mlc.MLCParametersError, match=r"\(stack\).*\(2, 3, 5\)"):  # shapes differ at run time
+        model.predict({**x, "c": np.ones((2, 3, 5), np.float32)})
+
+
+def test_neuralnetwork_concat_of_flexible_input_is_not_refused():
+    """Concatenation along the flexible axis: the default sizes differ there, which is valid."""
+    import torch
+
+    class Cat(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.cat((a, b), dim=2)
+
+    model = mlc.load(_nn_from_torch(Cat(), [(2, 3, 4), _range(2)]))
+    a = np.ones((2, 3, 4), np.float32)
+    b = np.full((2, 3, 5), 2.0, np.float32)
+    (out,) = model.predict({"a": a, "b": b}).values()
+    np.testing.assert_array_equal(out, np.concatenate([a, b], axis=2))

@@ -67,6 +67,12 @@ class LayerContext:
         return MLCParametersError(f"{self.where}: {message}")
 
 
+class ShapeMismatchError(MLCParametersError):
+    """A layer whose inputs must share one shape (``stack``) got inputs of different shapes.
+    Its own class so that the load-time check at the inputs' default shapes
+    (``mlc.frontends.neuralnetwork.verify.verify_default_shapes``) tells it from other failures."""
+
+
 def weight_key(scope: str, path: str) -> str:
     """The params key of a layer's weight: ``"<layer name>/<field path>"`` (the name made unique
     with ``#n`` when a nested network repeats it)."""

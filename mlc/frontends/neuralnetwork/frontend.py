@@ -20,7 +20,7 @@ from mlc.program.program import Interface, Program, Summary
 from mlc.features import FeatureDescriptions
 from mlc.io.spec import LoadedSpec
 from mlc.frontends.neuralnetwork import custom as C
-from mlc.frontends.neuralnetwork.verify import verify_blobs
+from mlc.frontends.neuralnetwork.verify import verify_blobs, verify_default_shapes
 from mlc.frontends.neuralnetwork.network import NetworkLowering, layer_kinds
 from mlc.frontends.neuralnetwork.preprocessing import image_preprocessors
 from mlc.frontends.neuralnetwork.registry import find
@@ -163,6 +163,7 @@ def build(loaded: LoadedSpec) -> Program:
                     out[name] = result
         return out
 
+    verify_default_shapes(network, fn, lowering.params, inputs, loaded.name)
     return Program(
         fn=fn,
         params=lowering.params,

@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from mlc.runtime import limits
+from mlc.frontends.neuralnetwork.context import ShapeMismatchError
 from mlc.frontends.neuralnetwork.layers._common import f32
 from mlc.frontends.neuralnetwork.registry import layer
 
@@ -290,9 +291,11 @@ def tile(ctx, p, x, reps=None):
 
 @layer("stack")
 def stack(ctx, p, *xs):
-    """``numpy.stack``: ``axis`` indexes the output (rank + 1)."""
+    """``numpy.stack``: ``axis`` indexes the output (rank + 1). The inputs must share one shape,
+    no broadcasting; Core ML also checks it at load, at the inputs' default shapes
+    (``mlc.frontends.neuralnetwork.verify.verify_default_shapes``)."""
     if len({np.shape(x) for x in xs}) != 1:
-        raise ctx.fail(f"stack inputs must have one shape, got {[tuple(np.shape(x)) for x in xs]}")
+        raise ShapeMismatchError(f"{ctx.where}: stack inputs must have one shape, got {[tuple(np.shape(x)) for x in xs]}")
     _axis(ctx, p.axis, np.ndim(xs[0]) + 1)
     return jnp.stack(xs, axis=int(p.axis))
 
