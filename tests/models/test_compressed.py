@@ -205,3 +205,33 @@ def test_ios16_weights_stay_compressed(compressed):
 @pytest.mark.xfail(strict=True, reason="mlc.frontends.mil.lower keeps iOS18 constexpr inputs, serialized inline, as numpy constants")
 def test_ios18_weights_stay_compressed(compressed):
     _assert_compressed_params(compressed("iOS18")["model"].jax_function()[1], [np.uint8, np.int8])
+
+
+FP16_QUANTIZED = [
+    ("iOS16", Q(dtype="int8", mode="linear", granularity="per_channel", **T)),
+    ("iOS18", Q(dtype="int8", mode="linear", granularity="per_channel", **T)),
+    ("iOS18", Q(dtype="int4", granularity="per_block", block_size=4, **T)),  # iOS16 has no per-block
+]
+
+
+@pytest.mark.parametrize("target, config", FP16_QUANTIZED, ids=["iOS16-int8_channel", "iOS18-int8_channel", "iOS18-int4_block"])
+def test_fp16_model_reads_weights_rounded_as_decompressed(target, config):
+    """An fp16 model computing in fp32 (mlc's default on CPU) reads its dequantized weights
+    rounded to fp16, as Core ML materialises a ``constexpr_*`` op's fp16 output at load: the
+    compressed model predicts exactly what coremltools' own decompression of it predicts
+    (coremltools' ``test_linear_quantization_stress`` holds the two to rtol 1e-7). Computed in
+    fp32 without the rounding, the two differ by up to fp16's half-ulp per weight."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 4, 3)).eval()
+    x = np.random.default_rng(0).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlmodel = torch_models.convert(module, (torch.from_numpy(x),), target=target, precision="fp16")
+        compressed = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=config))
+        decompressed = cto.decompress_weights(compressed)
+    ops = {op.op_type for op in compressed._mil_program.functions["main"].operations}
+    assert ops & {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"}
+    name = next(iter(mlmodel.get_spec().description.output)).name
+    got = mlc.load(compressed).predict({"x": x})[name]
+    want = mlc.load(decompressed).predict({"x": x})[name]
+    np.testing.assert_array_equal(got, want)

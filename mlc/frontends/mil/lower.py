@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from mlc._errors import MLCError, MLCParametersError
@@ -37,7 +38,7 @@ from mlc.runtime.interpreter import (
     run_node,
     static_argument,
 )
-from mlc.frontends.mil.ir import Block, Function, Operation, StateType
+from mlc.frontends.mil.ir import Block, Function, Operation, StateType, TensorType
 from mlc.frontends.mil.ops.state import StateCell
 from mlc.frontends.mil.registry import InvalidProgram, OpDef, lookup
 
@@ -214,6 +215,8 @@ class FunctionLowering:
         results = () if not op.outputs else result if len(op.outputs) > 1 else (result,)
         if len(results) != len(op.outputs):
             raise MLCError(f"{what} gave {len(results)} outputs, expected {len(op.outputs)}")
+        if is_constexpr(op) and self.fp16_as_fp32:
+            results = tuple(_as_materialised(v, out.type) for v, out in zip(results, op.outputs))
         return results
 
     def _block_runner(self, block: Block, env: dict, params: dict):
@@ -231,6 +234,16 @@ class FunctionLowering:
 
 def is_constexpr(op: Operation) -> bool:
     return op.type.startswith("constexpr_")
+
+
+def _as_materialised(value: Any, declared: Any) -> Any:
+    """A ``constexpr_*`` op's fp16 output as Core ML holds it: the weight is decompressed once,
+    when the model loads, into a tensor of the op's declared dtype, so an fp16 model computing in
+    fp32 still reads fp16-rounded weights (coremltools' ``decompress_weights`` writes the same
+    fp16 values as ``const``; test/optimize/coreml compares the two at rtol 1e-7)."""
+    if isinstance(declared, TensorType) and declared.dtype == "fp16" and jnp.result_type(value) == jnp.float32:
+        return jnp.asarray(value).astype(jnp.float16).astype(jnp.float32)
+    return value
 
 
 def constexpr_attributes(op: Operation) -> dict[str, Any]:
