@@ -71,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
 
     _train_parser(sub)
 
+    srv = sub.add_parser("serve", help="serve models over the Open Inference Protocol (KServe v2): HTTP/REST and gRPC, with dynamic batching")
+    srv.add_argument("model", metavar="MODEL_OR_REPOSITORY",
+                     help="a .mlpackage/.mlmodel/.mlmodelc/.mlc, or a repository folder: <name>/<version>/<model file>")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000; 0 picks a free one)")
+    srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0 picks a free one; -1 no gRPC)")
+    srv.add_argument("--device", default=None,
+                     help="device(s) to run on, comma-separated (cpu, gpu, gpu:1, ...): one worker each (default: JAX's default)")
+    srv.add_argument("--max-batch-size", type=int, default=64, help="most requests computed as one batch (1: no batching; default 64)")
+    srv.add_argument("--max-queue-delay-ms", type=float, default=5.0,
+                     help="how long the first request of a batch waits for others (default 5 ms)")
+    srv.add_argument("--max-queue", type=int, default=1024,
+                     help="requests a model holds before it answers 503 (default 1024)")
+    srv.add_argument("--max-body-bytes", type=int, default=64 << 20, help="largest request body (default 64 MiB; larger: 413)")
+    srv.add_argument("--no-warmup", action="store_true", help="do not compile at start (the first requests compile)")
+    srv.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for requests in flight (default 30)")
+
     sub.add_parser("ops", help="list the MIL ops mlc lowers, with the opset each lowering starts at")
     sub.add_parser("layers", help="list the NeuralNetwork layer types mlc lowers")
     sub.add_parser("types", help="list the classic Core ML model types mlc runs, and those it refuses")
@@ -411,11 +428,30 @@ def _demo(args) -> int:
     return _predict(args)
 
 
+def _serve(args) -> int:
+    from mlc._errors import MLCParametersError
+    from mlc.serve import ServeConfig, serve
+
+    for flag, value in (("--max-batch-size", args.max_batch_size), ("--max-queue", args.max_queue), ("--max-body-bytes", args.max_body_bytes)):
+        if value < 1:
+            raise MLCParametersError(f"{flag} must be at least 1, got {value}")
+    if args.max_queue_delay_ms < 0:
+        raise MLCParametersError(f"--max-queue-delay-ms must be >= 0, got {args.max_queue_delay_ms}")
+    devices = tuple(d.strip() for d in args.device.split(",")) if args.device else (None,)
+    serve(ServeConfig(
+        args.model, host=args.host, port=args.port, grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+        devices=devices, max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
+        max_queue=args.max_queue, max_body_bytes=args.max_body_bytes, warmup=not args.no_warmup,
+        drain_timeout=args.drain_timeout,
+    ))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "compile": _compile, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo}[args.command]
+    handler = {"info": _info, "predict": _predict, "compile": _compile, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo, "serve": _serve}[args.command]
     try:
         return handler(args)
     except MLCError as e:

@@ -202,7 +202,7 @@ def test_every_allowed_private_use_still_exists():
         assert f".{name}" in source, f"{module} no longer uses {name}; remove it from the allow-list"
 
 
-@pytest.mark.parametrize("folder", ["program", "runtime", "kernels", "frontends", "io", "deploy", "train", "createml"])
+@pytest.mark.parametrize("folder", ["program", "runtime", "kernels", "frontends", "io", "deploy", "train", "createml", "serve"])
 def test_each_folder_is_described_in_the_architecture_page(folder):
     page = (ROOT / "docs" / "architecture.md").read_text()
     assert f"mlc/{folder}/" in page

@@ -1,6 +1,6 @@
-"""``import mlc`` stays light: the training stack (optax, flax), plotting, coremltools, torch and
-scikit-learn load only when first used, while ``mlc.update``, ``mlc.finetune`` and the task
-types still resolve as attributes of ``mlc`` (PEP 562 ``__getattr__``)."""
+"""``import mlc`` stays light: the training stack (optax, flax), plotting, coremltools, torch,
+scikit-learn and the serving stack (starlette, uvicorn, grpc) load only when first used, while
+``mlc.update``, ``mlc.finetune`` and the task types still resolve as attributes of ``mlc`` (PEP 562 ``__getattr__``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ("optax", "flax", "matplotlib", "coremltools", "torch", "sklearn")
+HEAVY = ("optax", "flax", "matplotlib", "coremltools", "torch", "sklearn", "starlette", "uvicorn", "grpc", "prometheus_client")
 TRAINING_NAMES = ("update", "finetune", "LossHistory", "UpdateContext", "UpdateResult", "UpdateTask")
 
 
