@@ -39,6 +39,7 @@ class Job:
     enqueued: float = dataclasses.field(default_factory=time.perf_counter)
     started: float = 0.0
     batch_size: int = 1
+    device: str = ""  # the worker's device that computed it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Worker:
     predict: Callable[[dict], dict]
     predict_batch: Callable[[list[dict]], list[dict]]
     executor: Executor
+    device: str = ""
 
 
 class DynamicBatcher:
@@ -136,7 +138,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         for job in jobs:
-            job.started, job.batch_size = now, len(jobs)
+            job.started, job.batch_size, job.device = now, len(jobs), worker.device
         if len(jobs) > 1 and self.batching:
             try:
                 rows = await loop.run_in_executor(worker.executor, worker.predict_batch, [j.inputs for j in jobs])

@@ -73,7 +73,7 @@ class ServedModel:
         batching: bool | None = None
         for m in self.models:
             for example in examples:
-                m.predict(example)
+                _predict_function(m)(example)
             if self._limits["max_batch_size"] > 1 and _batchable(model):
                 try:
                     size = 2
@@ -91,7 +91,7 @@ class ServedModel:
         """Start serving (in the event loop), once loaded."""
         if self.state == FAILED:
             return
-        workers = [Worker(m.predict, self._batch_function(m), ex) for m, ex in zip(self.models, self._executors)]
+        workers = [Worker(_predict_function(m), self._batch_function(m), ex, str(m.device)) for m, ex in zip(self.models, self._executors)]
         batching = self._batching is not False
         self.batcher = DynamicBatcher(f"{self.name}/{self.version}", workers, batching=batching, **self._limits)
         labels = (self.name, self.version)
@@ -129,7 +129,7 @@ class ServedModel:
         outputs = job.future.result()
         finished = time.perf_counter()
         tensors = [coreml_io.output_tensor(n, outputs[n], model.output_description.get(n)) for n in wanted]
-        timing = {"queue": job.started - arrived, "compute": finished - job.started, "batch": job.batch_size}
+        timing = {"queue": job.started - arrived, "compute": finished - job.started, "batch": job.batch_size, "device": job.device}
         return InferResponse(self.name, self.version, tensors, id=request.id), timing
 
     async def close(self) -> None:
@@ -137,6 +137,14 @@ class ServedModel:
             await self.batcher.close()
         for ex in self._executors:
             ex.shutdown(wait=False)
+
+
+def _predict_function(model):
+    """``predict`` for one request; a stateful model starts each request from a fresh state
+    (the protocol is stateless: no request sees another's state)."""
+    if not model.state_description:
+        return model.predict
+    return lambda inputs: model.predict(inputs, state=model.make_state())
 
 
 def _message(e: BaseException) -> str:

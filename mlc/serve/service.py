@@ -121,7 +121,8 @@ class InferenceService:
         record = {"event": "infer", "model": labels[0], "version": labels[1], "protocol": protocol, "id": request_id,
                   "status": status, "total_ms": round(total * 1e3, 3)}
         if timing:
-            record.update(queue_ms=round(timing["queue"] * 1e3, 3), compute_ms=round(timing["compute"] * 1e3, 3), batch=timing["batch"])
+            record.update(queue_ms=round(timing["queue"] * 1e3, 3), compute_ms=round(timing["compute"] * 1e3, 3),
+                          batch=timing["batch"], device=timing["device"])
         if error is not None:
             record["error"] = message_of(error) if isinstance(error, Exception) else type(error).__name__
         log.info(json.dumps(record))

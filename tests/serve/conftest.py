@@ -165,8 +165,8 @@ def start_server():
     """``start_server(source, *args)``: a ``Server`` for this test, stopped after it."""
     started = []
 
-    def start(source, *args: str) -> Server:
-        srv = Server(source, *args)
+    def start(source, *args: str, env: dict | None = None) -> Server:
+        srv = Server(source, *args, env=env)
         started.append(srv)
         return srv
 
