@@ -20,6 +20,7 @@ import sys
 
 import uvicorn
 
+from mlc._errors import MLCParametersError
 from mlc.serve.grpc_service import create_server
 from mlc.serve.http_app import create_app
 from mlc.serve.repository import find_models
@@ -56,7 +57,11 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise MLCParametersError(f"cannot listen on {host}:{port} for HTTP: {e.strerror or e}") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -75,7 +80,11 @@ async def serve_async(config: ServeConfig) -> None:
     grpc_server = None
     listening = f"http={config.host}:{http_socket.getsockname()[1]}"
     if config.grpc_port is not None:
-        grpc_server, grpc_port = create_server(service, host=config.host, port=config.grpc_port, max_body_bytes=config.max_body_bytes)
+        try:
+            grpc_server, grpc_port = create_server(service, host=config.host, port=config.grpc_port, max_body_bytes=config.max_body_bytes)
+        except (OSError, RuntimeError) as e:
+            http_socket.close()
+            raise MLCParametersError(f"cannot listen on {config.host}:{config.grpc_port} for gRPC: {e}") from None
         await grpc_server.start()
         listening += f" grpc={config.host}:{grpc_port}"
 

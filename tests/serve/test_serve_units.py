@@ -110,3 +110,32 @@ def test_metadata_of_flexible_features():
     assert coreml_io.tensor_metadata(enumerated) == {"name": "y", "datatype": "FP16", "shape": [1, -1]}
     image = F.Feature("im", "image", shape=(8, 8), color_space="RGB")
     assert coreml_io.tensor_metadata(image) == {"name": "im", "datatype": "BYTES", "shape": [1]}
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mlc.cli", "serve", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_refuses_a_missing_model(tmp_path):
+    done = _cli(str(tmp_path / "nope.mlpackage"), "--port", "0", "--grpc-port", "-1")
+    assert done.returncode == 2 and "no such model file" in done.stderr
+
+
+def test_cli_refuses_a_port_in_use(tmp_path):
+    import socket
+
+    model = _touch_model(tmp_path / "a" / "1" / "A.mlmodel")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = _cli(str(model), "--port", str(port), "--grpc-port", "-1")
+    assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_cli_checks_its_numbers():
+    done = _cli("x.mlmodel", "--max-batch-size", "0")
+    assert done.returncode == 2 and "--max-batch-size must be at least 1" in done.stderr
