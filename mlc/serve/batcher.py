@@ -37,7 +37,8 @@ class Job:
     key: Hashable | None
     future: asyncio.Future
     enqueued: float = dataclasses.field(default_factory=time.perf_counter)
-    started: float = 0.0
+    started: float = 0.0  # its model call began
+    computed: float = 0.0  # its model call returned
     batch_size: int = 1
     device: str = ""  # the worker's device that computed it
 
@@ -147,15 +148,20 @@ class DynamicBatcher:
             except Exception:
                 pass  # one request's values may fail the batch: each runs alone and gets its own answer
             else:
+                done = time.perf_counter()
                 self.on_batch(len(jobs))
                 for job, row in zip(jobs, rows):
+                    job.computed = done
                     _answer(job, row)
                 return
         for job in jobs:
-            job.batch_size = 1
+            job.batch_size, job.started = 1, time.perf_counter()
             try:
-                _answer(job, await loop.run_in_executor(worker.executor, worker.predict, job.inputs))
+                outputs = await loop.run_in_executor(worker.executor, worker.predict, job.inputs)
+                job.computed = time.perf_counter()
+                _answer(job, outputs)
             except Exception as e:  # the request's own error, answered to it
+                job.computed = time.perf_counter()
                 _fail(job, e)
             self.on_batch(1)
 

@@ -4,8 +4,9 @@
   (gRPC answers count under the HTTP status their code corresponds to);
 - ``mlc_queue_depth{model, version}``: requests accepted and not yet answered;
 - ``mlc_batch_size{model, version}``: how many requests each model call computed together;
-- ``mlc_request_{queue,compute,total}_seconds{model, version}``: time waiting in the queue,
-  computing (the whole batch's call), and from arrival to answer.
+- ``mlc_request_{queue,compute,total}_seconds{model, version}``: time waiting in the queue
+  (and for the earlier requests of its batch that ran alone), the model call that computed it
+  (the whole batch's call), and from arrival to answer.
 """
 
 from __future__ import annotations

@@ -127,9 +127,8 @@ class ServedModel:
         finally:
             self._metrics.queue_depth.labels(self.name, self.version).dec()
         outputs = job.future.result()
-        finished = time.perf_counter()
         tensors = [coreml_io.output_tensor(n, outputs[n], model.output_description.get(n)) for n in wanted]
-        timing = {"queue": job.started - arrived, "compute": finished - job.started, "batch": job.batch_size, "device": job.device}
+        timing = {"queue": job.started - arrived, "compute": job.computed - job.started, "batch": job.batch_size, "device": job.device}
         return InferResponse(self.name, self.version, tensors, id=request.id), timing
 
     async def close(self) -> None:

@@ -139,3 +139,19 @@ def test_cli_refuses_a_port_in_use(tmp_path):
 def test_cli_checks_its_numbers():
     done = _cli("x.mlmodel", "--max-batch-size", "0")
     assert done.returncode == 2 and "--max-batch-size must be at least 1" in done.stderr
+
+
+def test_the_http_socket_is_tcp_with_nagle_off():
+    """asyncio disables Nagle only on sockets created as IPPROTO_TCP; with it on, each response on
+    a kept-alive connection after the first waited ~40 ms for the client's delayed ACK (uvicorn
+    writes a response's head and body separately). Accepted connections inherit TCP_NODELAY."""
+    import socket
+
+    from mlc.serve.server import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
