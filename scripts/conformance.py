@@ -448,6 +448,11 @@ NOTES = {
 INTRO = {
     "torch": "Each case traces or scripts a torch model, converts it with coremltools' torch frontend and compares\n"
              "mlc's prediction with torch's output (Apple's tolerances). Pass rate = passed / (passed + failed + error).",
+    "optimize": "Each case compresses a model's weights with `coremltools.optimize.coreml` (palettization, linear\n"
+                "quantization, pruning, joint compression: the `constexpr_*` ops) and, where it predicts, compares mlc's\n"
+                "prediction of the compressed model with mlc's prediction of coremltools' own decompression of it\n"
+                "(`verify_model_outputs`: rtol 1e-7, atol 0), or with the uncompressed model's. Cases that check only the\n"
+                "compressed program's ops pass without reaching the runtime. Pass rate = passed / (passed + failed + error).",
 }
 
 
@@ -456,7 +461,7 @@ def report(suite: str, cases: list[Case], meta: dict | None = None) -> str:
     meta = meta or {}
     folders = ", ".join(f"`{p.folder}`" + (f" ({', '.join(p.files)})" if p.files else "") + (
         f" with {' '.join(f'{k}={v}' for k, v in p.env.items())}" if p.env else "") for p in SUITES[suite])
-    unit = {"mil": "MIL op", "nn": "layer type", "torch": "test class"}.get(suite, "model type")
+    unit = {"mil": "MIL op", "nn": "layer type", "torch": "test class", "optimize": "test class"}.get(suite, "model type")
     by_precision = collections.defaultdict(list)
     for c in cases:
         by_precision[c.precision].append(c)
@@ -552,6 +557,7 @@ SAMPLE_POLICY = {
     # case per class, whatever the precision, and at most 60 of them (the quickest), so the CI
     # sample stays a few minutes. The census report covers every class.
     "torch": {"per_precision": False, "cap": 60},
+    "optimize": {"per_precision": False, "cap": 20},
 }
 
 

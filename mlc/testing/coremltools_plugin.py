@@ -30,6 +30,16 @@ imported, and nothing in the test files:
   computation, and reported as xfail (``FP16_AT_FP32_TOLERANCE``) if that passes; otherwise it
   stays a failure.
 
+- ``torchvision``, where it is not installed (the registry has no CPU build for torch 2.13: its
+  0.28 wheel links libtorch_cuda), is registered as a stand-in module whose every public
+  attribute skips the test that touches it (``TORCHVISION_ABSENT``). coremltools' torch
+  quantization tests and the compression tests (through ``test_torch_conversion_api``) import it
+  at module level but only two cases use it; without the stand-in none of their cases would be
+  collected. ``coremltools._deps._HAS_TORCH_VISION`` keeps its real value (False).
+- With ``MLC_PLATFORM_MACHINE=arm64`` in the environment, ``platform.machine()`` reports that
+  machine. coremltools' compression tests call ``pytest.xfail`` before doing anything on x86_64
+  (rdar://137153993: Core ML on Apple's native x86_64 CI Macs); the optimize suite sets it so
+  that those cases run, as on an Apple-silicon Mac, instead of never reaching mlc.
 - ``coremltools.test.utils.load_boston``, which downloads the Boston housing table from
   lib.stat.cmu.edu (nothing may be downloaded at run time), reads the same 506 x 13 table from the
   copy that the ``mlxtend`` package ships (``mlxtend/data/data/boston_housing.csv``), its
@@ -74,6 +84,8 @@ FP16_AT_FP32_TOLERANCE = (
     "fp16-typed program held to fp32 tolerance: fp16 rounding exceeds atol 1e-4 on any runtime; "
     "passes at coremltools' fp16 tolerance"
 )
+
+TORCHVISION_ABSENT = "torchvision is not installed (no CPU wheel for this torch in the registry)"
 
 _PATCHED: dict[tuple[object, str], object] = {}
 _OPS_RUN: set[str] = set()  # op types of the programs the current test ran
@@ -121,6 +133,29 @@ def install() -> None:
     coremltools_backend.install()
     _patch_boston()
     _alias_libsvm()
+    _stand_in_torchvision()
+    machine = os.environ.get("MLC_PLATFORM_MACHINE")
+    if machine:
+        import platform
+
+        _patch(platform, "machine", lambda: machine)
+
+
+class _AbsentModule(types.ModuleType):
+    """A module that is not installed: importing it works, using it skips the test."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # introspection (inspect, pickle, pytest) sees a plain module
+            raise AttributeError(name)
+        pytest.skip(f"{TORCHVISION_ABSENT}: uses {self.__name__}.{name}")
+
+
+def _stand_in_torchvision() -> None:
+    import importlib.util
+
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        return
+    sys.modules["torchvision"] = _AbsentModule("torchvision", TORCHVISION_ABSENT)
 
 
 def _alias_libsvm() -> None:
@@ -214,6 +249,8 @@ def uninstall() -> None:
     for (owner, name), value in _PATCHED.items():
         setattr(owner, name, value)
     _PATCHED.clear()
+    if isinstance(sys.modules.get("torchvision"), _AbsentModule):
+        del sys.modules["torchvision"]
     coremltools_backend.uninstall()
 
 

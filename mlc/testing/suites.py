@@ -53,8 +53,8 @@ SUITES: dict[str, tuple[Part, ...]] = {
     # variable in the caller's environment cannot change the cases; and the TorchScript frontend
     # alone: on x86_64 coremltools drops the torch.export-based frontends itself (rdar://135842397),
     # on arm64 it would add them, so pinning it keeps the same node ids on every machine.
-    # test_torch_quantization_ops.py imports torchvision at module level (the census records the
-    # file as an import skip where torchvision is not installed).
+    # test_torch_quantization_ops.py imports torchvision at module level; where it is not
+    # installed the plugin's stand-in lets the file collect and skips the cases that use it.
     "torch": (
         Part(
             "converters/mil/frontend/torch/test",
@@ -62,6 +62,12 @@ SUITES: dict[str, tuple[Part, ...]] = {
             ("test_torch_ops.py", "test_torch_stateful_model.py", "test_torch_quantization_ops.py"),
         ),
     ),
+    # Post-training compression (coremltools.optimize.coreml): each case compresses a model's
+    # weights (palettization, linear quantization, pruning; the constexpr_* ops) and compares the
+    # compressed model's predictions with those of coremltools' own decompression of it. Run as
+    # on an Apple-silicon Mac: on x86_64 109 of its cases xfail themselves before they run
+    # (rdar://137153993, Apple's x86_64 CI Macs; see the plugin's MLC_PLATFORM_MACHINE).
+    "optimize": (Part("test/optimize/coreml", {"MLC_PLATFORM_MACHINE": "arm64"}),),
 }
 
 
