@@ -1,49 +1,24 @@
-"""Find and parse a model's specification: ``.mlmodel``, ``.mlpackage``, MLModel or proto.
+"""Find and parse a model's specification: ``.mlmodel``, ``.mlpackage``, ``.mlmodelc``, MLModel or proto.
 
 An ``.mlpackage`` is a folder with ``Manifest.json``; its ``rootModelIdentifier`` names an
 item in ``itemInfoEntries`` whose ``path`` (relative to ``Data/``) is the model protobuf.
 ML Program weights live in ``weights/`` beside that file and are referenced from the
-program as ``@model_path/weights/<file>``. No path may leave the package.
+program as ``@model_path/weights/<file>``. No path may leave the package. A compiled
+``.mlmodelc`` folder is read by ``mlc.io.compiled``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any
 
 from mlc._errors import MLCIOError, MLCUnsupportedError
+from mlc.io.loaded import LoadedSpec, inside
 from mlc.io.proto import proto
 
 MAX_SPEC_BYTES = 2 << 30  # protobuf's own limit on one message
 MAX_SPECIFICATION_VERSION = 10  # Core ML 9 (iOS 26, macOS 26): coremltools' _SPECIFICATION_VERSION_IOS_26
-
-
-@dataclasses.dataclass
-class LoadedSpec:
-    """A parsed ``Model`` proto and where its files live."""
-
-    spec: Any
-    path: str | None  # what the user gave, for messages
-    model_dir: str | None  # folder against which ``@model_path`` resolves
-
-    @property
-    def name(self) -> str:
-        return self.path or "<in-memory model>"
-
-
-def inside(root: str, relative: str, what: str) -> str:
-    """Join ``relative`` to ``root`` and refuse any result that escapes ``root`` (symlinks resolved)."""
-    if "\x00" in relative:
-        raise MLCIOError(f"{what}: path {relative!r} holds a NUL character")
-    if os.path.isabs(relative):
-        raise MLCIOError(f"{what}: absolute path {relative!r} is not allowed inside a package")
-    root_real = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(root_real, relative))
-    if os.path.commonpath([root_real, target]) != root_real:
-        raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r} (it resolves to {target!r})")
-    return target
 
 
 def parse_model_bytes(data: bytes, where: str):
@@ -140,6 +115,12 @@ def load_spec(source: Any, weights_dir: str | None = None) -> LoadedSpec:
         if not os.path.exists(path):
             raise MLCIOError(f"{path}: no such file or package")
         if os.path.isdir(path):
+            from mlc.io.compiled.folder import is_compiled_folder, load_compiled
+
+            if is_compiled_folder(path):  # an .mlmodelc, as Xcode compiles a model
+                loaded = load_compiled(path)
+                check_specification_version(loaded.spec, path)
+                return loaded
             model_path = _package_model_path(path)
             spec = parse_model_bytes(_read_file(model_path), path)
             return LoadedSpec(spec, path, os.path.dirname(model_path))

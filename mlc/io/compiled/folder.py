@@ -1,0 +1,137 @@
+"""A compiled ``.mlmodelc`` folder -> ``LoadedSpec``: the ``Model`` protobuf its twin would hold.
+
+What the folder holds decides how it is read:
+
+* ``model.mil``: an ML Program. The text program (``mil_text``) becomes ``mlProgram``; the
+  description comes from ``coremldata.bin``, completed from ``metadata.json`` (or from
+  ``metadata.json`` alone when there is no ``coremldata.bin``); ``@model_path`` is the folder,
+  so ``weights/weight.bin`` is read where it lies.
+* ``model.espresso.net``: a NeuralNetwork, read by ``mlc.io.compiled.espresso``.
+* ``model0/``, ``model1/``, ... or a root ``coremldata.bin`` that carries a whole ``Model``:
+  a pipeline or another model type, read by ``mlc.io.compiled.pipeline``.
+
+Every file read is inside the folder (``mlc.io.loaded.inside``, symlinks resolved).
+"""
+
+from __future__ import annotations
+
+import os
+
+from mlc._errors import MLCIOError, MLCUnsupportedError
+from mlc.io.compiled.coremldata import (
+    description_from_metadata,
+    fill_description,
+    parse_description,
+    parse_model,
+    read_coremldata,
+    read_metadata_json,
+)
+from mlc.io.compiled.mil_text import read_mil_file
+from mlc.io.loaded import LoadedSpec, inside
+from mlc.io.proto import proto
+
+MARKERS = ("model.mil", "model.espresso.net", "coremldata.bin", "model0")
+
+# Function.opset -> the lowest specificationVersion that can hold it (iOS15 = 6 ... iOS26 = 10).
+_OPSET_SPEC_VERSION = {"CoreML5": 6, "CoreML6": 7, "CoreML7": 8, "CoreML8": 9, "CoreML9": 10}
+
+
+def is_compiled_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder laid out as a compiled model (without an ``.mlpackage`` manifest)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "Manifest.json")):
+        return False
+    return any(os.path.exists(os.path.join(path, marker)) for marker in MARKERS)
+
+
+def load_compiled(path: str | os.PathLike) -> LoadedSpec:
+    """Load a compiled ``.mlmodelc`` folder as the ``Model`` protobuf its uncompiled twin holds."""
+    path = os.fspath(path)
+    where = path
+    if not os.path.isdir(path):
+        raise MLCIOError(f"{where}: not a folder, so not a compiled .mlmodelc")
+    folder = os.path.abspath(path)
+    if os.path.isfile(os.path.join(folder, "model.mil")):
+        return LoadedSpec(load_ml_program(folder, where), path, folder)
+    if os.path.isfile(os.path.join(folder, "model.espresso.net")):
+        try:
+            from mlc.io.compiled.espresso import load_espresso
+        except ModuleNotFoundError as e:
+            if e.name != "mlc.io.compiled.espresso":
+                raise
+            raise MLCUnsupportedError(f"{where}: compiled NeuralNetwork models are not supported yet") from e
+        return LoadedSpec(load_espresso(folder, where), path, folder)
+    if os.path.isdir(os.path.join(folder, "model0")) or _root_holds_model(folder, where):
+        try:
+            from mlc.io.compiled.pipeline import load_pipeline
+        except ModuleNotFoundError as e:
+            if e.name != "mlc.io.compiled.pipeline":
+                raise
+            raise MLCUnsupportedError(f"{where}: compiled pipelines and classic models are not supported yet") from e
+        return LoadedSpec(load_pipeline(folder, where), path, folder)
+    raise MLCIOError(
+        f"{where}: not a compiled Core ML model: the folder has no model.mil (ML Program), model.espresso.net "
+        "(NeuralNetwork), model0/ (pipeline) or coremldata.bin holding a model"
+    )
+
+
+def _root_holds_model(folder: str, where: str) -> bool:
+    data = os.path.join(folder, "coremldata.bin")
+    if not os.path.isfile(data):
+        return False
+    header, _ = read_coremldata(inside(folder, "coremldata.bin", where), f"{where}/coremldata.bin")
+    return bool(header["full_model"])
+
+
+def load_description(folder: str, where: str):
+    """``(ModelDescription, specificationVersion or 0)`` from ``coremldata.bin`` and ``metadata.json``."""
+    description, version = None, 0
+    data_path = os.path.join(folder, "coremldata.bin")
+    if os.path.isfile(data_path):
+        header, payload = read_coremldata(inside(folder, "coremldata.bin", where), f"{where}/coremldata.bin")
+        if header["full_model"]:
+            model = parse_model(payload, f"{where}/coremldata.bin")
+            description, version = model.description, int(model.specificationVersion)
+        else:
+            description = parse_description(payload, f"{where}/coremldata.bin")
+            version = int(header["specification_version"])
+    meta_path = os.path.join(folder, "metadata.json")
+    if os.path.isfile(meta_path):
+        meta_where = f"{where}/metadata.json"
+        meta = read_metadata_json(inside(folder, "metadata.json", where), meta_where)
+        if description is None:
+            description = description_from_metadata(meta, meta_where)
+        else:
+            fill_description(description, meta, meta_where)
+        if not version:
+            declared = meta.get("specificationVersion", 0)
+            version = declared if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0 else 0
+    if description is None:
+        raise MLCIOError(f"{where}: the folder has neither coremldata.bin nor metadata.json, so the model's inputs and outputs are unknown")
+    return description, version
+
+
+def load_ml_program(folder: str, where: str):
+    """The ``Model`` protobuf of a compiled ML Program folder (``model.mil``)."""
+    program = read_mil_file(inside(folder, "model.mil", where), model_dir=folder, where=f"{where}/model.mil")
+    description, version = load_description(folder, where)
+    model = proto("Model").Model()
+    model.description.CopyFrom(description)
+    model.mlProgram.CopyFrom(program)
+    lowest = max((_OPSET_SPEC_VERSION.get(fn.opset, 6) for fn in program.functions.values()), default=6)
+    model.specificationVersion = max(version, lowest)
+    _order_inputs(model)
+    return model
+
+
+def _order_inputs(model) -> None:
+    """Put each function's inputs in the description's order (``coremlc`` sorts them by name;
+    the description keeps the order the model was made with)."""
+    order = {f.name: i for i, f in enumerate(model.description.input)}
+    for fn in model.mlProgram.functions.values():
+        inputs = sorted(fn.inputs, key=lambda nv: order.get(nv.name, len(order)))
+        copies = [type(nv)() for nv in inputs]
+        for copy, nv in zip(copies, inputs):
+            copy.CopyFrom(nv)
+        del fn.inputs[:]
+        fn.inputs.extend(copies)

@@ -1,0 +1,38 @@
+"""What every model reader returns (``LoadedSpec``) and the rule every path in a model follows
+(``inside``). ``mlc.io.spec`` re-exports both; readers that ``mlc.io.spec`` itself calls
+(``mlc.io.compiled``) import them from here, so no import cycle runs through ``spec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from mlc._errors import MLCIOError
+
+
+@dataclasses.dataclass
+class LoadedSpec:
+    """A parsed ``Model`` proto and where its files live."""
+
+    spec: Any
+    path: str | None  # what the user gave, for messages
+    model_dir: str | None  # folder against which ``@model_path`` resolves
+
+    @property
+    def name(self) -> str:
+        return self.path or "<in-memory model>"
+
+
+def inside(root: str, relative: str, what: str) -> str:
+    """Join ``relative`` to ``root`` and refuse any result that escapes ``root`` (symlinks resolved)."""
+    if "\x00" in relative:
+        raise MLCIOError(f"{what}: path {relative!r} holds a NUL character")
+    if os.path.isabs(relative):
+        raise MLCIOError(f"{what}: absolute path {relative!r} is not allowed inside a package")
+    root_real = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(root_real, relative))
+    if os.path.commonpath([root_real, target]) != root_real:
+        raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r} (it resolves to {target!r})")
+    return target
