@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="auto computes fp16 programs in fp32 on CPU (the default on this machine)")
     comp.add_argument("--no-batch", action="store_true", help="leave out the batched version (predict_batch)")
 
+    dec = sub.add_parser(
+        "decompile",
+        help="turn a compiled .mlmodelc folder back into an editable model (.mlpackage for ML Programs, else .mlmodel)",
+    )
+    dec.add_argument("model", help="path to a compiled .mlmodelc folder")
+    dec.add_argument("-o", "--output", metavar="OUT.mlpackage",
+                     help="where to write it (default: beside the folder, Name.mlpackage or Name.mlmodel)")
+
     _train_parser(sub)
 
     srv = sub.add_parser("serve", help="serve models over the Open Inference Protocol (KServe v2): HTTP/REST and gRPC, with dynamic batching")
@@ -420,6 +428,14 @@ def _compile(args) -> int:
     return 0
 
 
+def _decompile(args) -> int:
+    from mlc.deploy.decompile import decompile
+
+    report = decompile(args.model, args.output)
+    print(f"wrote {report.path} ({report.kind}, specification version {report.specification_version}, {report.bytes / 1e6:.1f} MB)")
+    return 0
+
+
 def _demo(args) -> int:
     print(f"$ mlc predict {DEMO_MODEL} --input image={DEMO_IMAGE}")
     args.model, args.input = DEMO_MODEL, [f"image={DEMO_IMAGE}"]
@@ -451,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlc._errors import MLCError
 
     args = _parser().parse_args(argv)
-    handler = {"info": _info, "predict": _predict, "compile": _compile, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo, "serve": _serve}[args.command]
+    handler = {"info": _info, "predict": _predict, "compile": _compile, "decompile": _decompile, "update": _update, "train": _train, "ops": _ops, "layers": _layers, "types": _types, "demo": _demo, "serve": _serve}[args.command]
     try:
         return handler(args)
     except MLCError as e:

@@ -53,8 +53,8 @@ def _interface(loaded: LoadedSpec, program: MILProgram, function: Function, fdes
     )
 
 
-def _parsed(loaded: LoadedSpec, function_name: str | None):
-    program = parse_program(loaded.spec.mlProgram, loaded.model_dir, loaded.name)
+def _parsed(loaded: LoadedSpec, function_name: str | None, *, missing_weights: bool = False):
+    program = parse_program(loaded.spec.mlProgram, loaded.model_dir, loaded.name, missing_weights=missing_weights)
     function, fdesc = select_function(loaded, program, function_name)
     interface = _interface(loaded, program, function, fdesc)
     verify_function(function, loaded.name)
@@ -64,7 +64,7 @@ def _parsed(loaded: LoadedSpec, function_name: str | None):
 
 def describe(loaded: LoadedSpec, *, function_name: str | None) -> Summary:
     """The model's interface and op histogram, nothing lowered (``mlc info``)."""
-    function, interface = _parsed(loaded, function_name)
+    function, interface = _parsed(loaded, function_name, missing_weights=True)
     histogram = Counter(op.type for op in function.iter_operations())
     return Summary(interface, f"mlProgram ({function.opset})", dict(histogram.most_common()), unsupported_ops(function))
 

@@ -113,9 +113,10 @@ class Program:
 class _Parser:
     """Turns proto messages into IR; ``model_dir`` resolves ``@model_path`` blob files."""
 
-    def __init__(self, model_dir: str | None, where: str):
+    def __init__(self, model_dir: str | None, where: str, missing_weights: bool = False):
         self.model_dir = model_dir
         self.where = where
+        self.missing_weights = missing_weights
         self._blobs: dict[str, BlobFile] = {}
         self._depth = 0
 
@@ -230,6 +231,8 @@ class _Parser:
         prefix = "@model_path/"
         relative = name[len(prefix) :] if name.startswith(prefix) else name
         path = inside(self.model_dir, relative, f"{self.where}: constant {what}")
+        if self.missing_weights and not os.path.exists(path):  # describing a model whose weights are absent
+            return np.broadcast_to(np.zeros((), NUMPY_DTYPES[vtype.dtype]), vtype.shape)
         if path not in self._blobs:
             self._blobs[path] = BlobFile(path)
         return self._blobs[path].read(int(bv.offset), vtype.dtype, vtype.shape)
@@ -286,11 +289,15 @@ class _Parser:
         return Function(name, inputs, opset, self.block(fn.block_specializations[opset], f"function {name!r}"))
 
 
-def parse_program(program, model_dir: str | None, where: str) -> Program:
-    """Parse a ``MIL.proto`` ``Program``; ``model_dir`` resolves ``@model_path`` weight files."""
+def parse_program(program, model_dir: str | None, where: str, *, missing_weights: bool = False) -> Program:
+    """Parse a ``MIL.proto`` ``Program``; ``model_dir`` resolves ``@model_path`` weight files.
+
+    ``missing_weights=True`` (describing a model, not running it) lets a weight file that does
+    not exist stand as read-only zeros of the declared shape, as for compiled models published
+    without their weights; a file that exists is still read and checked."""
     if model_dir is not None and not os.path.isdir(model_dir):
         raise MLCIOError(f"{where}: model folder {model_dir!r} does not exist")
-    parser = _Parser(model_dir, where)
+    parser = _Parser(model_dir, where, missing_weights)
     if program.version != 1:
         raise MLCUnsupportedError(f"{where}: ML Program version {program.version} is unknown (only version 1 exists)")
     functions = {name: parser.function(name, fn) for name, fn in program.functions.items()}
