@@ -306,6 +306,6 @@ def _check_outputs(model, kind: str, layers, inputs: list[str], trailer_names: l
         probs = model.neuralNetworkClassifier.labelProbabilityLayerName
         if probs:
             wanted.append(probs)
-    missing = [n for n in [*wanted, *trailer_names] if n not in made]
+    missing = [n for n in dict.fromkeys([*wanted, *trailer_names]) if n not in made]
     if missing:
         raise MLCIOError(f"{where}: output blob(s) {', '.join(map(repr, missing))} are made by no layer of {NET_FILE}")
