@@ -190,7 +190,15 @@ def _text(entry: dict, key: str, where: str) -> str:
     value = entry.get(key, "")
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise MLCIOError(f"{where}: {key!r} is {type(value).__name__}, not a string")
-    return str(value)
+    return _utf8(str(value), key, where)
+
+
+def _utf8(text: str, key: str, where: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MLCIOError(f"{where}: {key!r} holds a lone surrogate, not text ({e})") from e
+    return text
 
 
 def _int_list(text: Any, key: str, where: str, depth: int = 1) -> list:
@@ -202,7 +210,7 @@ def _int_list(text: Any, key: str, where: str, depth: int = 1) -> list:
 
     def check(v, d):
         if d == 0:
-            if not isinstance(v, int) or isinstance(v, bool) or v < -1:
+            if not isinstance(v, int) or isinstance(v, bool) or not -1 <= v <= 1 << 62:
                 raise MLCIOError(f"{where}: {key} {text!r} holds {v!r}, not a dimension")
             return v
         if not isinstance(v, list):
@@ -292,8 +300,9 @@ def _fill_metadata(description, meta: dict, where: str) -> None:
     if not isinstance(user, dict):
         raise MLCIOError(f"{where}: userDefinedMetadata is not an object")
     for k, v in user.items():
-        if str(k) not in md.userDefined:
-            md.userDefined[str(k)] = str(v)
+        key = _utf8(str(k), "userDefinedMetadata", where)
+        if key not in md.userDefined:
+            md.userDefined[key] = _utf8(str(v), f"userDefinedMetadata[{key!r}]", where)
 
 
 def description_from_metadata(meta: dict[str, Any], where: str):

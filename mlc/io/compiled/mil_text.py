@@ -83,7 +83,7 @@ _DTYPES: dict[str, tuple[str, Any, str, int]] = {
     "uint8": ("UINT8", np.uint8, "bytes", 0),
     "uint16": ("UINT16", np.uint16, "ints", 0),
     "uint32": ("UINT32", np.uint32, "bytes", 0),
-    "uint64": ("UINT64", np.uint64, "longInts", 0),
+    "uint64": ("UINT64", np.uint64, "longInts", 0),  # held in int64 longInts, as coremltools holds it
 }
 _INT_RANGES = {
     "int4": (-8, 7),
@@ -93,6 +93,7 @@ _INT_RANGES = {
     "uint4": (0, 15),
     "uint6": (0, 63),
     **{n: (int(np.iinfo(d).min), int(np.iinfo(d).max)) for n, (_, d, _, b) in _DTYPES.items() if n[:3] in ("int", "uin") and not b},
+    "uint64": (0, (1 << 63) - 1),  # the proto's longInts are int64
 }
 _ITEMSIZE = {n: 1 if bits else np.dtype(getattr(ml_dtypes, d) if isinstance(d, str) else d).itemsize for n, (_, d, _, bits) in _DTYPES.items()}
 _TYPE_KEYWORDS = frozenset(("tensor", "list", "tuple", "dict", "state", *_DTYPES))
@@ -283,9 +284,9 @@ class _Parser:
         kind, value, offset = self.next()
         if kind != "number" or not re.fullmatch(r"[0-9]+|0[xX][0-9a-fA-F]+", value):
             self.fail(f"expected {what} (an integer), found {self.show((kind, value, offset))}", offset)
-        n = int(value, 0) * (-1 if negative else 1)
+        n = _int(value) * (-1 if negative else 1)
         if not low <= n <= high:
-            self.fail(f"{what} {n} is outside [{low}, {high}]", offset)
+            self.fail(f"{what} {_short(value, negative)} is outside [{low}, {high}]", offset)
         return n
 
     def value_type(self, t, shape_override=None):
@@ -441,10 +442,10 @@ class _Parser:
         if dtype in _INT_RANGES:
             if kind != "number" or not re.fullmatch(r"[0-9]+|0[xX][0-9a-fA-F]+", text):
                 self.fail(f"expected an integer for {dtype}, found {self.show(token)}", offset)
-            n = sign * int(text, 0)
+            n = sign * _int(text)
             low, high = _INT_RANGES[dtype]
             if not low <= n <= high:
-                self.fail(f"{n} is outside the range of {dtype} [{low}, {high}]", offset)
+                self.fail(f"{_short(text, negative)} is outside the range of {dtype} [{low}, {high}]", offset)
             return n
         # floats
         if kind == "name" and text in ("inf", "nan", "infinity", "NaN", "INF", "NAN"):
@@ -564,8 +565,11 @@ class _Parser:
         if self.at("["):
             self.attributes(op.attributes)
         while not self.at(";"):
-            if self.peek()[0] == "end":
+            kind, value, _ = self.peek()
+            if kind == "end":
                 self.fail(f"the file ends inside the {op.type} operation that starts here", offset)
+            if kind != "name" and value not in ("(", "{"):
+                self.fail(f"expected ';' to end the {op.type} operation, found {self.show(self.peek())}")
             with self.nest(self.peek()[2]):
                 self.block(op)
         self.next()
@@ -645,6 +649,17 @@ class _Parser:
         if not program.functions:
             self.fail("the program has no function", offset)
         return program
+
+
+def _int(text: str) -> int:
+    """An integer literal; one longer than any MIL integer stands for one out of every range."""
+    if len(text) > 40:
+        return 1 << 200
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
+
+
+def _short(text: str, negative: bool) -> str:
+    return ("-" if negative else "") + (text if len(text) <= 24 else text[:20] + "...")
 
 
 def _show(shape) -> str:
