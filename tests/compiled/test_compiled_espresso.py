@@ -334,7 +334,7 @@ def test_convolution_and_inner_product_weights_and_biases(tmp_path):
         ({"mystery": 3}, mlc.MLCUnsupportedError, r"'act'.*parameter\(s\) mystery are unknown"),
         ({"weights": {"W_U8": 2}}, mlc.MLCUnsupportedError, r"'act'.*quantized or extra weights \(W_U8\)"),
         ({"bottom": 7}, mlc.MLCIOError, r"'act'.*bottom is int, not a comma-separated string"),
-        ({"alpha": "big"}, mlc.MLCIOError, r"'act'.*alpha is 'big', not a finite number"),
+        ({"alpha": "big"}, mlc.MLCIOError, r"'act'.*alpha is 'big', not a finite float32 number"),
     ],
 )
 def test_layers_mlc_cannot_map_are_refused_naming_them(tmp_path, change, error, message):

@@ -254,9 +254,9 @@ def load_espresso(folder: str, where: str):
             f"({', '.join(f'{k}: {v}' for k, v in KINDS.items())})"
         )
     model = proto("Model").Model()
-    model.specificationVersion = header["specification_version"]
-    if model.specificationVersion <= 0:
+    if not 0 < header["specification_version"] < 1 << 31:
         raise MLCIOError(f"{where}/coremldata.bin: specification version {header['specification_version']} is not a Core ML version")
+    model.specificationVersion = header["specification_version"]
     model.description.CopyFrom(parse_description(payload, f"{where}/coremldata.bin"))
     if os.path.isfile(os.path.join(folder, "metadata.json")):
         meta_where = f"{where}/metadata.json"

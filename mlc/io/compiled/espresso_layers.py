@@ -26,6 +26,7 @@ batch-norm scale, each within fp16 rounding.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +35,8 @@ from mlc._errors import MLCIOError, MLCUnsupportedError
 from mlc.io.compiled.espresso_weights import EspressoWeights
 from mlc.io.proto import proto
 
+MAX_INT = 1 << 62
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 COMMON_KEYS = frozenset({"type", "name", "bottom", "top", "weights", "debug_info", "attributes"})
 PAD_KEYS = frozenset({"pad_t", "pad_b", "pad_l", "pad_r", "pad_mode", "pad_fill_mode", "pad_value"})
 
@@ -59,6 +62,11 @@ def supported_types() -> list[str]:
     return sorted(_TABLE)
 
 
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Fields:
     """A JSON object's values, read with checks; ``where`` names it in messages."""
 
@@ -69,18 +77,25 @@ class Fields:
         return key in self.obj
 
     def int(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
+        """An integer (a JSON number with no fraction) of magnitude below 2**62."""
         value = self.obj.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise MLCIOError(f"{self.where}: {key} is {value!r}, not an integer")
-        value = int(value)
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not -MAX_INT < value < MAX_INT:
+            raise MLCIOError(f"{self.where}: {key} is {_show(value)}, not an integer below 2**62")
         if minimum is not None and value < minimum:
             raise MLCIOError(f"{self.where}: {key} is {value}, less than {minimum}")
         return value
 
     def number(self, key: str, default: float | None = None) -> float:
+        """A finite number that a protobuf ``float`` holds."""
         value = self.obj.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise MLCIOError(f"{self.where}: {key} is {value!r}, not a finite number")
+        try:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and abs(float(value)) <= FLOAT32_MAX
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise MLCIOError(f"{self.where}: {key} is {_show(value)}, not a finite float32 number")
         return float(value)
 
     def flag(self, key: str) -> bool:
@@ -93,7 +108,7 @@ class Fields:
             value = int(value)
         if value not in allowed:
             raise MLCUnsupportedError(
-                f"{self.where}: {key} = {value!r} is not a value mlc can map to a Core ML layer "
+                f"{self.where}: {key} = {_show(value)} is not a value mlc can map to a Core ML layer "
                 f"(it maps {', '.join(repr(a) for a in allowed)}); the layer's meaning is unknown"
             )
         return value
@@ -240,9 +255,12 @@ def convert(obj: Any, index: int, network: Network, where: str, blobs: "BlobVers
             f"{layer.where}: parameter(s) {', '.join(unknown)} are unknown to mlc's mapping of {layer.type!r} layers; "
             "they may change what the layer computes"
         )
-    if layer.obj.get("weights") not in (None, {}):
+    extra = layer.obj.get("weights", {})
+    if not isinstance(extra, dict):
+        raise MLCIOError(f"{layer.where}: weights is {_show(extra)}, not an object")
+    if extra:
         raise MLCUnsupportedError(
-            f"{layer.where}: the layer holds quantized or extra weights ({', '.join(map(str, layer.obj['weights']))}), "
+            f"{layer.where}: the layer holds quantized or extra weights ({', '.join(map(str, extra))[:80]}), "
             "whose layout mlc does not know"
         )
     attributes = layer.obj.get("attributes", {})

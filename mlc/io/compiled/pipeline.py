@@ -99,9 +99,9 @@ def _base(folder: str, where: str, header: dict, payload: bytes):
     """A ``Model`` with the version and description of a ``generic`` ``coremldata.bin``,
     completed from ``metadata.json``, and its updatability."""
     model = proto("Model").Model()
-    model.specificationVersion = header["specification_version"]
-    if model.specificationVersion <= 0:
+    if not 0 < header["specification_version"] < 1 << 31:
         raise MLCIOError(f"{where}/coremldata.bin: specification version {header['specification_version']} is not a Core ML version")
+    model.specificationVersion = header["specification_version"]
     model.description.CopyFrom(parse_description(payload, f"{where}/coremldata.bin"))
     updatable = os.path.isdir(os.path.join(folder, "updateParameters"))
     if os.path.isfile(os.path.join(folder, "metadata.json")):
