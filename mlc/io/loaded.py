@@ -19,6 +19,9 @@ class LoadedSpec:
     spec: Any
     path: str | None  # what the user gave, for messages
     model_dir: str | None  # folder against which ``@model_path`` resolves
+    # where each ML Program operation was written, "file:line:column" by (function, operation
+    # name), for a program read from text (a compiled model's model.mil); None otherwise
+    sources: dict[tuple[str, str], str] | None = None
 
     @property
     def name(self) -> str:

@@ -100,8 +100,9 @@ def test_every_compiled_ml_program_loads(compiled_testdata, name):
 def test_a_folder_path_with_a_trailing_slash_loads(compiled_testdata):
     path = folder(compiled_testdata, "fluidaudio_argmax")
     logits = np.random.default_rng(1).standard_normal(1025).astype(np.float16)
-    out = mlc.load(path + "/").predict({"logits": logits})
-    assert out["index"][0] == np.argmax(logits)
+    loaded = mlc.load(path + "/")
+    assert loaded.predict({"logits": logits})["index"][0] == np.argmax(logits)
+    assert loaded.name == path
 
 
 @pytest.mark.parametrize("name", WITH_TWIN)

@@ -267,3 +267,10 @@ def test_a_file_that_is_not_utf8_names_the_place(tmp_path):
     path.write_bytes(b'program(1.0)\n{\n  // caf\xe9\n}\n')
     with pytest.raises(MILSyntaxError, match=r"model\.mil:3:9: the file is not UTF-8"):
         read_mil_file(path)
+
+
+def test_an_op_mlc_cannot_run_is_named_with_its_line_and_column(tmp_path):
+    body = '        tensor<fp32, [2]> y = frobnicate(x = x)[name = string("frob")];'
+    folder = write_folder(tmp_path, program(body), [("x", "Float32", [2])], [("y", "Float32", [2])])
+    with pytest.raises(mlc.MLCUnsupportedError, match=r"'frobnicate' \(operation 'frob', .*at .*Model\.mlmodelc/model\.mil:5:31\)"):
+        mlc.load(folder)

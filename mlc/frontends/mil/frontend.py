@@ -75,9 +75,10 @@ def build(loaded: LoadedSpec, *, function_name: str | None, fp16_as_fp32: bool) 
     if missing:
         first = next(op for op in function.iter_operations() if op.type in missing)
         others = f"; all unsupported ops: {', '.join(f'{k} (x{v})' for k, v in missing.items())}" if len(missing) > 1 else ""
+        source = (loaded.sources or {}).get((function.name, first.name))
         raise MLCUnsupportedError(
             f"{loaded.name}: MIL op {first.type!r} (operation {first.name!r}, function {function.name!r}, "
-            f"opset {function.opset}) is not supported by mlc yet{others}"
+            f"opset {function.opset}{', at ' + source if source else ''}) is not supported by mlc yet{others}"
         )
     lowered = lower_function(function, model=loaded.name, fp16_as_fp32=fp16_as_fp32)
     verify_default_shapes(function, lowered.fn, lowered.params, {**interface.inputs, **interface.states}, fp16_as_fp32,

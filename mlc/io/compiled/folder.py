@@ -47,12 +47,14 @@ def is_compiled_folder(path: str | os.PathLike) -> bool:
 def load_compiled(path: str | os.PathLike) -> LoadedSpec:
     """Load a compiled ``.mlmodelc`` folder as the ``Model`` protobuf its uncompiled twin holds."""
     path = os.fspath(path)
+    path = path.rstrip("/" + os.sep) or path  # "Model.mlmodelc/" names the model Model.mlmodelc
     where = path
     if not os.path.isdir(path):
         raise MLCIOError(f"{where}: not a folder, so not a compiled .mlmodelc")
     folder = os.path.abspath(path)
     if os.path.isfile(os.path.join(folder, "model.mil")):
-        return LoadedSpec(load_ml_program(folder, where), path, folder)
+        sources: dict = {}
+        return LoadedSpec(load_ml_program(folder, where, sources), path, folder, sources)
     if os.path.isfile(os.path.join(folder, "model.espresso.net")):
         try:
             from mlc.io.compiled.espresso import load_espresso
@@ -111,9 +113,10 @@ def load_description(folder: str, where: str):
     return description, version
 
 
-def load_ml_program(folder: str, where: str):
-    """The ``Model`` protobuf of a compiled ML Program folder (``model.mil``)."""
-    program = read_mil_file(inside(folder, "model.mil", where), model_dir=folder, where=f"{where}/model.mil")
+def load_ml_program(folder: str, where: str, sources: dict | None = None):
+    """The ``Model`` protobuf of a compiled ML Program folder (``model.mil``); ``sources``
+    receives where each operation was written (``mil_text.parse_mil_text``)."""
+    program = read_mil_file(inside(folder, "model.mil", where), model_dir=folder, where=f"{where}/model.mil", sources=sources)
     description, version = load_description(folder, where)
     model = proto("Model").Model()
     model.description.CopyFrom(description)

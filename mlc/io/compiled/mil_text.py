@@ -39,6 +39,7 @@ and a literal never allocates more than its text holds. Every error is a ``MILSy
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import re
@@ -106,8 +107,9 @@ _TOKEN = re.compile(
                 | (?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?))
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<punct>->|[()\[\]{}<>,=;?*\-])
+  | (?P<bad>.)
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.DOTALL,
 )
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "\\": "\\", '"': '"', "'": "'", "?": "?"}
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{1,3}|.)", re.DOTALL)
@@ -157,43 +159,48 @@ class _Level:
 
 
 class _Parser:
-    def __init__(self, text: str, where: str, model_dir: str | None):
+    def __init__(self, text: str, where: str, model_dir: str | None, sources: dict | None = None):
         self.text = text
+        self.sources = sources
+        self.function_name = ""
         self.where = where
         self.model_dir = model_dir
-        self.pos = 0
-        self.buffer: list[tuple[str, str, int]] = []
+        self.tokens = _TOKEN.finditer(text)
+        self.buffer: collections.deque[tuple[str, str, int]] = collections.deque()
         self.depth = 0
         self.newlines = [m.start() for m in re.finditer("\n", text)]
         self.mil = proto("MIL")
 
     # -- tokens ------------------------------------------------------------------------------
     def _scan(self) -> tuple[str, str, int]:
-        text = self.text
-        while True:
-            if self.pos >= len(text):
-                return ("end", "", len(text))
-            m = _TOKEN.match(text, self.pos)
-            if m is None:
-                self.fail(f"unexpected character {text[self.pos]!r}", self.pos)
-            self.pos = m.end()
+        for m in self.tokens:
             kind = m.lastgroup
-            if kind != "space":
-                return (kind, m.group(), m.start())
+            if kind == "space":
+                continue
+            if kind == "bad":
+                self.fail(f"unexpected character {m.group()!r}", m.start())
+            return (kind, m.group(), m.start())
+        return ("end", "", len(self.text))
 
     def peek(self, k: int = 0) -> tuple[str, str, int]:
-        while len(self.buffer) <= k:
-            self.buffer.append(self._scan())
-        return self.buffer[k]
+        buffer = self.buffer
+        while len(buffer) <= k:
+            buffer.append(self._scan())
+        return buffer[k]
 
     def next(self) -> tuple[str, str, int]:
-        token = self.peek()
-        self.buffer.pop(0)
-        return token
+        buffer = self.buffer
+        if not buffer:
+            buffer.append(self._scan())
+        return buffer.popleft()
 
     def at(self, text: str, k: int = 0) -> bool:
-        kind, value, _ = self.peek(k)
-        return value == text and kind in ("punct", "name")
+        """Whether token ``k`` ahead is the punctuation or word ``text`` (a string or number
+        token never equals one: strings keep their quotes)."""
+        buffer = self.buffer
+        while len(buffer) <= k:
+            buffer.append(self._scan())
+        return buffer[k][1] == text
 
     def expect(self, text: str, what: str = "") -> tuple[str, str, int]:
         token = self.peek()
@@ -573,6 +580,12 @@ class _Parser:
             with self.nest(self.peek()[2]):
                 self.block(op)
         self.next()
+        if self.sources is not None:
+            name = _single(op.attributes["name"], "strings") if "name" in op.attributes else None
+            name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+            line, column = self.location(type_offset)
+            key = (self.function_name, name or (op.outputs[0].name if op.outputs else op.type))
+            self.sources.setdefault(key, f"{self.where}:{line}:{column}")
 
     def block(self, op) -> None:
         """A nested block: ``name? (params)? { ... } -> (...)``."""
@@ -618,6 +631,7 @@ class _Parser:
             self.fail(f"unknown opset {opset_text!r} (known: {', '.join(OPSETS)})", opset_offset)
         self.expect(">")
         fn = program.functions[name]
+        self.function_name = name
         fn.opset = OPSETS[opset_text]
         fn.inputs.extend(self.params())
         if self.at("["):
@@ -726,25 +740,27 @@ def _store(tensor, dtype: str, values: list) -> None:
             target.SetInParent()
 
 
-def parse_mil_text(text: str, where: str = "<model.mil>", model_dir: str | None = None):
+def parse_mil_text(text: str, where: str = "<model.mil>", model_dir: str | None = None, sources: dict | None = None):
     """Parse text MIL into a ``MIL.proto`` ``Program``.
 
     ``model_dir`` (the compiled folder) is what ``@model_path`` names; a ``BLOBFILE`` whose path
     leaves it is refused. Raises ``MILSyntaxError`` (an ``MLCIOError``) naming the line and column.
+    ``sources``, when given, receives ``"file:line:column"`` of each operation's type, keyed by
+    (function name, operation name), for errors raised later (an op mlc cannot run).
     """
-    parser = _Parser(text, where, model_dir)
+    parser = _Parser(text, where, model_dir, sources)
     try:
         return parser.program()
     except MILSyntaxError:
         raise
     except MLCParametersError as e:  # a declared tensor beyond the size limit
-        line, column = parser.location(parser.peek()[2] if parser.buffer else parser.pos)
+        line, column = parser.location(parser.buffer[0][2] if parser.buffer else len(text))
         raise MILSyntaxError(f"{where}:{line}:{column}: {e.message}", where, line, column) from e
     except RecursionError as e:  # only if MAX_NESTING were raised past Python's stack
         raise MILSyntaxError(f"{where}: nests too deeply to parse", where) from e
 
 
-def read_mil_file(path: str | os.PathLike, model_dir: str | None = None, where: str | None = None):
+def read_mil_file(path: str | os.PathLike, model_dir: str | None = None, where: str | None = None, sources: dict | None = None):
     """Read and parse a ``model.mil`` file (UTF-8) into a ``MIL.proto`` ``Program``."""
     path = os.fspath(path)
     where = where or path
@@ -762,4 +778,4 @@ def read_mil_file(path: str | os.PathLike, model_dir: str | None = None, where: 
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise MILSyntaxError(f"{where}:{line}:{column}: the file is not UTF-8 text ({e.reason})", where, line, column) from e
-    return parse_mil_text(text, where, model_dir)
+    return parse_mil_text(text, where, model_dir, sources)
