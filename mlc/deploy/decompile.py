@@ -4,9 +4,9 @@ An ML Program becomes an ``.mlpackage``: the text program, parsed (``mlc.io.comp
 the package's ``mlProgram``; the description (inputs, outputs, flexible shapes, metadata) is
 the one ``coremldata.bin`` and ``metadata.json`` hold; the weights are copied blob by blob
 into a new ``weights/weight.bin`` (``mlc.frontends.mil.writeback``: every blob read through
-the bounds-checked reader, offsets rewritten). The ``FlexibleShapeInformation`` function
-attribute that ``coremlc`` adds is left out, as coremltools never writes it (the description
-says the same). Other models (NeuralNetwork, pipelines, classic types, as the folder readers
+the bounds-checked reader, offsets rewritten). (The ``FlexibleShapeInformation`` function
+attribute ``coremlc`` adds is already left out by the reader; the description holds the same.)
+Other models (NeuralNetwork, pipelines, classic types, as the folder readers
 rebuild their ``Model`` protobuf) become an ``.mlmodel``, or an ``.mlpackage`` when asked.
 
 Everything is written atomically: a failure leaves nothing half-written and a file already at
@@ -20,11 +20,8 @@ import os
 
 from mlc._errors import MLCIOError
 from mlc.io.compiled.folder import is_compiled_folder, load_compiled
-from mlc.io.loaded import LoadedSpec
 from mlc.io.spec import check_specification_version
 from mlc.io.writer import check_model_path, write_mlmodel, write_mlpackage
-
-COMPILER_FUNCTION_ATTRIBUTES = ("FlexibleShapeInformation",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +65,7 @@ def decompile(source: str | os.PathLike, output: str | os.PathLike | None = None
         from mlc.frontends.mil.writeback import save_mlprogram
 
         path = check_model_path(path, ".mlpackage", spec)
-        save_mlprogram(LoadedSpec(_without_compiler_attributes(spec), loaded.path, loaded.model_dir), {}, path)
+        save_mlprogram(loaded, {}, path)
     elif path.rstrip("/" + os.sep).lower().endswith(".mlpackage"):
         path = check_model_path(path, ".mlpackage", spec)
         write_mlpackage(path, spec, None)
@@ -76,13 +73,3 @@ def decompile(source: str | os.PathLike, output: str | os.PathLike | None = None
         path = check_model_path(path, ".mlmodel", spec)
         write_mlmodel(path, spec)
     return DecompileReport(path, kind, int(spec.specificationVersion), _size(path))
-
-
-def _without_compiler_attributes(spec):
-    copy = type(spec)()
-    copy.CopyFrom(spec)
-    for function in copy.mlProgram.functions.values():
-        for name in COMPILER_FUNCTION_ATTRIBUTES:
-            if name in function.attributes:
-                del function.attributes[name]
-    return copy

@@ -242,3 +242,21 @@ def test_decompile_refuses_what_is_not_a_compiled_folder(compiled_testdata, tmp_
     with pytest.raises(mlc.MLCError, match="an ML Program can only be saved as an .mlpackage"):
         decompile(folder(compiled_testdata, "fluidaudio_argmax"), tmp_path / "x.mlmodel")
     assert not os.listdir(tmp_path)
+
+
+def test_flexible_shape_information_fills_a_description_that_lacks_it(compiled_testdata, tmp_path):
+    """coremlc's FlexibleShapeInformation function attribute is taken out of the program (coremltools'
+    MIL loader refuses function attributes); a description from metadata.json without shapeRange
+    takes the ranges from it."""
+    import shutil
+
+    copy = tmp_path / "Preprocessor.mlmodelc"
+    shutil.copytree(compiled_testdata / "parse_only" / "parakeet_eou_preprocessor", copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    for entry in meta[0]["inputSchema"]:
+        entry.pop("shapeRange", None)
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    spec = load_spec(str(copy)).spec
+    assert not spec.mlProgram.functions["main"].attributes
+    ranges = spec.description.input[0].type.multiArrayType.shapeRange.sizeRanges
+    assert [(r.lowerBound, r.upperBound) for r in ranges] == [(1, 1), (1, 32000)]

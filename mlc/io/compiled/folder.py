@@ -124,7 +124,68 @@ def load_ml_program(folder: str, where: str, sources: dict | None = None):
     lowest = max((_OPSET_SPEC_VERSION.get(fn.opset, 6) for fn in program.functions.values()), default=6)
     model.specificationVersion = max(version, lowest)
     _order_inputs(model)
+    _flexible_shapes(model)
     return model
+
+
+def _flexible_shapes(model) -> None:
+    """Take out the ``FlexibleShapeInformation`` function attribute ``coremlc`` adds (coremltools
+    never writes function attributes, and its MIL loader refuses them); the description says
+    the same, and where it does not (a folder described by ``metadata.json`` alone) the
+    attribute's ``RangeDims`` and ``EnumeratedShapes`` fill the inputs' shape flexibility."""
+    inputs = {f.name: f for f in model.description.input}
+    for fn in model.mlProgram.functions.values():
+        if "FlexibleShapeInformation" not in fn.attributes:
+            continue
+        info = fn.attributes["FlexibleShapeInformation"]
+        del fn.attributes["FlexibleShapeInformation"]
+        for kind, table in _flexible_entries(info):
+            for name, value in table:
+                array = inputs[name].type.multiArrayType if name in inputs else None
+                if array is None or array.WhichOneof("ShapeFlexibility") is not None:
+                    continue
+                if kind == "RangeDims" and value and all(len(r) == 2 for r in value) and len(value) == len(array.shape):
+                    for low, high in value:
+                        size_range = array.shapeRange.sizeRanges.add()
+                        size_range.lowerBound, size_range.upperBound = max(low, 0), high
+                elif kind == "EnumeratedShapes" and value and all(isinstance(s, list) for s in value):
+                    for shape in value:
+                        array.enumeratedShapes.shapes.add().shape.extend(shape)
+
+
+def _flexible_entries(info):
+    """``(kind, [(input name, value as nested int lists)])`` per entry of FlexibleShapeInformation
+    (a tuple of (kind, dict) tuples); entries of another form are passed over."""
+    if info.immediateValue.WhichOneof("value") != "tuple":
+        return
+    for entry in info.immediateValue.tuple.values:
+        pair = entry.immediateValue.tuple.values if entry.immediateValue.WhichOneof("value") == "tuple" else []
+        if len(pair) != 2 or not pair[0].immediateValue.tensor.strings.values:
+            continue
+        kind = pair[0].immediateValue.tensor.strings.values[0]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        table = []
+        for kv in pair[1].immediateValue.dictionary.values:
+            keys = kv.key.immediateValue.tensor.strings.values
+            if keys:
+                key = keys[0].decode() if isinstance(keys[0], bytes) else keys[0]
+                table.append((key, _ints(kv.value)))
+        yield kind, table
+
+
+def _ints(value):
+    """A Value of int tensors (nested in lists or tuples) as nested Python lists."""
+    immediate = value.immediateValue
+    kind = immediate.WhichOneof("value")
+    if kind in ("list", "tuple"):
+        return [_ints(v) for v in getattr(immediate, kind).values]
+    if kind == "tensor":
+        ints = list(immediate.tensor.ints.values) or list(immediate.tensor.longInts.values)
+        dims = [d.constant.size for d in value.type.tensorType.dimensions]
+        if len(dims) == 2 and dims[0] * dims[1] == len(ints):  # a [n, 2] tensor of ranges
+            return [ints[i * dims[1] : (i + 1) * dims[1]] for i in range(dims[0])]
+        return ints
+    return []
 
 
 def _order_inputs(model) -> None:
