@@ -1,6 +1,7 @@
-"""What every model reader returns (``LoadedSpec``) and the rule every path in a model follows
-(``inside``). ``mlc.io.spec`` re-exports both; readers that ``mlc.io.spec`` itself calls
-(``mlc.io.compiled``) import them from here, so no import cycle runs through ``spec``.
+"""What every model reader returns (``LoadedSpec``), the rule every path in a model follows
+(``inside``) and the newest specification version mlc reads (``check_specification_version``).
+``mlc.io.spec`` re-exports them; readers that ``mlc.io.spec`` itself calls (``mlc.io.compiled``)
+import them from here, so no import cycle runs through ``spec``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import dataclasses
 import os
 from typing import Any
 
-from mlc._errors import MLCIOError
+from mlc._errors import MLCIOError, MLCUnsupportedError
+
+MAX_SPECIFICATION_VERSION = 10  # Core ML 9 (iOS 26, macOS 26): coremltools' _SPECIFICATION_VERSION_IOS_26
 
 
 @dataclasses.dataclass
@@ -39,3 +42,14 @@ def inside(root: str, relative: str, what: str) -> str:
     if os.path.commonpath([root_real, target]) != root_real:
         raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r} (it resolves to {target!r})")
     return target
+
+
+def check_specification_version(spec, where: str) -> None:
+    """Refuse a ``specificationVersion`` newer than any Core ML release mlc knows, as Core ML
+    refuses a model made for a newer OS: its fields may mean things mlc cannot know."""
+    version = int(spec.specificationVersion)
+    if version > MAX_SPECIFICATION_VERSION:
+        raise MLCUnsupportedError(
+            f"{where}: specificationVersion {version} is newer than any Core ML specification mlc knows "
+            f"(the newest is {MAX_SPECIFICATION_VERSION}, Core ML 9 / iOS 26)"
+        )

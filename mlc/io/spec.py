@@ -13,12 +13,11 @@ import json
 import os
 from typing import Any
 
-from mlc._errors import MLCIOError, MLCUnsupportedError
-from mlc.io.loaded import LoadedSpec, inside
+from mlc._errors import MLCIOError
+from mlc.io.loaded import MAX_SPECIFICATION_VERSION, LoadedSpec, check_specification_version, inside  # noqa: F401 - re-exported
 from mlc.io.proto import proto
 
 MAX_SPEC_BYTES = 2 << 30  # protobuf's own limit on one message
-MAX_SPECIFICATION_VERSION = 10  # Core ML 9 (iOS 26, macOS 26): coremltools' _SPECIFICATION_VERSION_IOS_26
 
 
 def parse_model_bytes(data: bytes, where: str):
@@ -33,17 +32,6 @@ def parse_model_bytes(data: bytes, where: str):
         raise MLCIOError(f"{where}: not a Core ML model (no specification version or model type)")
     check_specification_version(spec, where)
     return spec
-
-
-def check_specification_version(spec, where: str) -> None:
-    """Refuse a ``specificationVersion`` newer than any Core ML release mlc knows, as Core ML
-    refuses a model made for a newer OS: its fields may mean things mlc cannot know."""
-    version = int(spec.specificationVersion)
-    if version > MAX_SPECIFICATION_VERSION:
-        raise MLCUnsupportedError(
-            f"{where}: specificationVersion {version} is newer than any Core ML specification mlc knows "
-            f"(the newest is {MAX_SPECIFICATION_VERSION}, Core ML 9 / iOS 26)"
-        )
 
 
 def _read_file(path: str) -> bytes:

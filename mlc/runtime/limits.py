@@ -12,7 +12,8 @@ builds from constants while the program is traced, to every intermediate value o
 program before XLA compiles it, and to inputs before they are converted.
 
 Nesting (blocks inside blocks, pipelines inside pipelines) is limited to ``MAX_NESTING``
-levels, far beyond any real model and far below Python's recursion limit.
+levels, far beyond any real model and far below Python's recursion limit. A declared shape has
+at most ``MAX_RANK`` dimensions, the most a numpy array can have.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mlc._errors import MLCParametersError
 ENV = "MLC_MAX_TENSOR_BYTES"
 DEFAULT_MAX_TENSOR_BYTES = 4 << 30
 MAX_NESTING = 64
+MAX_RANK = 64  # numpy's NPY_MAXDIMS: an array of more dimensions cannot be made
 
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _override: contextvars.ContextVar[int | None] = contextvars.ContextVar("mlc_max_tensor_bytes", default=None)
@@ -91,11 +93,14 @@ class TensorLimitError(MLCParametersError):
 
 
 def check_tensor(shape: Iterable[int | None], itemsize: int, what: str, error: type = TensorLimitError) -> None:
-    """Refuse a negative dimension, or a tensor larger than the limit, before it is allocated.
+    """Refuse a negative dimension, more than ``MAX_RANK`` dimensions, or a tensor larger than the
+    limit, before it is allocated.
 
     Unknown dimensions (None) are skipped: they are checked when they become known.
     """
     dims = tuple(shape)
+    if len(dims) > MAX_RANK:
+        raise error(f"{what}: a shape of rank {len(dims)}; no array has more than {MAX_RANK} dimensions")
     known = [int(d) for d in dims if d is not None]
     if any(d < 0 for d in known):
         raise error(f"{what}: shape {_show(dims)} has a negative dimension")

@@ -323,5 +323,5 @@ def fill_description(description, meta: dict[str, Any], where: str) -> None:
     for key, field in (("inputSchema", description.input), ("outputSchema", description.output), ("stateSchema", description.state)):
         names = {f.name for f in field}
         for entry in _schema(meta, key, where):
-            if isinstance(entry, dict) and entry.get("name") not in names:
-                _feature(entry, field.add(), f"{where}: {key}")
+            if isinstance(entry, dict) and not (isinstance(entry.get("name"), str) and entry["name"] in names):
+                _feature(entry, field.add(), f"{where}: {key}")  # a name that is not a string is refused there

@@ -10,7 +10,9 @@ What the folder holds decides how it is read:
 * ``model0/``, ``model1/``, ... or a root ``coremldata.bin`` that carries a whole ``Model``:
   a pipeline or another model type, read by ``mlc.io.compiled.pipeline``.
 
-Every file read is inside the folder (``mlc.io.loaded.inside``, symlinks resolved).
+Every file read is inside the folder (``mlc.io.loaded.inside``, symlinks resolved). The model's
+``specificationVersion``, and every pipeline stage's, is checked as an ``.mlmodel``'s is
+(``mlc.io.loaded.check_specification_version``): one newer than any Core ML mlc knows is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mlc.io.compiled.coremldata import (
     read_metadata_json,
 )
 from mlc.io.compiled.mil_text import read_mil_file
-from mlc.io.loaded import LoadedSpec, inside
+from mlc.io.loaded import LoadedSpec, check_specification_version, inside
 from mlc.io.proto import proto
 
 MARKERS = ("model.mil", "model.espresso.net", "coremldata.bin", "model0")
@@ -54,7 +56,7 @@ def load_compiled(path: str | os.PathLike) -> LoadedSpec:
     folder = os.path.abspath(path)
     if os.path.isfile(os.path.join(folder, "model.mil")):
         sources: dict = {}
-        return LoadedSpec(load_ml_program(folder, where, sources), path, folder, sources)
+        return _checked(LoadedSpec(load_ml_program(folder, where, sources), path, folder, sources), where)
     if os.path.isfile(os.path.join(folder, "model.espresso.net")):
         try:
             from mlc.io.compiled.espresso import load_espresso
@@ -62,7 +64,7 @@ def load_compiled(path: str | os.PathLike) -> LoadedSpec:
             if e.name != "mlc.io.compiled.espresso":
                 raise
             raise MLCUnsupportedError(f"{where}: compiled NeuralNetwork models are not supported yet") from e
-        return LoadedSpec(load_espresso(folder, where), path, folder)
+        return _checked(LoadedSpec(load_espresso(folder, where), path, folder), where)
     if os.path.isdir(os.path.join(folder, "model0")) or _root_holds_model(folder, where):
         try:
             from mlc.io.compiled.pipeline import load_pipeline
@@ -70,11 +72,27 @@ def load_compiled(path: str | os.PathLike) -> LoadedSpec:
             if e.name != "mlc.io.compiled.pipeline":
                 raise
             raise MLCUnsupportedError(f"{where}: compiled pipelines and classic models are not supported yet") from e
-        return LoadedSpec(load_pipeline(folder, where), path, folder)
+        return _checked(LoadedSpec(load_pipeline(folder, where), path, folder), where)
     raise MLCIOError(
         f"{where}: not a compiled Core ML model: the folder has no model.mil (ML Program), model.espresso.net "
         "(NeuralNetwork), model0/ (pipeline) or coremldata.bin holding a model"
     )
+
+
+_PIPELINES = {"pipeline": lambda p: p.models, "pipelineClassifier": lambda p: p.pipeline.models, "pipelineRegressor": lambda p: p.pipeline.models}
+
+
+def _checked(loaded: LoadedSpec, where: str) -> LoadedSpec:
+    """``loaded``, once its model and every pipeline stage in it (nested stages included) have a
+    specification version mlc knows (``check_specification_version``)."""
+    pending = [(loaded.spec, where)]
+    while pending:
+        spec, at = pending.pop()
+        check_specification_version(spec, at)
+        kind = spec.WhichOneof("Type")
+        if kind in _PIPELINES:
+            pending.extend((stage, f"{at}/model{i}") for i, stage in enumerate(_PIPELINES[kind](getattr(spec, kind))))
+    return loaded
 
 
 def _root_holds_model(folder: str, where: str) -> bool:
@@ -97,6 +115,8 @@ def load_description(folder: str, where: str):
         else:
             description = parse_description(payload, f"{where}/coremldata.bin")
             version = int(header["specification_version"])
+            if version >= 1 << 31:
+                raise MLCIOError(f"{where}/coremldata.bin: specification version {version} is not a Core ML version")
     meta_path = os.path.join(folder, "metadata.json")
     if os.path.isfile(meta_path):
         meta_where = f"{where}/metadata.json"
@@ -107,7 +127,7 @@ def load_description(folder: str, where: str):
             fill_description(description, meta, meta_where)
         if not version:
             declared = meta.get("specificationVersion", 0)
-            version = declared if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0 else 0
+            version = declared if isinstance(declared, int) and not isinstance(declared, bool) and 0 < declared < 1 << 31 else 0
     if description is None:
         raise MLCIOError(f"{where}: the folder has neither coremldata.bin nor metadata.json, so the model's inputs and outputs are unknown")
     return description, version

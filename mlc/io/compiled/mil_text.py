@@ -248,7 +248,10 @@ class _Parser:
                 self.expect(",")
                 shape = self.shape()
                 self.expect(">")
-                limits.check_tensor(shape, _ITEMSIZE[dtype], f"{self.where}:{self.location(offset)[0]}: a tensor<{dtype}>")
+                try:
+                    limits.check_tensor(shape, _ITEMSIZE[dtype], f"a tensor<{dtype}>")
+                except MLCParametersError as e:  # named where the type starts, not where the parser has read to
+                    self.fail(e.message, offset)
                 return _Tensor(dtype, shape)
             if word in ("list", "tuple", "dict", "state"):
                 self.expect("<")

@@ -12,7 +12,10 @@ A compiled folder that is not an ML Program is one of (its root ``coremldata.bin
   follows the header; the trailer is two uint64s (the number of stages, the format again).
   Stage ``i`` is the folder ``model<i>/``, itself a compiled model read by ``load_pipeline``
   (so pipelines nest, up to ``mlc.runtime.limits.MAX_NESTING``). The stages keep Model.proto's
-  default names (``model0``, ``model1``, ...), as the folders do.
+  default names (``model0``, ``model1``, ...), as the folders do. Each stage is a folder of its
+  own: a stage that links to a folder the load has already read (``model1 -> model0``,
+  ``model0 -> .``) is refused, or a few kilobytes of links would make the loader read
+  2**depth stages.
 * format 404, kind ``notreesyet``: a ``kNearestNeighborsClassifier`` (below).
 
 A model (the pipeline or a stage) is updatable when its folder has ``updateParameters/`` (or its
@@ -63,13 +66,18 @@ MAX_STAGES = 1 << 16
 __all__ = ["load_pipeline"]
 
 
-def load_pipeline(folder: str, where: str, *, depth: int = 0):
+def load_pipeline(folder: str, where: str, *, depth: int = 0, _read: dict[str, str] | None = None):
     """The ``Model`` proto of the compiled pipeline or classic model in ``folder`` (``where``
     names it in messages): a pipeline with its stages, a kNN classifier, a NeuralNetwork, or the
     whole ``Model`` a ``coremldata.bin`` of kind ``spec`` carries."""
     folder = os.fspath(folder)
     if depth > limits.MAX_NESTING:
         raise MLCParametersError(f"{where}: pipelines nest more than {limits.MAX_NESTING} deep")
+    read = {} if _read is None else _read  # real path of every model folder this load has read -> its name
+    real = os.path.realpath(folder)
+    if real in read:
+        raise MLCIOError(f"{where}: is the folder {read[real]} again (a link); each pipeline stage is a folder of its own")
+    read[real] = where
     if is_espresso_folder(folder):
         return load_espresso(folder, where)
     data_where = f"{where}/coremldata.bin"
@@ -83,7 +91,7 @@ def load_pipeline(folder: str, where: str, *, depth: int = 0):
         return model
     fmt = header["format"]
     if fmt == PIPELINE_CLASSIFIER:
-        return _pipeline_classifier(folder, where, header, payload, depth)
+        return _pipeline_classifier(folder, where, header, payload, depth, read)
     if fmt == KNN_CLASSIFIER:
         return _knn_classifier(folder, where, header, payload)
     if os.path.isfile(os.path.join(folder, "model.mil")):
@@ -119,7 +127,7 @@ def _u64s(data: bytes, count: int, where: str) -> tuple[int, ...]:
     return struct.unpack(f"<{count}Q", data)
 
 
-def _pipeline_classifier(folder: str, where: str, header: dict, payload: bytes, depth: int):
+def _pipeline_classifier(folder: str, where: str, header: dict, payload: bytes, depth: int, read: dict[str, str]):
     model = _base(folder, where, header, payload)
     stages, fmt = _u64s(header["trailer"], 2, f"{where}/coremldata.bin")
     if fmt != header["format"]:
@@ -132,7 +140,7 @@ def _pipeline_classifier(folder: str, where: str, header: dict, payload: bytes, 
         stage_folder = inside(folder, name, where)
         if not os.path.isdir(stage_folder):
             raise MLCIOError(f"{where}: the pipeline has {stages} stages but no folder {name}/")
-        pipeline.models.add().CopyFrom(load_pipeline(stage_folder, f"{where}/{name}", depth=depth + 1))
+        pipeline.models.add().CopyFrom(load_pipeline(stage_folder, f"{where}/{name}", depth=depth + 1, _read=read))
     return model
 
 
