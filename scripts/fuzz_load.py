@@ -1,19 +1,25 @@
 """Fuzz mlc's loader with hypothesis: mutated .mlmodel bytes and fields, .mlpackage manifests
-and weight blobs; every outcome must be a load (and prediction) or an mlc error.
+and weight blobs, compiled .mlmodelc folders (text MIL, espresso files, coremldata.bin,
+metadata.json, the folder's structure); every outcome must be a load (and prediction) or an
+mlc error.
 
     python scripts/fuzz_load.py --cases 100000 --workers 2      # writes fuzz/results.md and .json
+    python scripts/fuzz_load.py --targets 'mlmodelc_*' --report compiled --cases 24000   # fuzz/compiled.md
 
 Cases are split evenly over the (seed model, target) pairs of ``mlc.testing.fuzz.TARGETS``
-and run in ``--workers`` processes, each under an address-space limit (``--memory``) so a
+(``--targets``: only those matching a pattern) and run in ``--workers`` processes, each under an address-space limit (``--memory``) so a
 memory bomb that gets through fails as an allocation error (counted as a finding) instead of
 taking the machine down, and each case under a time limit (a hang is a finding). Inputs that
-give a finding are saved under ``fuzz/findings/`` to replay with ``--replay FILE``.
+give a finding are saved under ``fuzz/findings/`` to replay with ``--replay FILE``. Compiled
+targets need ../shared/testdata/compiled; where it is absent they are skipped, and the report
+says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import hashlib
 import json
 import multiprocessing
@@ -39,7 +45,7 @@ def _worker(job: dict) -> dict:
 
     counts: collections.Counter = collections.Counter()
     findings: list[dict] = []
-    seeds = fuzz.make_seeds(job["seed_dir"])
+    seeds = fuzz.make_seeds(job["seed_dir"], compiled=any(s in fuzz.COMPILED_SEEDS for s, _, _ in job["pairs"]))
     with tempfile.TemporaryDirectory(prefix="mlc-fuzz-") as scratch:
         work = fuzz.Workspace(seeds, scratch)
         for seed_name, target, n in job["pairs"]:
@@ -67,7 +73,7 @@ def _fuzz_pair(work, seed_name: str, target: str, n: int, job: dict, counts, fin
         with work.with_file(path, mutated):
             try:
                 jit = counts[(key, "@cases")] % job["jit_every"] == 0
-                outcome = fuzz.run_case(work.seeds[seed_name].path, predict=job["predict"], jit=jit, seconds=job["seconds"])
+                outcome = work.run(seed_name, predict=job["predict"], jit=jit, seconds=job["seconds"])
             except fuzz.Unexpected as e:
                 outcome = f"UNEXPECTED {e.kind}"
                 findings.append(_save_finding(job["findings"], key, path, mutated, e))
@@ -80,16 +86,25 @@ def _fuzz_pair(work, seed_name: str, target: str, n: int, job: dict, counts, fin
 def _save_finding(folder: str, key: str, path: str, data: bytes, error) -> dict:
     os.makedirs(folder, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    name = f"{key.replace('/', '-')}-{digest}{os.path.splitext(path)[1] or '.json'}"
+    extension = os.path.splitext(path)[1] if os.path.isfile(path) else ""
+    name = f"{key.replace('/', '-')}-{digest}{extension or '.json'}"
     with open(os.path.join(folder, name), "wb") as f:
         f.write(data)
     return {"target": key, "file": name, "kind": error.kind, "detail": error.detail[-1500:]}
 
 
-def _jobs(args) -> list[dict]:
-    from mlc.testing.fuzz import TARGETS
+def _pairs(args) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The (seed, target) pairs to fuzz, and the seeds left out with why (absent test data)."""
+    from mlc.testing import fuzz
 
-    pairs = [(s, t) for s, targets in TARGETS.items() for t in targets]
+    patterns = [p for p in args.targets.split(",") if p] if args.targets else ["*"]
+    chosen = [(s, t) for s, targets in fuzz.TARGETS.items() for t in targets
+              if any(fnmatch.fnmatchcase(f"{s}/{t}", p) or fnmatch.fnmatchcase(s, p) for p in patterns)]
+    skipped = {s: fuzz.missing_seed_reason(s) for s, _ in chosen if fuzz.missing_seed_reason(s)}
+    return [(s, t) for s, t in chosen if s not in skipped], skipped
+
+
+def _jobs(args, pairs: list[tuple[str, str]]) -> list[dict]:
     per_pair = -(-args.cases // len(pairs))
     jobs = []
     for w in range(args.workers):
@@ -99,7 +114,7 @@ def _jobs(args) -> list[dict]:
     return jobs
 
 
-def _report(args, results: list[dict], elapsed: float) -> dict:
+def _report(args, results: list[dict], elapsed: float, skipped: dict[str, str]) -> dict:
     per_target: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     seconds: collections.Counter = collections.Counter()
     for r in results:
@@ -123,8 +138,9 @@ def _report(args, results: list[dict], elapsed: float) -> dict:
         "per_target": {k: dict(sorted(c.items())) for k, c in sorted(per_target.items())},
         "seconds_per_target": dict(sorted(seconds.items())),
         "findings": findings,
+        "skipped": skipped,
         "settings": {"workers": args.workers, "seed": args.seed, "memory_limit_gib": args.memory, "case_time_limit_s": args.seconds,
-                     "predict": not args.load_only, "jit_every": args.jit_every},
+                     "predict": not args.load_only, "jit_every": args.jit_every, "targets": args.targets or "*"},
         "commit": _commit(),
         "versions": {"mlc": mlc.__version__, "python": platform.python_version(), "hypothesis": _version("hypothesis"),
                      "jax": _version("jax"), "coremltools": _version("coremltools"), "protobuf": _version("protobuf")},
@@ -147,6 +163,20 @@ def _version(name: str) -> str:
     return version(name)
 
 
+COMPILED_TEXT = (
+    "Compiled `.mlmodelc` targets (seeds: copies of ../shared/testdata/compiled): `mil_text` edits model.mil's tokens and lines "
+    "(deleted, duplicated, swapped, replaced, spliced), truncates it or flips bytes; `mil_values` makes numbers huge or invalid, "
+    "changes shapes and data types, nests brackets and types deeply, points BLOBFILE paths out of the folder and offsets anywhere, "
+    "swaps op types and value names; `coremldata`/`stage_coremldata` edit coremldata.bin's header (format, kind and its length, "
+    "specification version, payload length), its protobuf payload and its trailer; `net`/`shape`/`metadata` edit "
+    "model.espresso.net, model.espresso.shape and metadata.json as JSON (values, types, blob ids, layer order, deep nesting); "
+    "`espresso_weights` edits model.espresso.weights' blob count, table and length; `neighbors` a kNN's numberOfNeighbors; "
+    "`structure` removes, empties, replaces, renames, copies or links files and stage folders (a link out of the folder to a copy "
+    "of the very file must be refused wherever the loader reads it: anything else counts as an `escape` finding), or makes a FIFO. "
+    "mlmodelc_findfour only loads (its prediction takes seconds). "
+)
+
+
 def _markdown(report: dict) -> str:
     lines = [
         "# Loader fuzzing (scripts/fuzz_load.py)",
@@ -159,7 +189,7 @@ def _markdown(report: dict) -> str:
         "Each case mutates one file of a valid seed model (mlc.testing.fuzz): `bytes` flips, overwrites, inserts, deletes or "
         "truncates the protobuf; `fields` parses it and sets a field anywhere to an edge value or another name of the spec, or "
         "deletes, duplicates or swaps repeated elements; `manifest` edits Manifest.json; `weights` edits the weight blob's "
-        "header, metadata or bytes. " + (
+        "header, metadata or bytes. " + (COMPILED_TEXT if any(k.startswith("mlmodelc_") for k in report["per_target"]) else "") + (
             f"A model that loads then predicts on example inputs: every {report['settings']['jit_every']}th case jitted "
             "(an XLA compile), the others op by op (`jax.disable_jit`)."
             if report["settings"]["predict"] else "Load only (`--load-only`): a model that loads is not run."
@@ -177,6 +207,8 @@ def _markdown(report: dict) -> str:
             f"| {key} | {n} | {outcomes.get('loaded', 0)} | {outcomes.get('predicted', 0)} | {outcomes.get('predicted op by op', 0)} "
             f"| {codes} | {bad} |"
         )
+    for seed, why in report.get("skipped", {}).items():
+        lines.append(f"| {seed}/* | skipped: {why} | | | | | |")
     if report["findings"]:
         lines += ["", "## Findings", ""]
         for f in report["findings"][:50]:
@@ -186,11 +218,11 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _rewrite(folder: str) -> None:
-    """Write ``results.md`` again from ``results.json`` (after a change to the report's format)."""
-    with open(os.path.join(folder, "results.json")) as f:
+def _rewrite(folder: str, name: str) -> None:
+    """Write ``NAME.md`` again from ``NAME.json`` (after a change to the report's format)."""
+    with open(os.path.join(folder, f"{name}.json")) as f:
         report = json.load(f)
-    with open(os.path.join(folder, "results.md"), "w") as f:
+    with open(os.path.join(folder, f"{name}.md"), "w") as f:
         f.write(_markdown(report))
 
 
@@ -200,13 +232,13 @@ def _replay(path: str) -> None:
 
     name = os.path.basename(path)
     seed_name, target = name.split("-")[:2]
+    if fuzz.missing_seed_reason(seed_name):
+        sys.exit(f"{name}: cannot replay: {fuzz.missing_seed_reason(seed_name)}")
     seeds = fuzz.make_seeds(os.path.join(ROOT, "fuzz", ".seeds"))
     with tempfile.TemporaryDirectory() as scratch:
         work = fuzz.Workspace(seeds, scratch)
-        s = work.seeds[seed_name]
-        target_file = {"manifest": s.manifest, "weights": s.weights}.get(target, s.spec_file)
-        with open(path, "rb") as f, work.with_file(target_file, f.read()):
-            print(fuzz.run_case(s.path))
+        with open(path, "rb") as f, work.with_file(work.target_file(seed_name, target), f.read()):
+            print(work.run(seed_name))
 
 
 def main() -> None:
@@ -220,29 +252,36 @@ def main() -> None:
     p.add_argument("--jit-every", type=int, default=10, help="every K-th case predicts jitted (compiled); the others op by op")
     p.add_argument("--out", default=os.path.join(ROOT, "fuzz"))
     p.add_argument("--seed-dir", default=os.path.join(ROOT, "fuzz", ".seeds"))
+    p.add_argument("--targets", default="", help="comma-separated patterns of SEED/TARGET or SEED to fuzz (default: all), e.g. 'mlmodelc_*'")
+    p.add_argument("--report", default="results", help="write OUT/REPORT.md and OUT/REPORT.json")
     p.add_argument("--replay", help="run one saved finding")
-    p.add_argument("--rewrite", action="store_true", help="only write OUT/results.md again from OUT/results.json")
+    p.add_argument("--rewrite", action="store_true", help="only write OUT/REPORT.md again from OUT/REPORT.json")
     args = p.parse_args()
     if args.replay:
         return _replay(args.replay)
     if args.rewrite:
-        return _rewrite(args.out)
+        return _rewrite(args.out, args.report)
     from mlc.testing import fuzz
 
     os.environ["MLC_COMPILATION_CACHE"] = "0"
     os.environ.setdefault("TQDM_DISABLE", "1")
+    pairs, skipped = _pairs(args)
+    for seed, why in skipped.items():
+        print(f"skipped {seed}: {why}", file=sys.stderr)
+    if not pairs:
+        sys.exit("no target to fuzz" + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
     fuzz.make_seeds(args.seed_dir)  # once, before the workers read them
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.workers) as pool:
-        results = pool.map(_worker, _jobs(args))
-    report = _report(args, results, time.perf_counter() - start)
+        results = pool.map(_worker, _jobs(args, pairs))
+    report = _report(args, results, time.perf_counter() - start, skipped)
     os.makedirs(args.out, exist_ok=True)
     from mlc.io.atomic import atomic_write
 
-    with atomic_write(os.path.join(args.out, "results.json")) as tmp, open(tmp, "w") as f:
+    with atomic_write(os.path.join(args.out, f"{args.report}.json")) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=1)
-    with atomic_write(os.path.join(args.out, "results.md")) as tmp, open(tmp, "w") as f:
+    with atomic_write(os.path.join(args.out, f"{args.report}.md")) as tmp, open(tmp, "w") as f:
         f.write(_markdown(report))
     print(_markdown(report))
     sys.exit(1 if report["unexpected"] else 0)

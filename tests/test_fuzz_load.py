@@ -2,7 +2,8 @@
 
 Every case must load (and predict) or raise an ``mlc.MLCError``; anything else fails the test,
 and hypothesis shrinks the mutation that caused it. The mutators and seeds are
-``mlc.testing.fuzz``'s; the committed long run is fuzz/results.md."""
+``mlc.testing.fuzz``'s; the committed long run is fuzz/results.md. Compiled .mlmodelc targets
+run in tests/compiled/test_compiled_fuzz.py."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from mlc.testing import fuzz
 pytestmark = pytest.mark.hostile
 
 CASES = int(os.environ.get("MLC_FUZZ_CASES", "40"))  # per (seed, target) pair
-PAIRS = [(s, t) for s, targets in fuzz.TARGETS.items() for t in targets]
+PAIRS = [(s, t) for s, targets in fuzz.TARGETS.items() if s not in fuzz.COMPILED_SEEDS for t in targets]  # compiled: tests/compiled
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    seeds = fuzz.make_seeds(str(tmp_path_factory.mktemp("fuzz-seeds")))
+    seeds = fuzz.make_seeds(str(tmp_path_factory.mktemp("fuzz-seeds")), compiled=False)
     return fuzz.Workspace(seeds, str(tmp_path_factory.mktemp("fuzz-work")))
 
 

@@ -18,17 +18,28 @@ another exception, a crash or a hang. This module holds what the hypothesis fuzz
   ``manifest`` (JSON-aware edits of ``Manifest.json``: paths leaving the package, wrong
   types, missing keys, bytes) and ``weights`` (the blob file's header and metadata fields,
   bytes, truncation).
+* Compiled ``.mlmodelc`` seeds (``COMPILED_SEEDS``): copies of the published folders in
+  ../shared/testdata/compiled (ML Programs, espresso NeuralNetworks, a pipeline with a kNN stage,
+  a Create ML pipeline); absent there, they are absent here (``missing_seed_reason``). Their
+  targets: ``mil_text`` and ``mil_values`` (model.mil's tokens and lines; its numbers, shapes,
+  data types, nesting, BLOBFILE paths and offsets, op types, names), ``coremldata`` and
+  ``stage_coremldata`` (header, payload, trailer), ``metadata``, ``net`` and ``shape`` (JSON),
+  ``espresso_weights``, ``weights``, ``neighbors`` and ``structure`` (files and stage folders
+  removed, replaced, renamed, copied, linked in or out, FIFOs: ``apply_structure``).
 * ``run_case``: load (and predict) one mutated model under a time limit, returning its
   outcome: ``"loaded"``, ``"predicted"`` or ``"mlc:<code>"``; anything else raises
-  ``Unexpected`` carrying the traceback.
+  ``Unexpected`` carrying the traceback. ``Workspace.run`` adds the folder rule: a structure
+  case that links a file the loader reads out of the folder must end in an mlc error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import traceback
@@ -76,14 +87,20 @@ def hypothesis_draw(data) -> Draw:
 @dataclasses.dataclass
 class Seed:
     name: str
-    path: str  # the .mlmodel file or .mlpackage folder
-    spec_file: str  # the protobuf inside it
+    path: str  # the .mlmodel file, .mlpackage folder or .mlmodelc folder
+    spec_file: str | None  # the protobuf inside it (None for a compiled folder)
     manifest: str | None = None
     weights: str | None = None
+    # compiled seeds: target -> the file it mutates ("structure": the folder itself)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    predict: bool = True  # False: a mutated model that loads is not run (too slow to run per case)
+    # paths (relative to ``path``) the loader never reads: a link out of the folder there is no escape
+    unread: tuple[str, ...] = ()
 
 
-def make_seeds(folder: str) -> dict[str, Seed]:
-    """Build the seed models under ``folder`` (coremltools needed; a second of work)."""
+def make_seeds(folder: str, *, compiled: bool = True) -> dict[str, Seed]:
+    """Build the seed models under ``folder`` (coremltools needed; a second of work), and with
+    ``compiled`` copy the compiled test folders (``make_compiled_seeds``) that are present."""
     from mlc.io.proto import import_coremltools
 
     import_coremltools()  # quietly, before the converters import it
@@ -102,6 +119,8 @@ def make_seeds(folder: str) -> dict[str, Seed]:
     if not os.path.isfile(trees):
         _save_spec(_tree_seed(), trees)
     seeds["trees"] = Seed("trees", trees, trees)
+    if compiled:
+        seeds.update(make_compiled_seeds(folder))
     return seeds
 
 
@@ -367,47 +386,638 @@ def _put_int(buf: bytearray, at: int, width: int, value: int) -> None:
     buf[at : at + width] = (int(value) % (1 << (8 * width))).to_bytes(width, "little")
 
 
+# -- compiled .mlmodelc folders ----------------------------------------------------------------
+#
+# Seeds are copies of the published compiled folders in ../shared/testdata/compiled (real files
+# from Xcode's coremlc; no Linux tool writes them). Where that folder is absent the compiled
+# seeds are absent too, and their targets are skipped (``missing_seed_reason`` says why).
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledSeed:
+    folder: str  # relative to the compiled test data
+    files: dict  # target -> file relative to the folder ("" for "structure": the folder)
+    predict: bool = True
+    unread: tuple[str, ...] = ()
+    synthetic_weights: bool = False  # parse_only: write a weights/weight.bin that fits the BLOBFILE values
+
+
+_ML_PROGRAM_FILES = {"mil_text": "model.mil", "mil_values": "model.mil", "coremldata": "coremldata.bin", "metadata": "metadata.json"}
+_NETWORK_FILES = {"net": "model.espresso.net", "shape": "model.espresso.shape", "espresso_weights": "model.espresso.weights",
+                  "coremldata": "coremldata.bin", "metadata": "metadata.json"}
+_NETWORK_UNREAD = ("analytics", "model", "neural_network_optionals")
+
+COMPILED_SEEDS = {
+    # ML Program, iOS16, int8 constexpr_affine_dequantize, LSTM, BLOBFILE weights
+    "mlmodelc_silero": CompiledSeed("silero_vad_int8/unified_int8.mlmodelc",
+                                    {**_ML_PROGRAM_FILES, "weights": "weights/weight.bin", "structure": ""}, unread=("analytics",)),
+    # ML Program without weights, three outputs
+    "mlmodelc_tokens": CompiledSeed("fluidaudio_token_duration/TokenDurationPrediction.mlmodelc", dict(_ML_PROGRAM_FILES)),
+    # ML Program with flexible shapes (``?`` dimensions, FlexibleShapeInformation)
+    "mlmodelc_flexible": CompiledSeed("fluidaudio_transpose_encoder/TransposeEncoder.mlmodelc", dict(_ML_PROGRAM_FILES)),
+    # ML Program described by metadata.json alone (no coremldata.bin); its weights were not
+    # published, so the seed gets random ones at the offsets its BLOBFILE values name
+    "mlmodelc_mel": CompiledSeed("parse_only/whisper_tiny_en_melspectrogram",
+                                 {"mil_text": "model.mil", "mil_values": "model.mil", "metadata": "metadata.json"}, synthetic_weights=True),
+    # NeuralNetwork classifier (espresso), fp32 weights, int64 labels in the trailer
+    "mlmodelc_mnist": CompiledSeed("mnist_classifier/MNISTClassifier.mlmodelc", {**_NETWORK_FILES, "structure": ""}, unread=_NETWORK_UNREAD),
+    # NeuralNetwork (espresso), fp16 weights, 70 layers: load only (a prediction takes seconds)
+    "mlmodelc_findfour": CompiledSeed("cardscan_findfour/FindFour.mlmodelc",
+                                      {k: _NETWORK_FILES[k] for k in ("net", "shape", "espresso_weights")}, predict=False),
+    # pipelineClassifier: NeuralNetwork stage + updatable kNN stage
+    "mlmodelc_pipeline": CompiledSeed(
+        "updatable_drawing_classifier/UpdatableDrawingClassifier.mlmodelc",
+        {"structure": "", "coremldata": "coremldata.bin", "stage_coremldata": "model1/coremldata.bin",
+         "neighbors": "model1/modelParameters/numberOfNeighbors/coremldata.bin", "net": "model0/model.espresso.net", "metadata": "metadata.json"},
+        unread=("analytics", "updateParameters", *(f"model0/{u}" for u in _NETWORK_UNREAD))),
+    # Create ML pipeline whose coremldata.bin files carry whole Models (refused by name when lowered)
+    "mlmodelc_spec": CompiledSeed("scarycat_ovr_sphynx_v22/ScaryCatScreeningML_OvR_sphynx_v22.mlmodelc",
+                                  {"coremldata": "coremldata.bin", "stage_coremldata": "model1/coremldata.bin", "structure": ""},
+                                  unread=("analytics",)),
+}
+
+
+def compiled_testdata() -> str:
+    """Where the compiled test folders are: ``$MLC_COMPILED_TESTDATA``, else
+    ``../shared/testdata/compiled`` beside this checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.environ.get("MLC_COMPILED_TESTDATA") or os.path.join(os.path.dirname(root), "shared", "testdata", "compiled")
+
+
+def missing_seed_reason(name: str) -> str | None:
+    """Why the compiled seed ``name`` cannot be made here, or None when it can."""
+    if name not in COMPILED_SEEDS:
+        return None
+    source = os.path.join(compiled_testdata(), COMPILED_SEEDS[name].folder)
+    if not os.path.isdir(source):
+        return f"the compiled test folder {source} is absent (see ../shared/testdata/SOURCES.md)"
+    return None
+
+
+def make_compiled_seeds(folder: str) -> dict[str, Seed]:
+    """Writable copies of the compiled test folders under ``folder``, those present."""
+    seeds = {}
+    for name, c in COMPILED_SEEDS.items():
+        if missing_seed_reason(name):
+            continue
+        dst = os.path.join(folder, name + ".mlmodelc")
+        if not os.path.isdir(dst):
+            tmp = dst + ".partial"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(os.path.join(compiled_testdata(), c.folder), tmp)
+            for root, dirs, files in os.walk(tmp):
+                for entry in (*dirs, *files):
+                    os.chmod(os.path.join(root, entry), 0o755 if entry in dirs else 0o644)
+            if c.synthetic_weights:
+                _synthetic_weights(tmp)
+            os.replace(tmp, dst)
+        files = {t: os.path.join(dst, f) if f else dst for t, f in c.files.items()}
+        seeds[name] = Seed(name, dst, None, files=files, predict=c.predict, unread=c.unread)
+    return seeds
+
+
+_BLOBFILE_CONST = re.compile(
+    r'tensor<(\w+), \[([0-9, ]*)\]>\(BLOBFILE\(path = (?:tensor<string, \[\]>|string)\("@model_path/weights/weight\.bin"\), '
+    r"offset = (?:tensor<uint64, \[\]>|uint64)\(([0-9]+)\)\)\)"
+)
+
+
+def _synthetic_weights(folder: str) -> None:
+    """A ``weights/weight.bin`` of small random values at the offsets the ``model.mil`` names."""
+    from mlc.io.blob import BlobWriter
+
+    with open(os.path.join(folder, "model.mil")) as f:
+        text = f.read()
+    blobs = sorted({(int(o), d, tuple(int(x) for x in s.split(",") if x.strip())) for d, s, o in _BLOBFILE_CONST.findall(text)})
+    writer, rng = BlobWriter(), np.random.default_rng(0)
+    for offset, dtype, shape in blobs:
+        got = writer.add(dtype, (rng.normal(size=shape) * 0.1).astype(np.float16 if dtype == "fp16" else np.float32))
+        if got != offset:
+            raise RuntimeError(f"{folder}: a synthetic blob lands at {got}, the program names {offset}")
+    os.makedirs(os.path.join(folder, "weights"), exist_ok=True)
+    writer.write(os.path.join(folder, "weights", "weight.bin"))
+
+
+# text MIL: tokens as the mutators see them (the parser's own tokenizer is stricter)
+_MIL_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|0[xX][0-9a-fA-F.]+(?:[pP][+-]?[0-9]+)?|[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?'
+                        r"|[A-Za-z_][A-Za-z0-9_]*|->|\s+|.", re.DOTALL)
+HOSTILE_MIL_TOKENS = (
+    "(", ")", "[", "]", "{", "}", "<", ">", ",", "=", ";", "->", "?", "-", "*", "//", "BLOBFILE", "tensor", "list", "tuple", "dict",
+    "state", "fp16", "fp32", "int4", "uint1", "uint64", "string", "bool", "func", "program", "main", "const", "while_loop", "cond",
+    "true", "nan", "inf", '""', '"\\u0000"', '"\\uD800"', '"\\xff"', '"\\"', "0", "-1", "99999999999999999999999", "1e400",
+    "0x1p+99999", "0x", "1.", ".", "@", "\x00", "é", "\ufeff",
+)
+HOSTILE_NUMBERS = (
+    "0", "-0", "1", "-1", "2", "7", "255", "256", "65535", "65536", "2147483647", "2147483648", "-2147483649", "4294967295", "4294967296",
+    "9223372036854775807", "9223372036854775808", "-9223372036854775809", "18446744073709551615", "18446744073709551616",
+    "9" * 41, "9" * 5000, "00000000000000000000000000000000000000000000001", "1e38", "3.5e38", "1e400", "-1e400", "1e-400", "65504", "65520",
+    "0x1p+1024", "0x1.fffffep+127", "0x1p-1075", "0x0p+0", "0x", "0xffffffffffffffff", "1.", ".5", "1e", "nan", "inf", "-inf",
+)
+HOSTILE_DIMS = ("", "?", "0", "1", "?, ?", "0, 0", "4294967296", "1, 4294967296", "99999, 99999, 99999", "-1", "1,", ",", "1, ?",
+                ", ".join(["1"] * 70), ", ".join(["2"] * 40), "9" * 30, "1.5", "0x10")
+MIL_DTYPES = ("bool", "string", "fp16", "fp32", "fp64", "bf16", "fp8e4m3fn", "int4", "int8", "int16", "int32", "int64", "uint1", "uint2",
+              "uint3", "uint4", "uint6", "uint8", "uint16", "uint32", "uint64", "complex64", "int")
+TRICKY_OPS = ("while_loop", "cond", "fill", "tile", "range_1d", "make_list", "list_write", "random_uniform", "reshape", "const",
+              "constexpr_lut_to_dense", "constexpr_affine_dequantize", "constexpr_sparse_to_dense", "read_state", "identity", "unknown_op")
+HOSTILE_BLOB_PATHS = (
+    "@model_path/../x.bin", "@model_path/../../../../etc/passwd", "/etc/passwd", "@model_path/weights/../../outside.bin", "@model_path/",
+    "@model_path/weights", "@model_path/missing.bin", "@model_path/model.mil", "@model_path/coremldata.bin", "@model_path//etc/passwd",
+    "@model_path/weights/../weights/weight.bin", "@model_path/weights/weight.bin\\u0000", "@model_path/weights/weight.bin/..", "weights/weight.bin",
+    "@model_path/" + "a" * 5000, "@model_path/weights/weight.bin\\n", "@model_path/.", "@model_path/weights/./weight.bin", "",
+)
+
+
+def mutate_mil_text(data: bytes, draw: Draw) -> bytes:
+    """``model.mil`` edited as text: tokens deleted, duplicated, swapped, replaced or inserted;
+    lines deleted, duplicated, swapped or moved; spans spliced; the file truncated; or bytes."""
+    kind = draw("choice", ("token", "token", "line", "splice", "truncate", "bytes"))
+    if kind == "bytes":
+        return mutate_bytes(data, draw)
+    text = data.decode("utf-8")
+    if kind == "truncate":
+        return text[: draw("int", (0, len(text)))].encode("utf-8")
+    if kind == "line":
+        lines = text.splitlines(keepends=True)
+        for _ in range(draw("int", (1, 3))):
+            i, j = draw("int", (0, len(lines) - 1)), draw("int", (0, len(lines) - 1))
+            op = draw("choice", ("delete", "duplicate", "swap", "move"))
+            if op == "delete" and len(lines) > 1:
+                del lines[i]
+            elif op == "duplicate":
+                lines.insert(j, lines[i])
+            elif op == "swap":
+                lines[i], lines[j] = lines[j], lines[i]
+            elif op == "move":
+                lines.insert(j, lines.pop(i))
+        return "".join(lines).encode("utf-8")
+    tokens = _MIL_TOKEN.findall(text)
+    solid = [i for i, t in enumerate(tokens) if not t.isspace()]
+    if kind == "splice":
+        a, b = sorted((draw("int", (0, len(tokens))), draw("int", (0, len(tokens)))))
+        b = min(b, a + draw("int", (1, 400)))
+        at = draw("int", (0, len(tokens)))
+        tokens[at:at] = tokens[a:b]
+        return "".join(tokens).encode("utf-8")
+    pool = sorted({tokens[i] for i in solid if len(tokens[i]) < 80})
+    for _ in range(draw("int", (1, 3))):
+        i = solid[draw("int", (0, len(solid) - 1))]
+        op = draw("choice", ("delete", "duplicate", "swap", "replace", "replace", "insert"))
+        if op == "delete":
+            tokens[i] = ""
+        elif op == "duplicate":
+            tokens[i] = tokens[i] + " " + tokens[i]
+        elif op == "swap":
+            j = solid[draw("int", (0, len(solid) - 1))]
+            tokens[i], tokens[j] = tokens[j], tokens[i]
+        else:
+            new = draw("choice", HOSTILE_MIL_TOKENS) if draw("choice", (True, False)) else pool[draw("int", (0, len(pool) - 1))]
+            tokens[i] = new if op == "replace" else f"{new} {tokens[i]}"
+    return "".join(tokens).encode("utf-8")
+
+
+def _replace_match(text: str, pattern: str, draw: Draw, choices, group: int = 1) -> str:
+    """Replace group ``group`` of one match of ``pattern`` (drawn) with one of ``choices``."""
+    matches = list(re.finditer(pattern, text))
+    if not matches:
+        return text
+    m = matches[draw("int", (0, len(matches) - 1))]
+    new = draw("choice", tuple(choices))
+    return text[: m.start(group)] + new + text[m.end(group) :]
+
+
+def mutate_mil_values(data: bytes, draw: Draw) -> bytes:
+    """``model.mil``'s values edited where they mean something: numbers made huge or invalid,
+    tensor shapes and data types changed, deep nesting inserted, BLOBFILE paths and offsets,
+    op types and value names swapped, strings replaced."""
+    text = data.decode("utf-8")
+    for _ in range(draw("int", (1, 2))):
+        kind = draw("choice", ("number", "number", "shape", "dtype", "nesting", "blob_path", "blob_offset", "op", "name", "string"))
+        if kind == "number":
+            text = _replace_match(text, r"(?<![\w.])(-?(?:0[xX][0-9a-fA-F.]+(?:[pP][+-]?\d+)?|\d+\.?\d*(?:[eE][+-]?\d+)?))", draw, HOSTILE_NUMBERS)
+        elif kind == "shape":
+            text = _replace_match(text, r"tensor<\w+, \[([^\]]*)\]>", draw, HOSTILE_DIMS)
+        elif kind == "dtype":
+            text = _replace_match(text, r"(?:tensor<|<|\b)(" + "|".join(MIL_DTYPES[:-2]) + r")\b", draw, MIL_DTYPES)
+        elif kind == "nesting":
+            n = draw("choice", (63, 64, 65, 200, 5000, 100_000))
+            opener = draw("choice", ("(", "[", "{", "list<", "tuple<", "state<", "tensor<fp32, [1]>(", "[[", "cond() { "))
+            tokens = _MIL_TOKEN.findall(text)
+            at = draw("int", (0, len(tokens)))
+            closer = {"(": ")", "[": "]", "{": "}", "[[": "]]", "tensor<fp32, [1]>(": ")", "cond() { ": "} -> ()"}.get(opener, ">")
+            balanced = draw("choice", (True, False))
+            tokens.insert(at, opener * n + ("1" + closer * n if balanced else ""))
+            text = "".join(tokens)
+        elif kind == "blob_path":
+            text = _replace_match(text, r'BLOBFILE\(path = (?:tensor<string, \[\]>|string)\("([^"]*)"\)', draw, HOSTILE_BLOB_PATHS)
+        elif kind == "blob_offset":
+            offsets = tuple(sorted(set(re.findall(r"offset = (?:tensor<uint64, \[\]>|uint64)\((\d+)\)", text))))
+            text = _replace_match(text, r"offset = (?:tensor<uint64, \[\]>|uint64)\((\d+)\)", draw,
+                                  offsets + tuple(str(v) for v in (0, 1, 63, 65, 128, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64)) + ("-1", "0x40", "1e3"))
+        elif kind == "op":
+            ops = tuple(sorted(set(re.findall(r"= (\w+)\(", text)))) + TRICKY_OPS
+            text = _replace_match(text, r"= (\w+)\(", draw, ops)
+        elif kind == "name":
+            names = tuple(sorted(set(re.findall(r"\w+ = (\w+)[,)]", text)))) + ("undefined_name", "main", "BLOBFILE")
+            text = _replace_match(text, r"\w+ = (\w+)[,)]", draw, names)
+        else:
+            text = _replace_match(text, r'"((?:[^"\\\n]|\\.)*)"', draw,
+                                  ("", "\\u12", "\\uD800", "\\U00110000", "\\777", "\\q", "é", "a" * 10_000, "main", "x", "@model_path/..", "%s%n"))
+    return text.encode("utf-8")
+
+
+# JSON files (metadata.json, model.espresso.net / .shape)
+_DEEP = "__mlc_fuzz_deep__"  # placeholders for JSON text json.dumps cannot write: deep nesting,
+_HUGE = "__mlc_fuzz_huge__"  # an integer of 5,000 digits (past Python's int/str conversion limit)
+HOSTILE_JSON_STRINGS = ("[1, 4294967296]", "[1, 99999999999999999999]", "[[1, 2], [3]]", "[-5]", "[" * 200, "[]", "[1, 2, 3, 4, 5, 6]",
+                        "[[1, 1], [1, -1]]", "1e999", "Float32", "Float16", "Int8", "Image", "MultiArray", "Dictionary", "State", "String",
+                        "Int64", "Double", "Grayscale", "BGR", "RGB", "1", "0", "\ud800", "model.espresso.weights", "../outside.bin")
+
+
+def _json_places(value, parent=None, key=None):
+    yield parent, key, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _json_places(v, value, k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _json_places(v, value, i)
+
+
+def mutate_json(data: bytes, draw: Draw) -> bytes:
+    """JSON-aware edits: a value anywhere set to an edge value (or another value of the same
+    file: another blob id, layer type or name), deleted, duplicated, swapped, its key renamed,
+    deep nesting; or raw byte mutations."""
+    if draw("choice", (True, False, False, False)):
+        return mutate_bytes(data, draw)
+    doc = json.loads(data)
+    places = list(_json_places(doc))
+    scalars = sorted({repr(v): v for _, _, v in places if isinstance(v, (str, int, float)) and not isinstance(v, bool)}.items())
+    keys = sorted({k for p, k, _ in places if isinstance(p, dict)})
+    for _ in range(draw("int", (1, 3))):
+        places = list(_json_places(doc))
+        parent, key, value = places[draw("int", (0, len(places) - 1))]
+        op = draw("choice", ("set", "set", "set", "same", "delete", "duplicate", "swap", "rename", "wrap"))
+        if op in ("set", "same"):
+            if op == "same" and scalars:
+                new = scalars[draw("int", (0, len(scalars) - 1))][1]
+            else:
+                new = draw("choice", INTERESTING_INTS + INTERESTING_FLOATS + HOSTILE_STRINGS + HOSTILE_JSON_STRINGS
+                           + (None, True, False, [], {}, 10**30, 10**400, _HUGE, 0.5, -0.5, _DEEP, [value], {"x": value}))
+            if parent is None:
+                doc = new
+            else:
+                parent[key] = new
+        elif op == "delete" and parent is not None:
+            del parent[key]
+        elif op == "duplicate" and isinstance(parent, list):
+            parent.insert(draw("int", (0, len(parent))), copy.deepcopy(value))
+        elif op == "swap" and isinstance(parent, list) and len(parent) > 1:
+            j = draw("int", (0, len(parent) - 1))
+            parent[key], parent[j] = parent[j], parent[key]
+        elif op == "rename" and isinstance(parent, dict) and keys:
+            new_key = draw("choice", tuple(keys) + ("", "x", "\ud800"))
+            parent[new_key] = parent.pop(key)
+        elif op == "wrap" and parent is not None:
+            parent[key] = _DEEP
+    text = json.dumps(doc)
+    n = draw("choice", (100, 5000, 100_000))
+    text = text.replace(json.dumps(_DEEP), "[" * n + "]" * n).replace(json.dumps(_HUGE), "9" * 5000)
+    return text.encode("utf-8", "surrogatepass")
+
+
+# coremldata.bin: header, protobuf payload, trailer (mlc.io.compiled.coremldata)
+COREMLDATA_FORMATS = (500, 403, 502, 200, 404, 400, 2000, 2002, 0, 1, 2**32 - 1)
+COREMLDATA_KINDS = (b"spec", b"generic", b"notreesyet", b"", b"generic.model0v1.0.0spec.model1v1.0.0spec", b"\xff\xfe", b"\x00", b"a" * 300, b"spec\x00")
+
+
+def _coremldata_layout(data: bytes) -> dict | None:
+    """Where a ``coremldata.bin``'s fields lie (None if the header does not hold together)."""
+    if len(data) < 0x24:
+        return None
+    kind_length = int.from_bytes(data[0x1C:0x24], "little")
+    kind_end = 0x24 + kind_length
+    if kind_end + 32 > len(data):
+        return None
+    layout = {"kind_end": kind_end, "kind": data[0x24:kind_end], "version_at": kind_end, "payload_at": kind_end + 32}
+    if layout["kind"] == b"spec":
+        layout.update(length_at=None, payload_end=len(data))
+        return layout
+    if kind_end + 40 > len(data):
+        return None
+    length = int.from_bytes(data[kind_end + 32 : kind_end + 40], "little")
+    if kind_end + 40 + length > len(data):
+        return None
+    layout.update(length_at=kind_end + 32, payload_at=kind_end + 40, payload_end=kind_end + 40 + length)
+    return layout
+
+
+def mutate_coremldata(data: bytes, draw: Draw) -> bytes:
+    """A ``coremldata.bin``'s header fields (format, counts, the kind string and its length, the
+    specification version, the payload length), its protobuf payload (fields or bytes, the
+    length kept right or not), its trailer (counts, label types, string lengths), or bytes."""
+    layout = _coremldata_layout(data)
+    kinds = ("format", "fields", "kind_length", "kind", "version", "version", "payload_length", "payload_fields", "payload_fields",
+             "payload_bytes", "trailer", "trailer", "truncate", "bytes")
+    kind = draw("choice", kinds) if layout else "bytes"
+    buf = bytearray(data)
+    if kind == "bytes":
+        return mutate_bytes(data, draw)
+    if kind == "truncate":
+        return bytes(buf[: draw("int", (0, len(buf)))])
+    if kind == "format":
+        _put_int(buf, 0, 4, draw("choice", COREMLDATA_FORMATS + INTERESTING_INTS))
+    elif kind == "fields":
+        at = draw("choice", (4, 12, 20, layout["kind_end"] + 8, layout["kind_end"] + 16, layout["kind_end"] + 24))
+        _put_int(buf, at, 8, draw("choice", INTERESTING_INTS))
+    elif kind == "kind_length":
+        n = len(layout["kind"])
+        _put_int(buf, 0x1C, 8, draw("choice", INTERESTING_INTS + (n - 1, n + 1, len(buf))))
+    elif kind == "kind":
+        new = draw("choice", COREMLDATA_KINDS)
+        buf[0x24 : layout["kind_end"]] = new
+        _put_int(buf, 0x1C, 8, len(new))
+    elif kind == "version":
+        _put_int(buf, layout["version_at"], 8, draw("choice", INTERESTING_INTS + tuple(range(1, 13)) + (99, 2**31)))
+    elif kind == "payload_length":
+        if layout["length_at"] is None:
+            return mutate_bytes(data, draw)
+        n = layout["payload_end"] - layout["payload_at"]
+        _put_int(buf, layout["length_at"], 8, draw("choice", INTERESTING_INTS + (n - 1, n + 1, len(buf), len(buf) - layout["payload_at"])))
+    elif kind in ("payload_fields", "payload_bytes"):
+        from mlc.io.proto import proto
+
+        payload = bytes(buf[layout["payload_at"] : layout["payload_end"]])
+        if kind == "payload_fields":
+            model = proto("Model").Model if layout["length_at"] is None else proto("Model").ModelDescription
+            new = mutate_fields(payload, draw, model)
+        else:
+            new = mutate_bytes(payload, draw)
+        buf[layout["payload_at"] : layout["payload_end"]] = new
+        if layout["length_at"] is not None and draw("choice", (True, True, True, False)):  # mostly keep the length right
+            _put_int(buf, layout["length_at"], 8, len(new))
+    elif kind == "trailer":
+        start = layout["payload_end"]
+        if start >= len(buf):
+            buf += bytes(draw("int", (1, 64)))
+        else:
+            op = draw("choice", ("u64", "u64", "u32", "truncate", "extend"))
+            if op == "truncate":
+                del buf[draw("int", (start, len(buf) - 1)) :]
+            elif op == "extend":
+                buf += draw("bytes", 32)
+            else:
+                width = 8 if op == "u64" else 4
+                at = draw("int", (start, max(start, len(buf) - width)))
+                at = start + (at - start) // width * width
+                _put_int(buf, at, width, draw("choice", INTERESTING_INTS + (100, 101, 110, 200, 403, 404, 500, 502)))
+    return bytes(buf)
+
+
+def mutate_neighbors(data: bytes, draw: Draw) -> bytes:
+    """A kNN's ``numberOfNeighbors`` ``Int64Parameter``: its fields, another value, or bytes."""
+    from mlc.io.proto import proto
+
+    kind = draw("choice", ("fields", "value", "bytes"))
+    if kind == "bytes":
+        return mutate_bytes(data, draw)
+    if kind == "fields":
+        return mutate_fields(data, draw, proto("Parameters").Int64Parameter)
+    message = proto("Parameters").Int64Parameter()
+    message.ParseFromString(data)
+    message.defaultValue = _clamp(message.DESCRIPTOR.fields_by_name["defaultValue"], draw("choice", INTERESTING_INTS))
+    return message.SerializeToString()
+
+
+def mutate_espresso_weights(data: bytes, draw: Draw) -> bytes:
+    """``model.espresso.weights``: its blob count, a table entry's id or size, entries swapped,
+    the table's bytes, the file truncated (in the table or a blob) or extended."""
+    buf = bytearray(data)
+    count = int.from_bytes(buf[:8], "little") if len(buf) >= 8 else 0
+    entries = max(0, min(count, (len(buf) - 8) // 16))
+    table_end = 8 + 16 * entries
+    kind = draw("choice", ("count", "id", "id", "size", "size", "swap", "table_bytes", "truncate", "truncate", "extend"))
+    if kind == "count":
+        _put_int(buf, 0, 8, draw("choice", INTERESTING_INTS + (count - 1, count + 1, count * 2)))
+    elif kind in ("id", "size", "swap") and entries:
+        i = draw("int", (0, entries - 1))
+        at = 8 + 16 * i
+        if kind == "id":
+            ids = tuple(int.from_bytes(buf[8 + 16 * j : 16 + 16 * j], "little") for j in range(entries))
+            _put_int(buf, at, 8, draw("choice", INTERESTING_INTS + ids[:8] + (ids[i] + 1, ids[-1] + 1)))
+        elif kind == "size":
+            size = int.from_bytes(buf[at + 8 : at + 16], "little")
+            _put_int(buf, at + 8, 8, draw("choice", INTERESTING_INTS + (size - 1, size + 1, size + 4, size * 2, len(buf), 0)))
+        else:
+            j = draw("int", (0, entries - 1))
+            a, b = bytes(buf[at : at + 16]), bytes(buf[8 + 16 * j : 24 + 16 * j])
+            buf[at : at + 16], buf[8 + 16 * j : 24 + 16 * j] = b, a
+    elif kind == "table_bytes":
+        return mutate_bytes(bytes(buf[:table_end]), draw) + bytes(buf[table_end:])
+    elif kind == "truncate":
+        where = draw("choice", ("table", "anywhere", "end"))
+        cut = {"table": draw("int", (0, table_end)), "anywhere": draw("int", (0, len(buf))), "end": max(0, len(buf) - draw("int", (1, 64)))}[where]
+        del buf[cut:]
+    elif kind == "extend":
+        buf += bytes(draw("int", (1, 256)))
+    return bytes(buf)
+
+
+# the folder's structure: files and stage folders removed, replaced, renamed, copied, linked
+STRUCTURE_NAMES = ("model0", "model1", "model2", "model9", "model0/model0", "model1/model0", "model1/model2", "weights", "weights/weight.bin",
+                   "model.mil", "model.espresso.net", "model.espresso.weights", "coremldata.bin", "metadata.json", "Manifest.json",
+                   "updateParameters", "modelParameters", "x")
+STRUCTURE_CONTENTS = ("", "{}", "[]", "program(1.0)\n{\n}\n", "\x00" * 64, '{"format_version": 200, "layers": []}')
+
+
+def mutate_structure(entries: list[str], draw: Draw) -> bytes:
+    """One or two edits of a compiled folder's tree, as JSON (``apply_structure`` makes them).
+
+    ``entries`` are the folder's files and folders (relative paths). A link out of the folder
+    (to a copy of the very file, so the only thing wrong is where it lies) comes alone and
+    marks the case: if the loader reads that path, it must refuse it."""
+    ops: list[dict] = []
+    for _ in range(draw("int", (1, 2))):
+        path = entries[draw("int", (0, len(entries) - 1))]
+        op = draw("choice", ("remove", "remove", "empty", "dir", "file", "link_out", "link_abs", "link_in", "link_self", "rename", "copy",
+                             "copy", "fifo", "add"))
+        if op == "link_out":
+            return json.dumps({"ops": [{"op": "link_out", "path": path}], "escape": path}).encode()
+        entry: dict = {"op": op, "path": path}
+        if op == "file" or op == "add":
+            entry["content"] = draw("choice", STRUCTURE_CONTENTS)
+            if op == "add":
+                entry["path"] = draw("choice", STRUCTURE_NAMES)
+        elif op == "link_abs":
+            entry["target"] = draw("choice", ("/etc/passwd", "/dev/zero", "/nonexistent", "/", "/proc/self/fd/0"))
+        elif op == "link_in":
+            entry["target"] = draw("choice", tuple(entries) + (".", ".."))
+        elif op in ("rename", "copy"):
+            entry["to"] = draw("choice", STRUCTURE_NAMES + tuple(entries))
+        ops.append(entry)
+    return json.dumps({"ops": ops, "escape": None}).encode()
+
+
+def _clear(path: str) -> None:
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _within(root: str, folder: str) -> bool:
+    """Whether ``folder`` is a folder inside ``root`` once links are resolved (edits never
+    write through a link that an earlier edit pointed elsewhere)."""
+    real_root = os.path.realpath(root)
+    return os.path.isdir(folder) and os.path.commonpath([real_root, os.path.realpath(folder)]) == real_root
+
+
+def apply_structure(root: str, outside: str, data: bytes) -> str | None:
+    """Make the edits ``mutate_structure`` wrote in the folder ``root`` (``outside``: a pristine
+    copy of it, elsewhere); return the path a case must refuse to read, if any."""
+    spec = json.loads(data)
+    for entry in spec["ops"]:
+        with contextlib.suppress(OSError):  # an edit an earlier one made impossible is left out
+            _apply_one(root, outside, entry)
+    return spec.get("escape")
+
+
+def _apply_one(root: str, outside: str, entry: dict) -> None:
+    path = os.path.join(root, entry["path"])
+    parent = os.path.dirname(path)
+    if not _within(root, parent):
+        return
+    op = entry["op"]
+    if op in ("rename", "copy"):
+        to = os.path.join(root, entry["to"])
+        if not os.path.lexists(path) or not _within(root, os.path.dirname(to)) or to == path:
+            return
+        if to.startswith(path + os.sep) or path.startswith(to + os.sep):
+            return
+        _clear(to)
+        if op == "rename":
+            os.rename(path, to)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.copytree(path, to, symlinks=True)
+        else:
+            shutil.copy(path, to, follow_symlinks=False)
+        return
+    _clear(path)
+    if op in ("empty", "file", "add"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(entry.get("content", ""))
+    elif op == "dir":
+        os.mkdir(path)
+    elif op == "link_out":
+        os.symlink(os.path.join(outside, entry["path"]), path)
+    elif op == "link_abs":
+        os.symlink(entry["target"], path)
+    elif op == "link_in":
+        os.symlink(os.path.relpath(os.path.join(root, entry["target"]), parent), path)
+    elif op == "link_self":
+        os.symlink(os.path.basename(path), path)
+    elif op == "fifo":
+        os.mkfifo(path)
+
+
+def mutate_compiled(target: str, data: bytes, draw: Draw) -> bytes:
+    """The mutation of one compiled target's file (all but ``structure``)."""
+    if target == "mil_text":
+        return mutate_mil_text(data, draw)
+    if target == "mil_values":
+        return mutate_mil_values(data, draw)
+    if target in ("coremldata", "stage_coremldata"):
+        return mutate_coremldata(data, draw)
+    if target in ("net", "shape", "metadata"):
+        return mutate_json(data, draw)
+    if target == "espresso_weights":
+        return mutate_espresso_weights(data, draw)
+    if target == "weights":
+        return mutate_weights(data, draw)
+    if target == "neighbors":
+        return mutate_neighbors(data, draw)
+    raise ValueError(f"no mutator for compiled target {target!r}")
+
+
 # -- running one case --------------------------------------------------------------------------
 
 TARGETS = {
     "mlprogram": ("bytes", "fields", "manifest", "weights"),
     "neuralnetwork": ("bytes", "fields"),
     "trees": ("bytes", "fields"),
+    **{name: tuple(seed.files) for name, seed in COMPILED_SEEDS.items()},
 }
 
 
 class Workspace:
-    """A private copy of the seeds; a case mutates one file in it and restores it afterwards."""
+    """A private copy of the seeds; a case mutates one file in it (or, for a compiled folder's
+    ``structure``, its tree) and restores it afterwards."""
 
     def __init__(self, seeds: dict[str, Seed], folder: str):
         self.folder = folder
         self.seeds: dict[str, Seed] = {}
         self.original: dict[str, bytes] = {}
+        self.pristine: dict[str, str] = {}  # compiled folder -> an untouched copy of it, outside it
+        self.entries: dict[str, list[str]] = {}  # compiled folder -> its files and folders, relative
+        self.escape: str | None = None  # while a structure case runs: the path that links out of the folder
         for name, seed in seeds.items():
             dst = os.path.join(folder, os.path.basename(seed.path))
             if not os.path.exists(dst):
                 (shutil.copytree if os.path.isdir(seed.path) else shutil.copy)(seed.path, dst)
-            mapped = {k: (v.replace(seed.path, dst) if isinstance(v, str) else v) for k, v in dataclasses.asdict(seed).items()}
-            self.seeds[name] = Seed(**mapped)
-            for f in (self.seeds[name].spec_file, self.seeds[name].manifest, self.seeds[name].weights):
-                if f:
+
+            def moved(v, src=seed.path, dst=dst):
+                return v.replace(src, dst, 1) if isinstance(v, str) else v
+
+            fields = {f.name: getattr(seed, f.name) for f in dataclasses.fields(seed)}
+            mapped = {k: ({t: moved(f) for t, f in v.items()} if k == "files" else moved(v)) for k, v in fields.items()}
+            s = self.seeds[name] = Seed(**mapped)
+            for target, f in ((None, s.spec_file), (None, s.manifest), (None, s.weights), *s.files.items()):
+                if target == "structure":
+                    pristine = os.path.join(folder, ".pristine", os.path.basename(f))
+                    if not os.path.exists(pristine):
+                        shutil.copytree(f, pristine, symlinks=True)
+                    self.pristine[f] = pristine
+                    self.entries[f] = sorted(
+                        os.path.relpath(os.path.join(r, e), f) for r, dirs, files in os.walk(f) for e in (*dirs, *files)
+                    )
+                elif f:
                     with open(f, "rb") as fh:
                         self.original[f] = fh.read()
 
+    def target_file(self, seed: str, target: str) -> str:
+        """The file (or, for ``structure``, the folder) that ``target`` mutates in ``seed``."""
+        s = self.seeds[seed]
+        if target in s.files:
+            return s.files[target]
+        return {"manifest": s.manifest, "weights": s.weights}.get(target) or s.spec_file
+
     def mutated_file(self, seed: str, target: str, draw: Draw) -> tuple[str, bytes]:
         s = self.seeds[seed]
+        path = self.target_file(seed, target)
+        if target in s.files:
+            if target == "structure":
+                return path, mutate_structure(self.entries[path], draw)
+            return path, mutate_compiled(target, self.original[path], draw)
         if target == "manifest":
-            return s.manifest, mutate_manifest(self.original[s.manifest], draw)
+            return path, mutate_manifest(self.original[path], draw)
         if target == "weights":
-            return s.weights, mutate_weights(self.original[s.weights], draw)
+            return path, mutate_weights(self.original[path], draw)
         if target == "fields":
             from mlc.io.proto import proto
 
-            return s.spec_file, mutate_fields(self.original[s.spec_file], draw, proto("Model").Model)
-        return s.spec_file, mutate_bytes(self.original[s.spec_file], draw)
+            return path, mutate_fields(self.original[path], draw, proto("Model").Model)
+        return path, mutate_bytes(self.original[path], draw)
 
     @contextlib.contextmanager
     def with_file(self, path: str, data: bytes):
+        if path in self.pristine:  # a compiled folder's structure: ``data`` lists the edits
+            try:
+                self.escape = apply_structure(path, self.pristine[path], data)
+                yield
+            finally:
+                self.escape = None
+                _clear(path)
+                shutil.copytree(self.pristine[path], path, symlinks=True)
+            return
         with open(path, "wb") as f:
             f.write(data)
         try:
@@ -415,6 +1025,17 @@ class Workspace:
         finally:
             with open(path, "wb") as f:
                 f.write(self.original[path])
+
+    def run(self, seed: str, *, predict: bool = True, jit: bool = True, seconds: float = 30.0) -> str:
+        """``run_case`` on the seed as the current case left it (a seed marked not to predict
+        only loads), and the folder rule: a case whose structure links a file the loader reads
+        out of the folder must end in an mlc error."""
+        s = self.seeds[seed]
+        outcome = run_case(s.path, predict=predict and s.predict, jit=jit, seconds=seconds)
+        escape = self.escape
+        if escape and not outcome.startswith("mlc:") and not any(escape == u or escape.startswith(u + "/") for u in s.unread):
+            raise Unexpected("escape", f"{escape} links out of {s.path}, and the model {outcome} instead of refusing it")
+        return outcome
 
 
 @contextlib.contextmanager
