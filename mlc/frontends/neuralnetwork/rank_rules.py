@@ -476,8 +476,8 @@ def _output_ranks(layer, kind: str, p, ranks: _Ranks) -> list:
     if kind == "expandDims":
         one = r0 + len(p.axes) if r0 is not None else None
     elif kind == "squeeze":
-        if not p.squeezeAll and r0 is not None:
-            one = 1 if r0 == 1 else max(1, r0 - len(p.axes))
+        if not p.squeezeAll and r0 is not None:  # every axis removed: rank 0 (layers/shape_nd.py), left unknown
+            one = 1 if r0 == 1 else (r0 - len(p.axes) if r0 - len(p.axes) >= 1 else None)
     elif kind == "reshapeStatic":
         one = len(p.targetShape) or None
     elif kind == "reshapeLike":

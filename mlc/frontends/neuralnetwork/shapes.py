@@ -20,7 +20,10 @@ Outputs, in both worlds: a tensor is reshaped to the output's declared shape whe
 declaration is a fixed shape with the same number of elements (rank-5 ``[1, 1, C, H, W]`` ->
 ``(C,)`` or ``(C, H, W)``; a rank-4 image's ``[1, C, 1, 1]`` -> a declared ``(1, 1, C)``), as
 Core ML returns them (coremltools' ``test_model.py`` image-input tests expect this); otherwise
-(no declared shape, a flexible one, another size) it is returned as computed.
+(no declared shape, a flexible one, another size) it is returned as computed. A rank-0 blob (a
+``squeeze`` or ``slice*`` that removed every axis, ``layers/shape_nd.py``) is returned as
+``(1,)``: Core ML returns no rank-0 array (coremltools' ``testing_utils.compare_shapes``: "Core
+ML does not support scalar as output").
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class ShapeWorld:
 
     def output_value(self, feature: Feature | None, value):
         """A network tensor as the output the description declares."""
+        if np.ndim(value) == 0:
+            value = jnp.reshape(value, (1,))
         if feature is None or feature.kind != "multiArray" or feature.shape_ranges or feature.enumerated_shapes:
             return value
         declared = tuple(feature.shape)

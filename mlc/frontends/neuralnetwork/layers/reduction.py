@@ -8,8 +8,9 @@ the (float) index of the first maximum.
 
 The ND layers reduce ``axes`` (negative ones count from the end) or, with ``reduceAll`` or an
 empty ``axes``, every axis; ``keepDims`` keeps the reduced axes as 1s. Their ``reduceLogSum`` is
-ln(sum(x)). A NeuralNetwork tensor has rank 1 at least, so reducing every axis without
-``keepDims`` gives shape (1,).
+ln(sum(x)). Reducing every axis without ``keepDims`` gives shape (1,), as coremltools'
+``NeuralNetworkBuilder`` records it (rank 1). Unlike ``squeeze`` and ``slice*`` (rank 0 when every
+axis goes, ``layers/shape_nd.py``), no test run on Core ML shows which rank Core ML gives here.
 """
 
 from __future__ import annotations

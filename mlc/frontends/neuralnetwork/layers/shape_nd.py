@@ -14,6 +14,20 @@ slice bounds, range bounds) are registered ``static``: known at trace time they 
 from the model's inputs they make the network run layer by layer. Layers that only read the
 *shape* of an input (``getShape``, ``fillLike``) give numpy arrays, so shape arithmetic after
 them folds too. Index-valued tensors arrive as float32 and are rounded to integers here.
+
+Rank 0. Core ML's rank-N runtime has rank-0 blobs, though it never returns one (a rank-0 output
+comes back as ``(1,)``, ``mlc.frontends.neuralnetwork.shapes``): a ``squeeze`` or a
+``slice{Static,Dynamic}`` that removes every axis gives one, and ``expandDims`` on it adds exactly
+``len(axes)`` axes. Neither the proto nor coremltools' validator says so; Apple's own tests
+(run on Core ML on macOS in coremltools' CI, outputs compared shape for shape with torch) show
+it: ``TestLinspace::test_linspace_dynamic`` with ``steps=1`` (``sliceStatic`` squeezing the one
+axis of a (2,) input, then ``expandDims`` axes [0], returns shape (1,), not (1, 1)), and
+``TestTensorAssign::test_tensor_assign_dynamic_slice`` with ``mixed_rank`` (``squeeze`` with
+``squeezeAll`` of a (1, 1, 1) and a (1, 1) input, ``expandDims`` axes [0], then ``concatND``
+with (1,) vectors along axis 0, which rank-2 (1, 1) blobs would not allow), as the same test
+did before coremltools 7.1 with (1,) inputs (``squeezeAll`` of a (1,) input; 7.1's
+``fuse_squeeze_expand_dims`` pass now removes that pair). It is MIL's rank semantics, which
+coremltools' NeuralNetwork backend writes layer for layer.
 """
 
 from __future__ import annotations
@@ -237,7 +251,10 @@ def flatten_to_2d(ctx, p, x):
 
 @layer("squeeze")
 def squeeze(ctx, p, x):
-    """Drop the unit ``axes`` (all unit axes when ``squeezeAll`` or no axes); rank 0 becomes ``(1,)``."""
+    """Drop the unit ``axes`` (all unit axes when ``squeezeAll`` or no axes). Removing every axis
+    gives a rank-0 blob (see the module docstring), except that ``axes`` on a rank-1 input keep
+    it rank 1 (the proto: "If input rank is 1, output rank is also 1", and
+    ``validateSqueezeLayer`` exempts only a rank-1 input from output rank + len(axes) = input rank)."""
     shape = np.shape(x)
     rank = len(shape)
     if p.squeezeAll or not len(p.axes):
@@ -247,8 +264,9 @@ def squeeze(ctx, p, x):
         for a in sorted(axes):
             if shape[a] != 1:
                 raise ctx.fail(f"cannot squeeze axis {a} of shape {tuple(shape)}: its size is not 1")
-    out = tuple(d for i, d in enumerate(shape) if i not in axes) or (1,)
-    return jnp.reshape(x, out)
+        if rank == 1:
+            return x
+    return jnp.reshape(x, tuple(d for i, d in enumerate(shape) if i not in axes))
 
 
 @layer("expandDims")
@@ -302,7 +320,10 @@ def stack(ctx, p, *xs):
 
 @layer("concatND")
 def concat_nd(ctx, p, *xs):
-    """Concatenate along ``axis``; with ``interleave`` the inputs (one shape) alternate slice by slice."""
+    """Concatenate along ``axis``; with ``interleave`` the inputs (one shape) alternate slice by slice.
+    A rank-0 input counts as shape ``(1,)`` (MIL's ``concat`` of scalars, which coremltools writes
+    as this layer, gives a vector)."""
+    xs = [jnp.reshape(x, (1,)) if np.ndim(x) == 0 else x for x in xs]
     rank = np.ndim(xs[0])
     axis = _axis(ctx, p.axis, rank)
     if p.interleave:
@@ -356,8 +377,8 @@ def _per_axis(values, rank: int, default, what: str, ctx):
 def _strided_slice(ctx, x, begin, end, strides, begin_masks, end_masks, squeeze_masks):
     """``SliceStaticLayerParams``: per axis ``x[begin:end:stride]`` with Python semantics (negative
     indices count from the end, a masked begin/end is omitted); a squeezed axis takes the element at
-    ``begin`` (0 when ``beginMasks`` is set, as MIL's ``slice_by_index`` reference) and is dropped
-    (the output keeps rank 1 at least)."""
+    ``begin`` (0 when ``beginMasks`` is set, as MIL's ``slice_by_index`` reference) and is dropped;
+    squeezing every axis gives a rank-0 blob (see the module docstring)."""
     shape = np.shape(x)
     rank = len(shape)
     begin = _per_axis(begin, rank, 0, "beginIds", ctx)
@@ -381,8 +402,7 @@ def _strided_slice(ctx, x, begin, end, strides, begin_masks, end_masks, squeeze_
         index.append(slice(None if begin_masks[i] else b, None if end_masks[i] else e, s))
     out = x[tuple(index)]
     if squeezed:
-        keep = tuple(d for i, d in enumerate(np.shape(out)) if i not in squeezed) or (1,)
-        out = jnp.reshape(out, keep)
+        out = jnp.reshape(out, tuple(d for i, d in enumerate(np.shape(out)) if i not in squeezed))
     return out
 
 
