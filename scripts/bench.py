@@ -51,10 +51,15 @@ starting framework rotated each round, a short untimed run between frameworks):
 Outputs are checked against torch (scikit-learn for the forest) before anything is timed.
 Writes ``bench/results.md`` and ``bench/results.json``.
 
-How long: the defaults (9 models, 30 rounds at batch 1, 10 at batch 32, 3 cold starts per
-framework) take about 35 minutes on the 2-core machine once the models are converted (the
-first run converts them: about 3 more minutes); ``--cold-repeats 0`` leaves out the cold starts
-(about a third of the time). ``--quick`` is a smoke run (a few calls each).
+How long: the defaults (9 models, 30 runs each at batch 1 and 10 at batch 32, 3 cold starts per
+framework) should take about 25 minutes on a quiet 2-core machine, plus about 3 minutes the
+first time (conversions): an estimate from per-call times, not measured. Under load it is much
+longer, mostly torch's calls (its threads slow down the most when other jobs hold cores): at a
+load average of 7 to 12 on 2 cores, ``--models efficientnet,lstm,tinycnn,vad`` took 18 minutes
+and ResNet-18's batch-1 section alone 6 minutes, so the whole suite would take over an hour.
+``--models`` runs a subset, ``--cold-repeats 0`` leaves out the cold starts (about a third of
+the time), ``--quick`` is a smoke run (a few calls each); ``--note`` puts a sentence under the
+report's title (why a run is partial, what the machine was doing).
 
     .venv/bin/python scripts/bench.py [--models resnet18,gpt] [--repeats 30] [--repeats32 10]
     .venv/bin/python scripts/bench.py --quick --models lstm,tinycnn,vad --size tiny --out /tmp/r.md
@@ -1435,7 +1440,8 @@ def report(results: dict, args) -> str:
         f"Written by `scripts/bench.py` on {m['date'][:10]} (`{results['command'].strip()}`"
         + ("" if results["command"].strip() != "scripts/bench.py" else ", the defaults") + "). "
         "The machine is shared with other jobs, so these numbers may be re-run later; the ratios, "
-        "measured in one process with the frameworks alternating, are the more robust part.",
+        "measured in one process with the frameworks alternating, are the more robust part."
+        + (f"\n\n**Note.** {results['note']}" if results.get("note") else ""),
         "",
         "## Machine",
         "",
@@ -1745,6 +1751,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     p.add_argument("--json", default=None, help="raw numbers (default: --out with .json)")
     p.add_argument("--profile", action="store_true", help="also profile mlc's predict/predict_batch with jax.profiler (XLA time by fusion kind)")
+    p.add_argument("--note", default="", help="a sentence for the report, under its title (with --report-only: replaces the run's)")
     p.add_argument("--report-only", metavar="JSON", help="rewrite --out from the raw numbers of an earlier run (with --profile: add profiles to them)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-framework", help=argparse.SUPPRESS)
@@ -1780,6 +1787,9 @@ def main(argv=None) -> dict:
             results["settings"]["profile"] = True
             Path(args.report_only).write_text(json.dumps(results, indent=1, default=str))
         results["ratios_cpu"] = cpu_ratios(results)
+        if args.note:
+            results["note"] = args.note
+            Path(args.report_only).write_text(json.dumps(results, indent=1, default=str))
         results["notes"] = notes(results)
         Path(args.out).write_text(report(results, saved))
         print(f"wrote {args.out}")
@@ -1800,6 +1810,7 @@ def main(argv=None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},
         "loadavg_start": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "note": args.note,
         "models": {},
     }
     t_run = time.perf_counter()
