@@ -12,6 +12,8 @@ The runner owns everything about running a program that is not Core ML's API:
   remembers: its own state, the program stays as built); so does a debugging run
   (``MLC_DEBUG`` / ``MLC_LIMIT``);
 * **64-bit mode** for programs that compute in double (classic models);
+* **the target platform** (``mlc.runtime.target``): the program is traced knowing its device's
+  platform, so that kernels pick their algorithm for it (Winograd convolutions on CPU only);
 * **run-time checks** (``mlc.runtime.checks``): the flags a program returns raise here.
 
 A runner is immutable from the outside: ``with_params`` returns a new one.
@@ -28,7 +30,7 @@ import numpy as np
 
 from mlc._errors import DataDependentShapeError, MLCUnsupportedError
 from mlc.program.program import Program
-from mlc.runtime import checks, dtypes, xla_options
+from mlc.runtime import checks, dtypes, target, xla_options
 from mlc.runtime.hoist import HoistedFunction, host_aligned
 from mlc.runtime.interpreter import debugging
 
@@ -153,14 +155,16 @@ class Runner:
     def _call(self, inputs: dict) -> dict:
         fn = self.program.fn
         if self._eager or debugging():
-            return fn(self._params, inputs)
+            with target.lowering_for(self.device.platform):
+                return fn(self._params, inputs)
         if self._jitted is None:
             self._jitted = self._hoisted(fn)
         try:
             return self._jitted(self._params, inputs)
         except DataDependentShapeError:
             self._eager = True  # found while tracing: this program runs node by node from now on
-            return fn(self._params, inputs)
+            with target.lowering_for(self.device.platform):
+                return fn(self._params, inputs)
 
     def call_batch(self, inputs: dict) -> dict:
         """One call on inputs with a leading batch axis (vmapped, one compile per signature).
@@ -175,13 +179,31 @@ class Runner:
         if self._eager:
             raise MLCUnsupportedError(f"{self.name}: predict_batch cannot vmap a model whose output shapes depend on data; use predict")
         if self._batched is None:
-            self._batched = self._hoisted(program.batched or jax.vmap(program.fn, in_axes=(None, 0)))
+            self._batched = self._hoisted(program.batched or jax.vmap(program.fn, in_axes=(None, 0)), batched=True)
         return self._batched
 
-    def _hoisted(self, fn) -> HoistedFunction:
-        """``fn`` jitted for the device, its weight-only part computed once (``mlc.runtime.hoist``)."""
+    def _hoisted(self, fn, batched: bool = False) -> HoistedFunction:
+        """``fn`` jitted for the device, its weight-only part computed once (``mlc.runtime.hoist``).
+        ``batched``: ``fn`` vmaps one example's program over the inputs' leading axis."""
         cpu = self.device.platform == "cpu"
-        return HoistedFunction(fn, compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
+        return HoistedFunction(self._for_device(fn, batched), compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
+
+    def _for_device(self, fn, batched: bool = False):
+        """``fn`` traced for this runner's platform (``mlc.runtime.target``), and for ``batched``
+        the batch it vmaps over (the inputs' leading axis), so that kernels choose their
+        algorithm for the data one call really computes. A new function per call: JAX caches
+        traces by function, and another runner of the same program may trace it for another
+        platform."""
+        platform = self.device.platform
+
+        @functools.wraps(fn)
+        def traced_for_device(params, inputs):
+            leaves = jax.tree_util.tree_leaves(inputs) if batched else []
+            batch = leaves[0].shape[0] if leaves and getattr(leaves[0], "ndim", 0) else 1
+            with target.lowering_for(platform, vmapped_batch=batch):
+                return fn(params, inputs)
+
+        return traced_for_device
 
     def compiled_signatures(self) -> int:
         """How many input signatures ``call`` has compiled."""
@@ -194,8 +216,9 @@ class Runner:
     # -- the pure function -------------------------------------------------------------------
     def pure_function(self):
         """``(fn, params)``: the program's function without run-time check flags (a pure
-        function cannot raise on them), in 64-bit mode for a program computing in double."""
-        fn = _without_checks(self.program.fn)
+        function cannot raise on them), in 64-bit mode for a program computing in double,
+        traced for the runner's platform (its kernels chosen for this device)."""
+        fn = self._for_device(_without_checks(self.program.fn))
         return (_in_x64(fn) if self.program.x64 else fn), self.params
 
 
