@@ -12,15 +12,31 @@ beyond float rounding:
   strided slices times per-channel weights: one fused elementwise loop. XLA's grouped
   convolution is more than ten times slower on CPU for these (measured in
   ``scripts/bench.py``'s MobileNetV2).
+- A 3x3, stride-1, undilated, ungrouped 2-D convolution in float32 is computed by Winograd's
+  F(2x2, 3x3) algorithm (``mlc.kernels.winograd``) where ``winograd_pays`` says it is faster,
+  on CPU only (the platform the program is traced for, ``mlc.runtime.target``): the weight
+  transform is weight-only work, hoisted like the transpose above. The rule and the numbers
+  behind it are in ``bench/experiments.md`` ("Winograd convolution").
+
+``MLC_CONV_ALGORITHM`` overrides the choice, read when a program is traced: ``auto`` (the
+default, the rule above), ``direct`` (XLA's convolution everywhere, as before) or ``winograd``
+(every eligible float32 convolution, on any platform: for tests and measurements).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mlc.kernels import winograd
+from mlc.runtime import target
+
+ALGORITHM_VARIABLE = "MLC_CONV_ALGORITHM"
+ALGORITHMS = ("auto", "direct", "winograd")
 MAX_DEPTHWISE_TAPS = 64  # larger kernels (rare) stay one grouped convolution
 
 
@@ -38,6 +54,9 @@ def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None)
     spatial = x.ndim - 2
     if _is_depthwise(x, weight, groups, padding):
         return depthwise(x, weight, strides=strides, padding=padding, dilations=dilations)
+    if algorithm(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups) == "winograd":
+        u = winograd.transform_weight(weight.astype(x.dtype))  # weight-only: hoisted
+        return winograd.conv(x, u, padding=padding, precision=precision)
     w, w_spec = spatial_first_kernel(weight, spatial)
     sp = "DHW"[-spatial:]
     return jax.lax.conv_general_dilated(
@@ -50,6 +69,45 @@ def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None)
         feature_group_count=groups,
         precision=precision,
     )
+
+
+def algorithm(x, weight, *, strides, padding, dilations, groups: int) -> str:
+    """How ``conv`` computes this convolution: "winograd" or "direct" (XLA's convolution, or
+    the depthwise loop). Decided at trace time from the shapes, the dtype, the platform being
+    traced for and ``MLC_CONV_ALGORITHM``."""
+    choice = os.environ.get(ALGORITHM_VARIABLE, "").strip().lower() or "auto"
+    if choice not in ALGORITHMS:
+        raise ValueError(f"{ALGORITHM_VARIABLE}={choice!r}: expected one of {', '.join(ALGORITHMS)}")
+    if choice == "direct" or np.dtype(x.dtype) != np.float32:  # fp16 Winograd loses too much precision
+        return "direct"
+    if not winograd.eligible(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups):
+        return "direct"
+    if choice == "winograd":
+        return "winograd"
+    if target.platform() != "cpu":  # XLA's GPU convolutions (cuDNN) choose their own algorithm
+        return "direct"
+    n, c_in, h, w = x.shape
+    out_h, out_w = (size + lo + hi - 2 for size, (lo, hi) in zip((h, w), padding))
+    batch = n * target.vmapped_batch()  # predict_batch traces one example under vmap
+    return "winograd" if winograd_pays(batch, c_in, weight.shape[0], out_h, out_w) else "direct"
+
+
+# Where Winograd F(2x2, 3x3) beat XLA:CPU's convolution (bench/experiments.md): enough channels
+# for the batched product to outweigh the transforms, and a number of 2x2 output tiles per call
+# (the rows of that product) neither too small (the transformed weights are 16/9 the size of
+# the kernel: below, reading them costs more than the multiplications saved) nor too large
+# (above, the transformed input and the products no longer stay in cache).
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_TILES = (32, 1600)
+
+
+def winograd_pays(batch: int, c_in: int, c_out: int, out_h: int, out_w: int) -> bool:
+    """Whether Winograd F(2x2, 3x3) beats XLA's convolution on CPU for this convolution:
+    ``batch`` images (the vmapped batch included) of ``c_in`` channels in, ``c_out`` out, each
+    ``out_h x out_w`` out. ResNet-18 at 224x224: at batch 1 its 56x56, 28x28 and 14x14 layers
+    (not 7x7); at batch 32 its 14x14 and 7x7 layers."""
+    tiles = batch * -(-out_h // 2) * -(-out_w // 2)
+    return min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS and WINOGRAD_TILES[0] <= tiles <= WINOGRAD_TILES[1]
 
 
 def _is_depthwise(x, weight, groups: int, padding) -> bool:
