@@ -30,10 +30,19 @@ _vmapped_batch: contextvars.ContextVar[int] = contextvars.ContextVar("mlc_vmappe
 @contextlib.contextmanager
 def lowering_for(platform: str | None, vmapped_batch: int = 1):
     """Within this block, programs are traced for ``platform`` ("cpu", "gpu", "tpu"...), under
-    a ``jax.vmap`` of ``vmapped_batch`` examples (1: not vmapped)."""
+    a ``jax.vmap`` of ``vmapped_batch`` examples (1: not vmapped).
+
+    On an accelerator, matrix products and convolutions that leave their precision unset are
+    traced at ``jax.default_matmul_precision("highest")``: JAX's default lets a GPU compute an
+    fp32 product in TF32 (10-bit mantissa) and a TPU in one bf16 pass, so an fp32 Core ML model
+    (or an fp16 one computed as fp32, ``compute_precision="float32"``) would silently lose about
+    three decimal digits. fp16 products are unaffected (the precision setting concerns fp32
+    operands). On CPU nothing changes: XLA's CPU dots are fp32 already."""
     tokens = _platform.set(platform), _vmapped_batch.set(max(1, int(vmapped_batch)))
+    accelerator = platform is not None and platform != "cpu"
     try:
-        yield
+        with jax.default_matmul_precision("highest") if accelerator else contextlib.nullcontext():
+            yield
     finally:
         _platform.reset(tokens[0])
         _vmapped_batch.reset(tokens[1])
