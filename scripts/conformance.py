@@ -111,6 +111,12 @@ KNOWN_FAILURES = [
         "torch itself refuses the test's own reference call (F.batch_norm with only one of running_mean / "
         "running_var): torch 2.13 checks this, the torch the test was written for did not; nothing reached mlc",
     ),
+    (
+        r"test_torch_quantization_ops\.py::TestPytorchQuantizedOps::test_quantized_(conv2d|linear)\[.*quant_dtype=torch\.qint8.*\] => RuntimeError: quantized::(conv|linear) ?\(qnnpack\): Expected (activation|input) data type QUInt8 but got QInt8",
+        "torch's own quantized kernel refuses the test's qint8 activations: the file sets "
+        "torch.backends.quantized.engine = 'qnnpack', whose conv/linear take only quint8 activations in "
+        "torch 2.13; the test's torch module fails while it is traced, before any conversion (no op reached mlc)",
+    ),
 ]
 # Failures that are a missing optional package, not mlc: coremltools' torch tests import torchvision /
 # torchaudio at module level or call them inside a test (TestNms calls torchvision.ops.nms). These
