@@ -461,10 +461,9 @@ def report(results: dict) -> str:
         lines += [
             "",
             "Where a request's time goes by the server's own histograms (means, ms): queue, from its arrival at the model "
-            "to the start of the model call that computed it; compute, from the start of that call (the whole batch's) to "
-            "when the request's handler resumes after it, so it includes waiting for the event loop to reach this request "
-            "after the call, behind the other requests of its batch; server total, from its arrival at the service to its "
-            "answer (HTTP parsing and writing not included); beside the client's p50.",
+            "to the start of the model call that computed it; compute, that call alone (the whole batch's call); server "
+            "total, from its arrival at the service to its answer, so it also holds the wait for the event loop to reach "
+            "the request after the call (HTTP parsing and writing not included); beside the client's p50.",
             "",
             "| clients | batching | queue | compute | server total | client p50 |",
             "|---|---|---|---|---|---|",
