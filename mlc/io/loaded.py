@@ -37,8 +37,11 @@ def inside(root: str, relative: str, what: str) -> str:
         raise MLCIOError(f"{what}: path {relative!r} holds a NUL character")
     if os.path.isabs(relative):
         raise MLCIOError(f"{what}: absolute path {relative!r} is not allowed inside a package")
-    root_real = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(root_real, relative))
+    try:
+        root_real = os.path.realpath(root)
+        target = os.path.realpath(os.path.join(root_real, relative))
+    except ValueError as e:  # a lone surrogate (from a JSON escape) cannot name a file
+        raise MLCIOError(f"{what}: path {relative!r} cannot name a file ({e})") from e
     if os.path.commonpath([root_real, target]) != root_real:
         raise MLCIOError(f"{what}: path {relative!r} leaves the package {root!r} (it resolves to {target!r})")
     return target

@@ -17,6 +17,7 @@ import struct
 import pytest
 
 import mlc
+from mlc import features as F
 from mlc.io.compiled.coremldata import read_coremldata
 from mlc.io.compiled.folder import load_compiled
 from mlc.runtime import limits
@@ -67,6 +68,13 @@ def load(folder: str):
     """``mlc.load`` under a time limit: a hang fails the test instead of stalling the suite."""
     with fuzz.time_limit(60):
         return mlc.load(folder, cache_dir=False)
+
+
+def load_and_predict(folder: str):
+    """``mlc.load`` and ``predict`` on example inputs (as the fuzzer does), under a time limit."""
+    with fuzz.time_limit(60):
+        model = mlc.load(folder, cache_dir=False)
+        return model.predict({name: F.example_value(f) for name, f in model.input_description.items() if not f.optional})
 
 
 # -- findings of the fuzzer ---------------------------------------------------------------------
@@ -179,3 +187,121 @@ def test_metadata_json_alone_declares_the_specification_version(compiled_testdat
             load(folder)
     else:
         assert load(folder).spec.specificationVersion == expect
+
+
+# -- ML Programs whose text is valid but whose types or values are not ----------------------------
+
+
+def edit_mil(folder: str, old: str, new: str) -> None:
+    path = os.path.join(folder, "model.mil")
+    with open(path) as f:
+        text = f.read()
+    assert old in text
+    with open(path, "w") as f:
+        f.write(text.replace(old, new, 1))
+
+
+VAR_24 = "tensor<int32, [1]> var_24 = reduce_argmax(axis = var_24_axis_0, keep_dims = var_24_keep_dims_0, x = duration_logits_cast_fp16)"
+
+
+def test_a_program_input_typed_string_where_the_description_has_a_multiarray_is_refused(compiled_testdata, tmp_path):
+    """Found by the fuzzer (mlmodelc_flexible/mil_values): the function's input typed
+    ``tensor<string, ...>`` made prediction hand jit an object array (TypeError)."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    edit_mil(folder, "tensor<fp16, [1, 1, 1, 1030]> logits", "tensor<string, [1, 1, 1, 1030]> logits")
+    with pytest.raises(mlc.MLCParametersError, match=r"input 'logits': the model description declares a multiArray, but the program's input is tensor<str"):
+        load(folder)
+
+
+def test_a_program_returning_a_string_tensor_is_refused(compiled_testdata, tmp_path):
+    """Found by the fuzzer (mlmodelc_mel/mil_values): an output computed from a string constant
+    (``expand_dims(x = conv_1_pad_type_0)``) reached jit as an object array (TypeError)."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    edit_mil(folder, VAR_24, 'tensor<string, []> s = const()[name = tensor<string, []>("s"), val = tensor<string, []>("valid")];\n'
+             "            tensor<int32, [1]> var_24 = expand_dims(axes = reduce_max_0_axes_0, x = s)")
+    with pytest.raises(mlc.MLCParametersError, match="function 'main' returns 'var_24' as a string tensor"):
+        load_and_predict(folder)
+
+
+def test_a_dictionary_key_that_is_not_a_scalar_is_refused(compiled_testdata, tmp_path):
+    """Found by the fuzzer (mlmodelc_mel/mil_values): buildInfo's keys typed
+    ``tensor<string, [0x10]>`` became arrays of 16 strings, unhashable as dictionary keys."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    edit_mil(folder, "dict<tensor<string, []>, ", "dict<tensor<string, [0x10]>, ")
+    with pytest.raises(mlc.MLCParametersError, match=r"dictionary key of shape \(16,\), not a scalar"):
+        load(folder)
+
+
+def test_expand_dims_past_64_dimensions_is_refused_before_inserting_them(compiled_testdata, tmp_path):
+    """Found by the fuzzer (mlmodelc_mel/mil_values, reported as a hang): ``expand_dims`` whose
+    axes were a computed [201, 3000] tensor inserted 603,000 axes one by one into a list
+    (quadratic: minutes) before the reshape refused them."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    n = 300_000
+    axes = f'tensor<int32, [{n}]> many = const()[name = tensor<string, []>("many"), val = tensor<int32, [{n}]>([{", ".join(["0"] * n)}])];'
+    edit_mil(folder, VAR_24, axes + "\n            tensor<int32, [1]> var_24 = expand_dims(axes = many, x = duration_logits_cast_fp16)")
+    with pytest.raises(mlc.MLCError, match=f"expand_dims to rank {n + 1}: no array has more than 64 dimensions"):
+        load_and_predict(folder)
+
+
+# -- files that are not files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,relative", [(MNIST, "coremldata.bin"), (DRAWING, "model0/coremldata.bin")])
+def test_a_fifo_in_place_of_a_file_is_refused_not_waited_on(compiled_testdata, tmp_path, name, relative):
+    """Found by the fuzzer (mlmodelc_mnist/structure): a FIFO named coremldata.bin in a compiled
+    NeuralNetwork folder was opened, and the read waited for a writer forever."""
+    folder = copy_of(compiled_testdata, name, tmp_path)
+    os.remove(os.path.join(folder, relative))
+    os.mkfifo(os.path.join(folder, relative))
+    with pytest.raises(mlc.MLCIOError, match=f"{relative}: not a regular file"):
+        load(folder)
+
+
+@pytest.mark.parametrize("name", [MNIST, TOKENS, DRAWING])
+def test_no_file_of_a_compiled_folder_is_waited_on(compiled_testdata, tmp_path, name):
+    """Each file in turn made a FIFO: the folder loads (a file that may be absent is taken as
+    absent) or is refused, and never blocks."""
+    folder = copy_of(compiled_testdata, name, tmp_path)
+    files = sorted(os.path.relpath(os.path.join(r, f), folder) for r, _, fs in os.walk(folder) for f in fs)
+    for relative in files:
+        path = os.path.join(folder, relative)
+        shutil.move(path, path + ".saved")
+        os.mkfifo(path)
+        try:
+            load(folder)
+        except mlc.MLCError:
+            pass
+        finally:
+            os.remove(path)
+            shutil.move(path + ".saved", path)
+
+
+def test_a_fifo_model_mil_is_not_read(tmp_path):
+    from mlc.io.compiled.mil_text import read_mil_file
+
+    os.mkfifo(tmp_path / "model.mil")
+    with pytest.raises(mlc.MLCIOError, match="model.mil: not a regular file"):
+        read_mil_file(tmp_path / "model.mil")
+
+
+# -- JSON strings that are not text ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field,message", [("name", "holds a lone surrogate, not text"), ("bottom", "bottom '\\\\ud800' holds a lone surrogate"),
+                                           ("type", "holds a lone surrogate, not text"), ("storage", "cannot name a file")])
+def test_a_lone_surrogate_in_model_espresso_net_is_an_io_error(compiled_testdata, tmp_path, field, message):
+    """Found by the fuzzer (mlmodelc_findfour/net): a layer named ``"\\ud800"`` (a JSON escape of
+    a lone surrogate) raised UnicodeEncodeError when the protobuf layer was named; as the
+    weight file's name it raised it from os.path."""
+    folder = copy_of(compiled_testdata, MNIST, tmp_path)
+
+    def change(net):
+        if field == "storage":
+            net["storage"] = "\ud800"
+        else:
+            net["layers"][0][field] = "\ud800"
+
+    edit_json(os.path.join(folder, "model.espresso.net"), change)
+    with pytest.raises(mlc.MLCIOError, match=message):
+        load(folder)

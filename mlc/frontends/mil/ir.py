@@ -178,12 +178,20 @@ class _Parser:
         if kind == "tuple":
             return tuple(self.value(x, what) for x in iv.tuple.values)
         if kind == "dictionary":
-            return {self._hashable(self.value(kv.key, what)): self.value(kv.value, what) for kv in iv.dictionary.values}
+            return {self._key(self.value(kv.key, what), what): self.value(kv.value, what) for kv in iv.dictionary.values}
         raise MLCParametersError(f"{self.where}: {what} has an empty immediate value")
 
-    @staticmethod
-    def _hashable(x):
-        return x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+    def _key(self, x, what: str):
+        """A dictionary key as a Python scalar; a key that is a tensor of several values is refused."""
+        if isinstance(x, np.ndarray):
+            if x.size != 1:
+                raise MLCParametersError(f"{self.where}: {what} has a dictionary key of shape {x.shape}, not a scalar")
+            return x.reshape(()).item()
+        try:
+            hash(x)
+        except TypeError:
+            raise MLCParametersError(f"{self.where}: {what} has a dictionary key that is a {type(x).__name__}, not a scalar") from None
+        return x
 
     def tensor_value(self, tv, ttype: TensorType, what: str) -> np.ndarray:
         shape = ttype.shape

@@ -153,6 +153,9 @@ class FunctionLowering:
             except NodeLimitReached as stop:
                 return stop.outputs
             outputs = {name: env[name] for name in self.function.block.outputs}
+            for name, value in outputs.items():
+                if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":  # strings: no Core ML output holds them
+                    raise MLCParametersError(f"{self.model}: function {self.function.name!r} returns {name!r} as a string tensor")
             if cells:
                 outputs[STATES] = {name: cell.value for name, cell in cells.items()}
             if flags:

@@ -90,6 +90,7 @@ def verify_interface(function: Function, inputs, outputs, states, where: str) ->
                 f"{where}: the model description declares input {name!r}, but function {function.name!r} "
                 f"takes only {sorted(program_inputs)}"
             )
+        _check_type(feature, program_inputs[name], f"{where}: input {name!r}")
         _check_shape(feature, program_inputs[name], f"{where}: input {name!r}")
     undescribed = [n for n in program_inputs if n not in described]
     if undescribed:
@@ -103,6 +104,16 @@ def verify_interface(function: Function, inputs, outputs, states, where: str) ->
                 f"{where}: the model description declares output {name!r}, but function {function.name!r} "
                 f"returns only {sorted(returned)}"
             )
+
+
+def _check_type(feature, program_type, where: str) -> None:
+    """A described multiarray, image or state is a numeric tensor in the program (a program
+    taking a string tensor or a list there would receive an array it cannot hold)."""
+    if feature.kind not in ("multiArray", "image", "state"):
+        return
+    wrapped = program_type.wrapped if isinstance(program_type, StateType) else program_type
+    if not isinstance(wrapped, TensorType) or wrapped.dtype == "str":
+        raise MLCParametersError(f"{where}: the model description declares a {feature.kind}, but the program's input is {wrapped}")
 
 
 def _check_shape(feature, program_type, where: str) -> None:

@@ -61,6 +61,8 @@ __all__ = [
 
 
 def _read_bytes(path: str, limit: int, what: str) -> bytes:
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the read forever
+        raise MLCIOError(f"{what}: not a regular file (a folder, FIFO or device), so not read")
     try:
         size = os.path.getsize(path)
         if size > limit:

@@ -67,6 +67,8 @@ def is_espresso_folder(folder: str) -> bool:
 
 
 def _json(path: str, where: str) -> Any:
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the read forever
+        raise MLCIOError(f"{where}: not a regular file (a folder, FIFO or device), so not read")
     try:
         size = os.path.getsize(path)
         if size > MAX_JSON_BYTES:

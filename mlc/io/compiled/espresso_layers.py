@@ -62,6 +62,15 @@ def supported_types() -> list[str]:
     return sorted(_TABLE)
 
 
+def _is_text(value: str) -> bool:
+    """Whether a JSON string is text a protobuf string can hold (JSON's ``\\ud800`` escapes are not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -123,6 +132,8 @@ class Layer(Fields):
         name, kind = obj.get("name", f"layer{index}"), obj.get("type")
         if not isinstance(name, str) or not isinstance(kind, str):
             raise MLCIOError(f"{where}: layer {index} has no string name and type")
+        if not _is_text(name) or not _is_text(kind):
+            raise MLCIOError(f"{where}: layer {index}'s name or type {_show(name)} / {_show(kind)} holds a lone surrogate, not text")
         super().__init__(obj, f"{where}: layer {index} {name!r} (espresso type {kind!r})")
         self.name, self.type = name, kind
         self.bottoms = self._names("bottom")
@@ -137,6 +148,8 @@ class Layer(Fields):
         names = value.split(",") if value else []
         if any(not n for n in names):
             raise MLCIOError(f"{self.where}: {key} {value!r} holds an empty blob name")
+        if not _is_text(value):
+            raise MLCIOError(f"{self.where}: {key} {_show(value)} holds a lone surrogate, not text")
         return names
 
     def inputs(self, n: int | tuple[int, int]) -> None:

@@ -767,6 +767,8 @@ def read_mil_file(path: str | os.PathLike, model_dir: str | None = None, where: 
     """Read and parse a ``model.mil`` file (UTF-8) into a ``MIL.proto`` ``Program``."""
     path = os.fspath(path)
     where = where or path
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the read forever
+        raise MLCIOError(f"{where}: not a regular file (a folder, FIFO or device), so not read")
     try:
         size = os.path.getsize(path)
         if size > MAX_MIL_BYTES:

@@ -10,6 +10,7 @@ from jax import lax
 from mlc._errors import DataDependentShapeError
 from mlc.frontends.mil.ops._helpers import norm_axes, static_bool, static_int, static_ints
 from mlc.frontends.mil.registry import op
+from mlc.runtime import limits
 
 _SLICE_STATIC = ("begin", "end", "stride", "begin_mask", "end_mask", "squeeze_mask")
 
@@ -63,6 +64,8 @@ def reshape_like(x, ref_tensors, begins, ends, end_masks):
 def expand_dims(x, axes):
     """Axes index the output (rank(x) + len(axes)); negative ones count from its end."""
     rank = jnp.ndim(x) + len(static_ints(axes))
+    if rank > limits.MAX_RANK:  # before inserting axes one by one (quadratic: 600,000 axes took minutes)
+        raise ValueError(f"expand_dims to rank {rank}: no array has more than {limits.MAX_RANK} dimensions")
     new = sorted(norm_axes(axes, rank))
     shape = list(jnp.shape(x))
     for a in new:
