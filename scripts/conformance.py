@@ -551,6 +551,15 @@ def known_cause(case: Case) -> str:
     return ""
 
 
+# Cases that assert on wall time (coremltools' own type inference under 10 ms): fine in a census,
+# flaky in CI's sample on a busy machine, so the sample takes another case of their class.
+TIMED_CASES = ("TestSliceByIndex::test_efficient_type_inference",)
+
+
+def samplable(nodeid: str) -> bool:
+    return addressable(nodeid) and not any(t in nodeid for t in TIMED_CASES)
+
+
 def addressable(nodeid: str) -> bool:
     """Whether a node id names the same case in another run: some tests put random arrays in
     their parameter ids (iOS16 ``test_constexpr_ops``), which change on every collection."""
@@ -579,7 +588,7 @@ def sample(cases: list[Case], per_precision: bool = True, cap: int | None = None
         home.setdefault(c.nodeid.split("::", 1)[-1], c.file)
     first: dict[tuple[str, str], Case] = {}
     for c in sorted(cases, key=lambda c: (c.outcome != "passed", c.seconds, c.nodeid)):
-        if c.outcome in ("passed", "failed", "error") and addressable(c.nodeid) and home[c.nodeid.split("::", 1)[-1]] == c.file:
+        if c.outcome in ("passed", "failed", "error") and samplable(c.nodeid) and home[c.nodeid.split("::", 1)[-1]] == c.file:
             first.setdefault((c.test_class, c.precision if per_precision else ""), c)
     chosen = list(first.values())
     if cap is not None and len(chosen) > cap:
