@@ -305,3 +305,39 @@ def test_a_lone_surrogate_in_model_espresso_net_is_an_io_error(compiled_testdata
     edit_json(os.path.join(folder, "model.espresso.net"), change)
     with pytest.raises(mlc.MLCIOError, match=message):
         load(folder)
+
+
+def test_a_program_version_of_5000_digits_is_a_syntax_error(compiled_testdata, tmp_path):
+    """Found by the fuzzer (mlmodelc_tokens/mil_values): ``program(999...)`` past Python's
+    4,300-digit int conversion limit raised ValueError."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    edit_mil(folder, "program(1.0)", "program(" + "9" * 5000 + ")")
+    with pytest.raises(mlc.MLCIOError, match=r"model.mil:1:9: program version 9{20}\.\.\. is unknown"):
+        load(folder)
+
+
+def test_an_operation_name_that_is_not_a_scalar_is_refused(compiled_testdata, tmp_path):
+    """Found by the fuzzer (mlmodelc_flexible/mil_values): an op's ``name`` typed
+    ``tensor<string, [0x10]>`` (16 copies of the name) raised ValueError from ``.item()``."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    edit_mil(folder, 'name = tensor<string, []>("op_3")', 'name = tensor<string, [0x10]>("op_3")')
+    with pytest.raises(mlc.MLCParametersError, match=r"a const operation's name is a tensor of shape \(16,\), not a string"):
+        load(folder)
+
+
+@pytest.mark.parametrize("amounts", ["[0, 2147483647]", "[5, 0]", "[0, 4]"])
+def test_a_reflect_pad_not_smaller_than_its_axis_is_refused(compiled_testdata, tmp_path, amounts):
+    """Found by the fuzzer (mlmodelc_mel/mil_values, reported as a hang): a reflect pad of
+    2**31 - 1 made jnp.pad reflect again and again in a Python loop. coremltools' pad: a reflect
+    pad is at most the axis' size - 1; one that is (4 on an axis of 5) runs."""
+    folder = copy_of(compiled_testdata, TOKENS, tmp_path)
+    edit_mil(folder, VAR_24, (
+        f'tensor<int32, [2]> p = const()[name = tensor<string, []>("p"), val = tensor<int32, [2]>({amounts})];\n'
+        '            tensor<string, []> m = const()[name = tensor<string, []>("m"), val = tensor<string, []>("reflect")];\n'
+        '            tensor<fp16, [?]> padded = pad(mode = m, pad = p, x = duration_logits_cast_fp16)[name = tensor<string, []>("padded")];\n'
+        "            tensor<int32, [1]> var_24 = reduce_argmax(axis = var_24_axis_0, keep_dims = var_24_keep_dims_0, x = padded)"))
+    if amounts == "[0, 4]":
+        load_and_predict(folder)
+    else:
+        with pytest.raises(mlc.MLCError, match=r"reflect pad \(.*\) is not smaller than the padded axes of x \(5,\)"):
+            load_and_predict(folder)

@@ -255,6 +255,8 @@ class _Parser:
     def operation(self, op) -> Operation:
         attrs = self.attributes(op.attributes, f"a {op.type} operation")
         name = attrs.get("name")
+        if isinstance(name, np.ndarray) and name.size != 1:
+            raise MLCParametersError(f"{self.where}: a {op.type} operation's name is a tensor of shape {name.shape}, not a string")
         name = str(name.item()) if isinstance(name, np.ndarray) else (op.outputs[0].name if op.outputs else op.type)
         what = f"operation {name!r} ({op.type})"
         inputs = {}

@@ -650,9 +650,9 @@ class _Parser:
         kind, version, offset = self.next()
         if kind != "number" or not re.fullmatch(r"[0-9]+(\.[0-9]+)?", version):
             self.fail(f"expected the program version (like 1.0), found {self.show((kind, version, offset))}", offset)
-        major = int(version.split(".")[0])
+        major = _int(version.split(".")[0])
         if major != 1:
-            self.fail(f"program version {version} is unknown (mlc reads version 1.x)", offset)
+            self.fail(f"program version {_short(version, False)} is unknown (mlc reads version 1.x)", offset)
         program.version = major
         self.expect(")")
         if self.at("["):

@@ -105,6 +105,10 @@ def pad(x, pad, mode="constant", constant_val=0.0):
     pairs = [(0, 0)] * (jnp.ndim(x) - len(amounts) // 2) + list(zip(amounts[0::2], amounts[1::2]))
     if mode == "constant":
         return jnp.pad(x, pairs, constant_values=jnp.asarray(constant_val, jnp.result_type(x)))
+    if mode == "reflect" and any(max(p) >= d for p, d in zip(pairs, jnp.shape(x)) if any(p)):
+        # coremltools: reflect pads are smaller than the axis (jnp.pad would reflect again and
+        # again, a Python loop per repetition: a pad of 2**31 on an axis of 1 never ended)
+        raise ValueError(f"reflect pad {amounts} is not smaller than the padded axes of x {jnp.shape(x)}")
     return jnp.pad(x, pairs, mode=_PAD_MODES[mode])
 
 
