@@ -1053,16 +1053,25 @@ class Workspace:
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
+    """Raise ``CaseTimeout`` in the block once ``seconds`` have passed, and again every second
+    after: an exception raised where Python ignores it (a garbage-collector callback, such as
+    hypothesis' own) would otherwise let a hung case run on unbounded."""
+    active = [True]
+
     def _alarm(signum, frame):
-        raise CaseTimeout(f"no outcome within {seconds} s")
+        if active[0]:
+            raise CaseTimeout(f"no outcome within {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:
+            active[0] = False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def run_case(path: str, *, predict: bool = True, jit: bool = True, seconds: float = 30.0) -> str:
