@@ -208,7 +208,7 @@ def test_coefficient_constants_are_shared_between_convolutions(monkeypatch):
 
     one = jax.make_jaxpr(fn)([jnp.ones((4, 4, 3, 3))], jnp.ones((1, 4, 8, 8)))
     three = jax.make_jaxpr(fn)([jnp.ones((4, 4, 3, 3))] * 3, jnp.ones((1, 4, 8, 8)))
-    assert len(three.consts) == len(one.consts) <= 8
+    assert len(three.consts) == len(one.consts) <= 16  # a column of B^T or G per transform step
 
 
 # -- through mlc.load -----------------------------------------------------------------------------
