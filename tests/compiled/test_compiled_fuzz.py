@@ -60,3 +60,27 @@ def test_mutated_folders_load_or_raise_an_mlc_error(workspace, seed_name, target
         assert outcome in ("loaded", "predicted op by op") or outcome.startswith("mlc:")
 
     case()
+
+
+def test_a_link_out_of_the_folder_that_loads_is_a_finding(workspace, monkeypatch):
+    """The folder rule's oracle: with ``inside`` made to let any path through, a metadata.json
+    linked out of the folder (to a copy of itself) loads, and the fuzzer reports an escape; a
+    link out where the loader never reads (analytics/) is none."""
+    import json
+
+    import mlc.io.compiled.folder as folder_module
+
+    _seed(workspace, "mlmodelc_silero")
+    path = workspace.target_file("mlmodelc_silero", "structure")
+    links = {name: json.dumps({"ops": [{"op": "link_out", "path": name}], "escape": name}).encode()
+             for name in ("metadata.json", "analytics/coremldata.bin")}
+    with workspace.with_file(path, links["metadata.json"]):
+        assert os.path.islink(os.path.join(path, "metadata.json"))
+        assert workspace.run("mlmodelc_silero", jit=False) == "mlc:io"  # refused: it leaves the folder
+        monkeypatch.setattr(folder_module, "inside", lambda root, relative, what: os.path.join(root, relative))
+        with pytest.raises(fuzz.Unexpected, match="escape: metadata.json links out of"):
+            workspace.run("mlmodelc_silero", jit=False)
+    monkeypatch.undo()
+    assert not os.path.islink(os.path.join(path, "metadata.json"))  # the folder is restored
+    with workspace.with_file(path, links["analytics/coremldata.bin"]):
+        assert workspace.run("mlmodelc_silero", jit=False) == "predicted op by op"
