@@ -24,6 +24,9 @@ from mlc.model import Model, State, load
 from mlc.program.build import describe
 from mlc.program.program import Interface, PipelineStage, Program, Summary
 from mlc.runtime.runner import Runner
+from mlc.runtime import xla_options as _xla_options
+
+_xla_options.run_cpu_calls_inline()  # before JAX's CPU client exists: predict waits for its result anyway
 
 # name -> (module, attribute or None for the module itself), imported on first use
 _LAZY = {

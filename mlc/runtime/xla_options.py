@@ -26,3 +26,30 @@ def compiler_options(device: jax.Device | None = None) -> dict[str, str] | None:
         return None
     platform = (device or jax.devices()[0]).platform
     return dict(_CPU) if platform == "cpu" else None
+
+
+ASYNC_DISPATCH_ENV = "MLC_CPU_ASYNC_DISPATCH"
+
+
+def run_cpu_calls_inline() -> bool:
+    """Ask JAX's CPU client to run each call in the calling thread (``jax_cpu_enable_async_dispatch``
+    off); returns whether the setting was made.
+
+    With JAX's default (asynchronous dispatch) every CPU call is queued to a worker thread and
+    ``predict``'s wait for the result is a thread hand-off: on a small model that hand-off is
+    most of the call (the VAD step of ``scripts/bench.py``: 278 µs a call through ``jax.jit``
+    with it, 127 µs without; onnxruntime 117 µs). ``predict`` always waits for its result, so
+    nothing is lost by running inline; the call releases the GIL while XLA computes, and
+    XLA's intra-op threads are used as before. The setting is read when JAX creates its CPU
+    client, so it applies when ``mlc`` is imported before JAX's first computation. It is left
+    alone where the user chose: ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` set, or
+    ``MLC_CPU_ASYNC_DISPATCH=1`` (keep JAX's default).
+    """
+    if os.environ.get(ASYNC_DISPATCH_ENV, "").strip() == "1" or "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ:
+        return False
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False  # the CPU client exists already: the setting would not reach it
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
