@@ -43,6 +43,7 @@ from typing import Any
 
 from mlc._errors import MLCIOError, MLCUnsupportedError
 from mlc.io.compiled import espresso_layers as EL
+from mlc.io.compiled import espresso_shape_layers, espresso_spatial_layers  # noqa: F401  (they register their types in EL)
 from mlc.io.compiled.coremldata import fill_description, parse_description, read_coremldata, read_metadata_json
 from mlc.io.compiled.espresso_weights import EspressoWeights
 from mlc.io.proto import proto

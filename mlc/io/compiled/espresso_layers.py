@@ -22,6 +22,14 @@ convolution becomes the convolution's explicit ``pad_t/pad_b/pad_l/pad_r``. None
 convolution or inner-product weights is stored in another order than the protobuf's: FindFour's
 26 convolutions hold the twin's ``[C_out, C_in/groups, kH, kW]`` weights times the folded
 batch-norm scale, each within fp16 rounding.
+
+The types mapped: here ``convolution``, ``pool``, ``inner_product``, ``activation``,
+``elementwise``, ``softmax``, ``softmax_nd``, ``flatten``, ``batchnorm``, ``transpose``,
+``reshape``; ``concat``, ``split_nd``, ``expand_dims``, ``squeeze`` in
+``espresso_shape_layers.py``; ``general_padding``, ``upsample`` in
+``espresso_spatial_layers.py`` (they import this module to register, and ``espresso.py``, which
+reads the table, imports them). Those modules' docstrings say which types stay refused and why
+(``rnn_arch``, ``reduce``, ``slice``, ``crop``, ``lrn``, ``deconvolution``, ``load_constant``).
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from mlc.io.proto import proto
 
 MAX_INT = 1 << 62
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-COMMON_KEYS = frozenset({"type", "name", "bottom", "top", "weights", "debug_info", "attributes"})
+# ``hint_fallback_from_ane`` / ``hint_fallback_from_metal`` (seen in a published network,
+# dcsijan/model-dump, on reshape, squeeze, expand_dims, split_nd, rnn_arch, inner_product layers)
+# tell espresso which engine not to run a layer on; they do not change what it computes.
+COMMON_KEYS = frozenset({
+    "type", "name", "bottom", "top", "weights", "debug_info", "attributes", "hint_fallback_from_ane", "hint_fallback_from_metal",
+})
 PAD_KEYS = frozenset({"pad_t", "pad_b", "pad_l", "pad_r", "pad_mode", "pad_fill_mode", "pad_value"})
 
 EspressoFn = Callable[["Layer", "Network"], None]
