@@ -9,6 +9,7 @@ import pytest
 from test_compiled_espresso import layer, write_espresso
 
 import mlc
+from mlc.deploy.decompile import decompile
 from mlc.io.compiled.espresso import load_espresso  # noqa: F401  (registers every family of espresso types)
 from mlc.io.compiled.espresso_layers import supported_types
 
@@ -70,6 +71,17 @@ def test_rank5_padding_upsample_and_channel_concat_against_numpy(tmp_path):
     np.testing.assert_array_equal(out["p"], np.pad(x, ((0, 0), (1, 0), (2, 1)), constant_values=0.5))
     np.testing.assert_array_equal(out["u"], x.repeat(2, axis=1).repeat(3, axis=2))
     np.testing.assert_allclose(out["c"], np.concatenate([x, 2 * x, x], axis=0), rtol=1e-6)
+
+
+def test_the_rank_n_layers_decompile_to_an_mlmodel_that_predicts_the_same(tmp_path):
+    layers, shapes = rank_n_layers()
+    outputs = {"e": [4, 3, 2, 1, 1], "f": [4, 1, 3, 2], "y": [4, 3, 2], "p": [4, 3, 1], "q": [4, 3, 1]}
+    folder = write_espresso(tmp_path / "S.mlmodelc", layers, {"x": [4, 3, 2]}, outputs, shapes=shapes, version=4)
+    decompile(folder, tmp_path / "S.mlmodel")
+    x = np.random.default_rng(9).standard_normal((4, 3, 2)).astype(np.float32)
+    compiled, plain = mlc.load(folder).predict({"x": x}), mlc.load(tmp_path / "S.mlmodel").predict({"x": x})
+    for name in outputs:
+        np.testing.assert_array_equal(plain[name], compiled[name])
 
 
 def test_the_same_layers_without_a_shape_file_in_the_rank5_world(tmp_path):
