@@ -308,6 +308,17 @@ def _whole_numbers(arr: np.ndarray, target: np.dtype) -> bool:
     return bool(np.array_equal(arr, np.trunc(arr)) and np.all((arr >= info.min) & (arr <= info.max)))
 
 
+def cast_needs_no_values(given: np.dtype, declared: np.dtype) -> bool:
+    """Whether ``multiarray_input`` accepts or refuses an array of dtype ``given`` for the
+    ``declared`` dtype without reading its values: no float-to-int check of whole numbers
+    (``_whole_numbers``), no integer range check (``_check_integer_range``)."""
+    if given == declared:
+        return True
+    if given.kind in "USOV" or not np.can_cast(given, declared, casting="same_kind"):
+        return False
+    return not (given.kind in "iu" and declared.kind in "iu" and not np.can_cast(given, declared, casting="safe"))
+
+
 def _check_integer_range(arr: np.ndarray, target: np.dtype, where: str) -> None:
     """Integers given for a narrower integer input (int64 for int32) must fit it: a cast would
     wrap 2**40 around to 0 without a word."""
