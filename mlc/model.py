@@ -17,7 +17,7 @@ from mlc.io.mlc_file import is_mlc_file
 from mlc.io.spec import LoadedSpec, load_spec
 from mlc.program.build import build_program
 from mlc.program.program import Program
-from mlc.runtime import checks, compilation_cache, limits
+from mlc.runtime import checks, compilation_cache, limits, trace_cache
 from mlc.runtime.interpreter import STATES, node_limit
 from mlc.runtime.runner import Runner
 
@@ -462,10 +462,16 @@ def load(
             _check_compiled_options(program, compiled, path, function_name, compute_precision)
             fp16_as_fp32 = compiled.fp16_as_fp32
         else:
+            files = trace_cache.snapshot(source, weights_dir)  # before reading: what the program is built from
             loaded = load_spec(source, None if weights_dir is None else os.fspath(weights_dir))
             name[0] = loaded.name
             program = build_program(loaded, function_name=function_name, fp16_as_fp32=fp16_as_fp32)
     runner = Runner(program, device=device, fp16_as_fp32=fp16_as_fp32, name=name[0])
+    if loaded is not None:
+        options = {"function_name": function_name, "compute_precision": compute_precision, "fp16_as_fp32": fp16_as_fp32, "max_tensor_bytes": max_bytes}
+        traces = trace_cache.for_load(files, loaded, cache, cache_dir, options, device)
+        if traces is not None:
+            runner.use_trace_cache(traces)
     return Model(
         runner, loaded=loaded, compiled=compiled, compute_precision=compute_precision, cache_dir=cache, max_tensor_bytes=max_bytes
     )

@@ -32,7 +32,7 @@ def model_path(tmp_path_factory):
 
 
 def probe(model_path, env=None, setup="", **kwargs):
-    environ = {**os.environ, **(env or {})}
+    environ = {**os.environ, "MLC_TRACE_CACHE": "0", **(env or {})}  # XLA's cache alone (tests/test_trace_cache.py: mlc's)
     code = setup + PROBE
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps({"model": str(model_path), "kwargs": kwargs})],

@@ -39,8 +39,9 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def write(path: str, header: dict, sections: dict[str, bytes | np.ndarray]) -> None:
-    """Write ``header`` plus ``sections`` (name -> bytes or array) atomically to ``path``."""
+def write(path: str, header: dict, sections: dict[str, bytes | np.ndarray], *, durable: bool = True) -> None:
+    """Write ``header`` plus ``sections`` (name -> bytes or array) atomically to ``path``
+    (``durable``: fsynced before the rename, ``mlc.io.atomic``; caches that check what they read pass False)."""
     header = dict(header)
     names = list(sections)
     blobs = [_as_bytes(sections[n]) for n in names]
@@ -57,7 +58,7 @@ def write(path: str, header: dict, sections: dict[str, bytes | np.ndarray]) -> N
         if new == offsets:
             break
         offsets = new
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+    with atomic_write(path, durable=durable) as tmp, open(tmp, "wb") as f:
         f.write(_PREFIX.pack(MAGIC, VERSION, len(encoded)))
         f.write(encoded)
         for offset, blob in zip(offsets, blobs):

@@ -82,6 +82,19 @@ class HoistedFunction:
         leaves, tree = jax.tree_util.tree_flatten(signature_inputs)
         return bool(self._splits.get(_signature(tree, leaves)))
 
+    def parts_for(self, params: dict, inputs: dict) -> tuple[Callable, list | None, Any, list | None]:
+        """What a call with ``inputs``' signature and ``params`` ran, after it ran (for
+        ``mlc.runtime.trace_cache``): ``(run, residuals, out_tree, forwards)`` with
+        ``run(*residuals, *input leaves)`` jitted, or ``(jit of fn, None, None, None)`` when
+        such calls run as one plain jit."""
+        leaves, tree = jax.tree_util.tree_flatten(inputs)
+        signature = _signature(tree, leaves)
+        split = self._splits.get(signature) if signature is not None else None
+        prepared = self._prepared.get(signature) if split else None
+        if not split or prepared is None or prepared[0] is not params:
+            return self._plain, None, None, None
+        return split.run, prepared[1], split.out_tree, split.forwards
+
     def _split_for(self, signature, params: dict, inputs: dict) -> _Split | None:
         with self._lock:
             if signature not in self._splits:

@@ -186,7 +186,18 @@ class Runner:
         """``fn`` jitted for the device, its weight-only part computed once (``mlc.runtime.hoist``).
         ``batched``: ``fn`` vmaps one example's program over the inputs' leading axis."""
         cpu = self.device.platform == "cpu"
-        return HoistedFunction(self._for_device(fn, batched), compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
+        hoisted = HoistedFunction(self._for_device(fn, batched), compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
+        if self._trace_cache is None:
+            return hoisted
+        return self._trace_cache.wrap(hoisted, params=self._trace_params, kind="batch" if batched else "call", device=self.device)
+
+    _trace_cache = None  # mlc.runtime.trace_cache.ModelCache, set by use_trace_cache
+
+    def use_trace_cache(self, cache) -> None:
+        """Look up what tracing produces in ``cache`` (``mlc.runtime.trace_cache``) before
+        tracing, and store it there after: while this runner computes with the weights it holds
+        now (a ``with_params`` copy, or ``params`` widening fp16 weights, traces as without)."""
+        self._trace_cache, self._trace_params = cache, self._params
 
     def _for_device(self, fn, batched: bool = False):
         """``fn`` traced for this runner's platform (``mlc.runtime.target``), and for ``batched``
