@@ -71,3 +71,16 @@ def test_cast_needs_no_values(given, declared, expected):
     """Only casts ``multiarray_input`` makes without a look at the values (same kind, and no
     integer narrowing) are remembered; int -> float and bool -> float are same_kind casts in numpy."""
     assert cast_needs_no_values(np.dtype(given), np.dtype(declared)) is expected
+
+
+def test_predict_batch_remembers_its_own_signatures(add_model):
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        x, y = rng.random((5, 2, 3)).astype(np.float32), rng.random((5, 2, 3)).astype(np.float32)
+        (out,) = add_model.predict_batch({"x": x, "y": y}).values()
+        np.testing.assert_array_equal(out, x + y)
+    assert [key[0] for key in add_model._known_inputs] == ["batch"]
+    with pytest.raises(mlc.MLCFeatureTypeError, match="different leading sizes"):
+        add_model.predict_batch({"x": np.ones((5, 2, 3), np.float32), "y": np.ones((4, 2, 3), np.float32)})
+    with pytest.raises(mlc.MLCFeatureTypeError, match="rank mismatch"):  # predict does not take the batch's signature
+        add_model.predict({"x": np.ones((5, 2, 3), np.float32), "y": np.ones((5, 2, 3), np.float32)})
