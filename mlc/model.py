@@ -465,6 +465,7 @@ def load(
     name = [None]  # known once the file is read: limit refusals then name the model
     loaded = compiled = None
     with _named_limit(max_bytes, name):
+        files = trace_cache.snapshot(source, None if is_mlc_file(source) else weights_dir)  # before reading: what the program is built from
         if is_mlc_file(source):
             path = os.fspath(source)
             program, compiled = aot.load_compiled(path, device)
@@ -472,16 +473,14 @@ def load(
             _check_compiled_options(program, compiled, path, function_name, compute_precision)
             fp16_as_fp32 = compiled.fp16_as_fp32
         else:
-            files = trace_cache.snapshot(source, weights_dir)  # before reading: what the program is built from
             loaded = load_spec(source, None if weights_dir is None else os.fspath(weights_dir))
             name[0] = loaded.name
             program = build_program(loaded, function_name=function_name, fp16_as_fp32=fp16_as_fp32)
     runner = Runner(program, device=device, fp16_as_fp32=fp16_as_fp32, name=name[0])
-    if loaded is not None:
-        options = {"function_name": function_name, "compute_precision": compute_precision, "fp16_as_fp32": fp16_as_fp32, "max_tensor_bytes": max_bytes}
-        traces = trace_cache.for_load(files, loaded, cache, cache_dir, options, device)
-        if traces is not None:
-            runner.use_trace_cache(traces)
+    options = {"function_name": function_name, "compute_precision": compute_precision, "fp16_as_fp32": fp16_as_fp32, "max_tensor_bytes": max_bytes}
+    traces = trace_cache.for_load(files, loaded, cache, cache_dir, options, device)
+    if traces is not None:
+        runner.use_trace_cache(traces)
     return Model(
         runner, loaded=loaded, compiled=compiled, compute_precision=compute_precision, cache_dir=cache, max_tensor_bytes=max_bytes
     )

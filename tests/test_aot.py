@@ -47,6 +47,39 @@ def test_compiled_cnn_matches_torch_and_the_package(cnn):
     np.testing.assert_allclose(y, mlc.load(path).predict({"x": x})["y"], rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_file_holds_prepared_weights_not_a_prepare_module(cnn):
+    """The weight-only results are computed when compiling and stored as the compiled model's
+    params (``prepared/<i>``); loading runs no weight-only module."""
+    path, compiled, _, example = cnn
+    f = mlc_file.MLCFile(str(compiled))
+    assert "prepare" not in f and "run" in f
+    keys = f.header["param_keys"]
+    assert any(k.startswith("prepared/") for k in keys)
+    assert all(set(r) == {"param"} for r in f.header["residuals"])
+    model = mlc.load(compiled)
+    assert sorted(model.params) == keys
+    x = example[0].numpy()
+    np.testing.assert_allclose(model.predict({"x": x})["y"], mlc.load(path).predict({"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_model_hits_the_trace_cache_and_predicts_the_same(cnn, tmp_path):
+    import jax.monitoring
+
+    from mlc.runtime import trace_cache
+
+    _, compiled, _, example = cnn
+    x = example[0].numpy()
+    events = []
+    jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+    off = mlc.load(compiled, cache_dir=False).predict({"x": x})["y"]
+    filled = mlc.load(compiled, cache_dir=str(tmp_path / "xla")).predict({"x": x})["y"]
+    assert events.count(trace_cache.STORED) == 1
+    hit = mlc.load(compiled, cache_dir=str(tmp_path / "xla")).predict({"x": x})["y"]
+    assert events.count(trace_cache.HIT) == 1
+    np.testing.assert_array_equal(off, filled)
+    np.testing.assert_array_equal(off, hit)
+
+
 def test_compiled_predict_batch_any_size(cnn):
     _, compiled, module, example = cnn
     model = mlc.load(compiled)

@@ -3,17 +3,24 @@
 Core ML compiles a ``.mlmodel`` into a ``.mlmodelc`` before it runs; mlc's counterpart is a
 ``.mlc`` file (``mlc.io.mlc_file``) holding
 
-- the model's weights, as the Core ML file stores them (fp16 stays fp16);
-- ``prepare``: the weight-only part of the program (``mlc.runtime.hoist``: fp16 widening, constexpr
-  dequantization, kernel layouts), serialized with ``jax.export``;
+- the prepared weights: what the per-call program reads, that is the weights it reads as they
+  are (under their own names) and the results of the program's weight-only part
+  (``mlc.runtime.hoist``: fp16 widening, constexpr dequantization, Winograd-transformed and
+  relaid-out kernels; named ``prepared/<i>``), computed once when compiling. Weights that only
+  feed the weight-only part are not stored. These are the compiled model's ``params``;
 - ``run``: ``(residuals, inputs) -> outputs`` for one example at the declared input shapes,
-  and ``run_batched``, the same over a leading batch axis of any size (a symbolic dimension);
+  and ``run_batched``, the same over a leading batch axis of any size (a symbolic dimension),
+  serialized with ``jax.export``;
 - the feature descriptions, metadata and class labels as JSON.
+
+Files written before the prepared weights (with a ``prepare`` module that computes them from the
+Core ML weights at load) still load.
 
 Loading one needs neither coremltools nor protobuf, and does not lower the program again:
 ``mlc.load("Model.mlc")`` deserializes the modules and returns an ``mlc.Model`` with the
 usual ``predict`` / ``predict_batch``. XLA still compiles the modules for the device on first
-use; the persistent compilation cache (``mlc.runtime.compilation_cache``) makes that a cache read.
+use; the persistent compilation cache (``mlc.runtime.compilation_cache``) makes that a cache read,
+and the trace cache beside it (``mlc.runtime.trace_cache``) skips the lowering too.
 
 What a compiled model cannot do: take input shapes other than the declared defaults (flexible
 shapes are compiled at their default), be saved back to Core ML, or be differentiated
@@ -67,12 +74,31 @@ def compile_model(model, path: str | os.PathLike, *, platforms: tuple[str, ...] 
         classes = _classification_outputs(program.fn, params, inputs, model.name)
         plain = _without_classifications(program.fn, classes)
         parts = _parts(plain, params, inputs)
+        stored, residuals = _prepared_weights(parts, params)
+        hoisted = parts.prepare is not None
+        parts = dataclasses.replace(parts, prepare=None)  # the file holds its results, not a module computing them
         modules, used = _export_all(parts, params, inputs, platforms, batched, model.name)
-    header = _header(model, classes, parts, used, "run_batched" in modules)
-    sections = {f"param/{i}": np.asarray(params[k]) for i, k in enumerate(header["param_keys"])}
+    header = _header(model, classes, stored, residuals, used, "run_batched" in modules)
+    sections = {f"param/{i}": stored[k] for i, k in enumerate(header["param_keys"])}
     sections.update(modules)
     mlc_file.write(path, header, sections)
-    return CompileReport(path, used, "run_batched" in modules, parts.prepare is not None, os.path.getsize(path))
+    return CompileReport(path, used, "run_batched" in modules, hoisted, os.path.getsize(path))
+
+
+def _prepared_weights(parts: _Parts, params: dict) -> tuple[dict[str, np.ndarray], list[str]]:
+    """What the ``run`` module reads, by name: the weights it takes as they are (by their own
+    name) and the results of the weight-only part (``prepared/<i>``: Winograd-transformed or
+    relaid-out kernels, widened or dequantized weights); and per residual, its name. Weights
+    that only feed the weight-only part are not needed and not stored."""
+    keys = sorted(params)  # jax flattens dicts in sorted key order
+    computed = iter(parts.prepare([params[k] for k in keys]) if parts.prepare is not None else ())
+    stored: dict[str, np.ndarray] = {}
+    names = []
+    for i, forward in enumerate(parts.forwards):
+        name = keys[forward] if forward is not None else f"prepared/{i}"
+        stored[name] = np.asarray(params[name] if forward is not None else next(computed))
+        names.append(name)
+    return stored, names
 
 
 def check_output_path(path: str | os.PathLike) -> str:
@@ -206,11 +232,11 @@ def _without_classifications(fn, classes: dict):
     return plain
 
 
-def _header(model, classes: dict, parts: _Parts, platforms: tuple[str, ...], batched: bool) -> dict:
+def _header(model, classes: dict, params: dict, residuals: list[str], platforms: tuple[str, ...], batched: bool) -> dict:
     program = model.program
     interface = program.interface
-    params = model.params
     keys = sorted(params)  # jax flattens dicts in sorted key order
+    index = {k: i for i, k in enumerate(keys)}
     return {
         "format": FORMAT,
         "mlc_version": _mlc_version(),
@@ -235,8 +261,8 @@ def _header(model, classes: dict, parts: _Parts, platforms: tuple[str, ...], bat
         "classifications": classes,
         "param_keys": keys,
         "params": [{"dtype": np.dtype(params[k].dtype).name, "shape": list(np.shape(params[k]))} for k in keys],
-        "param_storage": dict(program.param_storage),
-        "residuals": [{"param": f} if f is not None else {"computed": True} for f in parts.forwards],
+        "param_storage": {k: v for k, v in program.param_storage.items() if k in index},
+        "residuals": [{"param": index[name]} for name in residuals],
         "batched": batched,
     }
 

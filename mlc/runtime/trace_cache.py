@@ -29,13 +29,12 @@ JAX's x64 and default matmul precision), and per entry the kind of call (``call`
 hash of a model's files is remembered by their stat (size, mtime, ctime, inode), so a file read
 before is not hashed again; a rewrite changes its ctime.
 
-**Which loads use it.** Models loaded from a path (a package or compiled folder, or a single
-``.mlmodel`` that holds no ML Program: an ML Program's weights may live in files beside it), when
-a persistent compilation cache is in use: its folder's ``mlc-programs`` subfolder.
-``cache_dir=False``, ``$MLC_COMPILATION_CACHE=0`` or ``$MLC_TRACE_CACHE=0`` read and write
-nothing; nor do in-memory models, ``.mlc`` files (compiled already), packages holding a symbolic
-link, or a runner computing with other weights than those loaded (``with_params``, or after
-``params`` widened fp16 weights).
+**Which loads use it.** Models loaded from a path (a package or compiled folder, a ``.mlc``
+file, or a single ``.mlmodel`` that holds no ML Program: an ML Program's weights may live in
+files beside it), when a persistent compilation cache is in use: its folder's ``mlc-programs``
+subfolder. ``cache_dir=False``, ``$MLC_COMPILATION_CACHE=0`` or ``$MLC_TRACE_CACHE=0`` read and
+write nothing; nor do in-memory models, packages holding a symbolic link, or a runner computing
+with other weights than those loaded (``with_params``, or after ``params`` widened fp16 weights).
 
 **Integrity.** Entries are written atomically (``mlc.io.atomic``) and checked before use: the
 full key, every section's bounds, a SHA-256 of the executable and of the pytree structures, and
@@ -210,11 +209,13 @@ def snapshot(source: Any, weights_dir: Any) -> Snapshot | None:
         return None
 
 
-def _self_contained(snap: Snapshot, spec: Any) -> bool:
-    """Whether the snapshot holds everything the model reads: a folder does; a single file
-    does unless it is an ML Program (whose weights live in files beside it) or a pipeline."""
-    if os.path.isdir(snap.root):
+def _self_contained(snap: Snapshot, loaded: Any) -> bool:
+    """Whether the snapshot holds everything the model reads: a folder does, and a ``.mlc``
+    file (``loaded`` None); a single Core ML file does unless it is an ML Program (whose
+    weights live in files beside it) or a pipeline."""
+    if os.path.isdir(snap.root) or loaded is None:
         return True
+    spec = getattr(loaded, "spec", None)
     kind = spec.WhichOneof("Type") if spec is not None else None
     return kind is not None and kind not in ("mlProgram", "pipeline", "pipelineClassifier", "pipelineRegressor")
 
@@ -260,7 +261,7 @@ def for_load(snap: Snapshot | None, loaded: Any, cache_folder: str | None, cache
         return None
     if os.environ.get("MLC_COMPILATION_CACHE", "1").strip() == "0" and cache_dir in (None, True):
         return None
-    if not _self_contained(snap, getattr(loaded, "spec", None)):
+    if not _self_contained(snap, loaded):
         return None
     from mlc.runtime import xla_options
 
