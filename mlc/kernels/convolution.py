@@ -9,9 +9,13 @@ beyond float rounding:
   ``mlc.runtime.hoist`` computes once per set of weights, where XLA would transpose inside every call.
 - A depthwise convolution (``groups == C_in``, each output channel reading one input channel,
   as in MobileNet and EfficientNet) is computed as a sum over the kernel taps of shifted,
-  strided slices times per-channel weights: one fused elementwise loop. XLA's grouped
-  convolution is more than ten times slower on CPU for these (measured in
-  ``scripts/bench.py``'s MobileNetV2).
+  strided slices times per-channel weights, channels-last (``mlc.kernels.depthwise``): one
+  fused elementwise loop. XLA's grouped convolution is 4 to 50 times slower on CPU for these
+  (6.7x on ``scripts/bench.py``'s MobileNetV2 end to end). Used on every platform, as before it
+  was measured per platform.
+- A 1x1, stride-1, unpadded, ungrouped float32 convolution is, on CPU, one matrix product over
+  the channels (``depthwise.pointwise``, channels-last between transposes that XLA cancels
+  against its neighbours'): MobileNetV2 -11% CPU time at batch 1, -25% at batch 32.
 - A 3x3, stride-1, undilated, ungrouped 2-D convolution in float32 is computed by Winograd's
   F(2x2, 3x3) algorithm (``mlc.kernels.winograd``) where ``winograd_pays`` says it is faster,
   on CPU only (the platform the program is traced for, ``mlc.runtime.target``): the weight
@@ -19,25 +23,28 @@ beyond float rounding:
   behind it are in ``bench/experiments.md`` ("Winograd convolution").
 
 ``MLC_CONV_ALGORITHM`` overrides the choice, read when a program is traced: ``auto`` (the
-default, the rule above), ``direct`` (XLA's convolution everywhere, as before) or ``winograd``
-(every eligible float32 convolution, on any platform: for tests and measurements).
+default, the rules above), ``direct`` (XLA's convolution for every convolution but the
+depthwise ones, as before either rule) or ``winograd`` (Winograd for every eligible float32
+convolution, on any platform, XLA's convolution for the other non-depthwise ones: for tests
+and measurements). Both rules' numbers are in ``bench/experiments.md``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlc.kernels import depthwise as _depthwise_kernel
 from mlc.kernels import winograd
 from mlc.runtime import target
 
 ALGORITHM_VARIABLE = "MLC_CONV_ALGORITHM"
 ALGORITHMS = ("auto", "direct", "winograd")
-MAX_DEPTHWISE_TAPS = 64  # larger kernels (rare) stay one grouped convolution
+MAX_DEPTHWISE_TAPS = _depthwise_kernel.MAX_TAPS  # larger kernels (rare) stay one grouped convolution
+DEPTHWISE_LAYOUT = "nhwc"  # channels-first measured 1.4-1.6x slower inside MobileNetV2 (bench/experiments.md)
 
 
 def spatial_first_kernel(weight, spatial: int):
@@ -52,9 +59,12 @@ def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None)
     ``padding`` is a (low, high) pair per spatial dimension; the output is ``(N, C_out, *S')``.
     """
     spatial = x.ndim - 2
-    if _is_depthwise(x, weight, groups, padding):
+    choice = algorithm(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups)
+    if choice == "depthwise":
         return depthwise(x, weight, strides=strides, padding=padding, dilations=dilations)
-    if algorithm(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups) == "winograd":
+    if choice == "pointwise":
+        return _depthwise_kernel.pointwise(x, weight, precision=precision, layout="nhwc")
+    if choice == "winograd":
         u = winograd.transform_weight(weight.astype(x.dtype))  # weight-only: hoisted
         return winograd.conv(x, u, padding=padding, precision=precision)
     w, w_spec = spatial_first_kernel(weight, spatial)
@@ -72,15 +82,20 @@ def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None)
 
 
 def algorithm(x, weight, *, strides, padding, dilations, groups: int) -> str:
-    """How ``conv`` computes this convolution: "winograd" or "direct" (XLA's convolution, or
-    the depthwise loop). Decided at trace time from the shapes, the dtype, the platform being
-    traced for and ``MLC_CONV_ALGORITHM``."""
+    """How ``conv`` computes this convolution: "depthwise" (the loop of ``mlc.kernels.depthwise``),
+    "pointwise" (a 1x1 convolution as a matrix product), "winograd" or "direct" (XLA's
+    convolution). Decided at trace time from the shapes, the dtype, the platform being traced
+    for, the vmapped batch and ``MLC_CONV_ALGORITHM``."""
     choice = os.environ.get(ALGORITHM_VARIABLE, "").strip().lower() or "auto"
     if choice not in ALGORITHMS:
         raise ValueError(f"{ALGORITHM_VARIABLE}={choice!r}: expected one of {', '.join(ALGORITHMS)}")
+    if _depthwise_kernel.eligible(x, weight, padding=padding, dilations=dilations, groups=groups):
+        return "depthwise"  # every platform and mode: XLA's grouped convolution is the slow one
     if choice == "direct" or np.dtype(x.dtype) != np.float32:  # fp16 Winograd loses too much precision
         return "direct"
     if not winograd.eligible(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups):
+        if choice == "auto" and x.ndim == 4 and target.platform() == "cpu" and _depthwise_kernel.pointwise_eligible(x, weight, strides=strides, padding=padding, groups=groups):
+            return "pointwise"  # faster at batch 1 and under predict_batch's vmap of 32 alike
         return "direct"
     if choice == "winograd":
         return "winograd"
@@ -110,47 +125,11 @@ def winograd_pays(batch: int, c_in: int, c_out: int, out_h: int, out_w: int) -> 
     return min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS and WINOGRAD_TILES[0] <= tiles <= WINOGRAD_TILES[1]
 
 
-def _is_depthwise(x, weight, groups: int, padding) -> bool:
-    c_in, c_out = x.shape[1], weight.shape[0]
-    return (
-        groups > 1
-        and groups == c_in
-        and weight.shape[1] == 1
-        and c_out % c_in == 0
-        and math.prod(weight.shape[2:]) <= MAX_DEPTHWISE_TAPS
-        and all(lo >= 0 and hi >= 0 for lo, hi in padding)
-    )
-
-
 def depthwise(x, weight, *, strides, padding, dilations):
-    """Depthwise convolution as a sum of shifted slices: output channel ``o`` reads input
-    channel ``o // multiplier`` (``C_out = multiplier * C_in``), Core ML's grouped layout.
-
-    Computed channels-last, the layout of the convolutions around it on XLA:CPU, so XLA
-    cancels the transposes between them (in channels-first every depthwise layer of a
-    MobileNet costs two activation transposes)."""
-    spatial = x.ndim - 2
-    multiplier = weight.shape[0] // x.shape[1]
-    if multiplier > 1:
-        x = jnp.repeat(x, multiplier, axis=1)
-    last = jnp.moveaxis(x, 1, -1)  # (N, *S, C)
-    xp = jnp.pad(last, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
-    kernel = weight.shape[2:]
-    out = [(xp.shape[1 + d] - (kernel[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(spatial)]
-    w = weight.astype(x.dtype).reshape(weight.shape[0], -1)  # (C_out, taps)
-    acc = None
-    for tap, offsets in enumerate(_taps(kernel)):
-        starts = [o * dilations[d] for d, o in enumerate(offsets)]
-        limits = [starts[d] + strides[d] * (out[d] - 1) + 1 for d in range(spatial)]
-        piece = jax.lax.slice(xp, (0, *starts, 0), (xp.shape[0], *limits, xp.shape[-1]), (1, *strides, 1))
-        term = piece * w[:, tap]
-        acc = term if acc is None else acc + term
-    return jnp.moveaxis(acc, -1, 1)
-
-
-def _taps(kernel):
-    """Every kernel position, in row-major order (the order ``reshape`` flattens the kernel)."""
-    positions = [()]
-    for k in kernel:
-        positions = [p + (i,) for p in positions for i in range(k)]
-    return positions
+    """Depthwise convolution (``groups == C_in``) as a sum of shifted slices: output channel
+    ``o`` reads input channel ``o // multiplier`` (``C_out = multiplier * C_in``), Core ML's
+    grouped layout. Computed channels-last (``DEPTHWISE_LAYOUT``), the layout of the
+    convolutions and products around it on XLA:CPU, so XLA cancels the transposes between them
+    (channels-first, the loop alone is faster, but inside MobileNetV2 every depthwise layer
+    then costs two activation transposes)."""
+    return _depthwise_kernel.conv(x, weight, strides=strides, padding=padding, dilations=dilations, layout=DEPTHWISE_LAYOUT)
