@@ -91,8 +91,12 @@ def supported(jaxpr) -> bool:
     return True
 
 
-def evaluate(jaxpr, consts: list, args: list) -> list[np.ndarray]:
-    """Run ``jaxpr`` on numpy arrays; every result has the dtype and shape the jaxpr declares."""
+def evaluate(jaxpr, consts: list, args: list, release: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Run ``jaxpr`` on numpy arrays; every result has the dtype and shape the jaxpr declares.
+
+    ``release(i)``, if given, is called once the ``i``-th argument has been read for the last
+    time (never for one that is also a result, or that nothing reads), so that its memory can
+    go before the next equation runs."""
     from jax._src import core
 
     env: dict[Any, Any] = {}
@@ -104,17 +108,21 @@ def evaluate(jaxpr, consts: list, args: list) -> list[np.ndarray]:
 
     for var, value in zip(jaxpr.constvars, consts):
         env[var] = np.asarray(value)
-    for var, value in zip(jaxpr.invars, args):
+    position = {}
+    for i, (var, value) in enumerate(zip(jaxpr.invars, args)):
         env[var] = value
+        position.setdefault(var, i)
     # An intermediate is dropped after its last use: a model's widened or transposed weights
     # pass through several of them, and holding all at once would multiply the memory it takes.
     last = {v: i for i, eqn in enumerate(jaxpr.eqns) for v in eqn.invars if not isinstance(v, core.Literal)}
     results = {v for v in jaxpr.outvars if not isinstance(v, core.Literal)}
     for i, eqn in enumerate(jaxpr.eqns):
         values = [read(v) for v in eqn.invars]
+        done = []
         for v in eqn.invars:
             if not isinstance(v, core.Literal) and last[v] == i and v not in results:
-                env.pop(v, None)
+                if env.pop(v, None) is not None and v in position:
+                    done.append(position[v])
         if eqn.primitive.name in ("pjit", "jit"):
             inner = eqn.params["jaxpr"]
             outs = evaluate(inner.jaxpr, list(inner.consts), values)
@@ -124,4 +132,7 @@ def evaluate(jaxpr, consts: list, args: list) -> list[np.ndarray]:
         for var, out in zip(eqn.outvars, outs):
             env[var] = np.asarray(out, dtype=var.aval.dtype).reshape(var.aval.shape)
         del outs
+        if release is not None:
+            for p in done:
+                release(p)
     return [read(v) for v in jaxpr.outvars]

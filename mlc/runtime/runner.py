@@ -31,7 +31,7 @@ import numpy as np
 from mlc._errors import DataDependentShapeError, MLCUnsupportedError
 from mlc.program.program import Program
 from mlc.runtime import checks, dtypes, target, xla_options
-from mlc.runtime.hoist import HoistedFunction, host_aligned
+from mlc.runtime.hoist import HoistedFunction, ResidualStore, host_aligned
 from mlc.runtime.interpreter import debugging
 
 
@@ -94,6 +94,7 @@ class Runner:
         with self.x64():
             copy._params = {**self._params, **jax.device_put(new, self.device)}
         copy._jitted = copy._batched = None
+        copy._store = ResidualStore()
         return copy
 
     # -- modes -------------------------------------------------------------------------------
@@ -186,7 +187,10 @@ class Runner:
         """``fn`` jitted for the device, its weight-only part computed once (``mlc.runtime.hoist``).
         ``batched``: ``fn`` vmaps one example's program over the inputs' leading axis."""
         cpu = self.device.platform == "cpu"
-        hoisted = HoistedFunction(self._for_device(fn, batched), compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu)
+        if "_store" not in self.__dict__:  # call and predict_batch share what they compute alike
+            self._store = ResidualStore()
+        hoisted = HoistedFunction(self._for_device(fn, batched), compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu,
+                                  store=self._store)
         if self._trace_cache is None:
             return hoisted
         return self._trace_cache.wrap(hoisted, params=self._trace_params, kind="batch" if batched else "call", device=self.device)
