@@ -776,7 +776,7 @@ class Runner:
             self.forest = pickle.loads((d / "forest.pkl").read_bytes())
             if self.device != "cpu":
                 raise Unavailable("n/a: scikit-learn runs on CPU only")
-            self._call = lambda batch: self.forest.predict(self.inputs[batch]).reshape(batch, -1)
+            self._call = lambda batch: self.forest.predict(self.inputs[batch]["x"]).reshape(batch, -1)
             return
         import torch
 
