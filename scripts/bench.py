@@ -1281,6 +1281,7 @@ def depthwise_probe(repeats: int = 10) -> list[dict]:
 
 
 def machine() -> dict:
+    import mlc  # noqa: F401  (before JAX's CPU client exists: mlc sets how it dispatches, as a user's import does)
     import jax
     import jaxlib
 
