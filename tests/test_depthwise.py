@@ -261,6 +261,7 @@ def _block_torch(x):
 
 
 def test_mil_model_predict_and_predict_batch(monkeypatch, spy):
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "1")  # the whole batch in one vmapped call, as asserted below
     from mlc.testing.mil_program import mil_model
 
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)

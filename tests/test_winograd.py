@@ -244,6 +244,7 @@ def _two_convs_torch(x):
 
 
 def test_mil_model_with_the_rule_forced_on(monkeypatch, spy):
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "1")  # the whole batch in one vmapped call, as asserted below
     from mlc.testing.mil_program import mil_model
 
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "winograd")

@@ -7,6 +7,7 @@ The runner owns everything about running a program that is not Core ML's API:
 * **weight-only hoisting** (``mlc.runtime.hoist``): what depends on the weights alone is
   computed once per params, not per call;
 * **one compile per input signature**, for ``call`` (jit) and ``call_batch`` (vmap + jit);
+  on CPU ``call_batch`` runs parts of the batch at once, one thread each (``batch_split``);
 * **the op-by-op fallback**: a program whose output shapes depend on data runs node by node
   (``Program.eager``, or a ``DataDependentShapeError`` found while tracing, which the runner
   remembers: its own state, the program stays as built); so does a debugging run
@@ -30,7 +31,7 @@ import numpy as np
 
 from mlc._errors import DataDependentShapeError, MLCUnsupportedError
 from mlc.program.program import Program
-from mlc.runtime import checks, dtypes, target, xla_options
+from mlc.runtime import batch_split, checks, dtypes, target, xla_options
 from mlc.runtime.hoist import HoistedFunction, ResidualStore, host_aligned
 from mlc.runtime.interpreter import debugging
 
@@ -170,8 +171,13 @@ class Runner:
     def call_batch(self, inputs: dict) -> dict:
         """One call on inputs with a leading batch axis (vmapped, one compile per signature).
         Run-time check flags stay in the result (``checks.CHECKS``) for the caller to raise."""
+        batched = self._compiled_batched()
+        parts = batch_split.parts_for(batch_split.batch_size(inputs) or 1, self.device.platform)
+        if "_splitter" not in self.__dict__:
+            self._splitter = batch_split.BatchSplitter()
+        params = self._params
         with self.x64():
-            return self._compiled_batched()(self._params, inputs)
+            return self._splitter(lambda part: batched(params, part), inputs, parts, key=id(params), enter=self.x64, force=batch_split.forced())
 
     def _compiled_batched(self) -> HoistedFunction:
         program = self.program
