@@ -119,6 +119,7 @@ class BatchSplitter:
 
     def __init__(self):
         self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0  # the pool's threads
         self._split: dict = {}  # (batch, parts, key) -> whether such batches run split
         self._lock = threading.Lock()
 
@@ -183,8 +184,9 @@ class BatchSplitter:
 
     def _executor(self, parts: int) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None or self._pool._max_workers < parts - 1:
+            if self._pool is None or self._workers < parts - 1:
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="mlc-batch")
+                self._workers = parts - 1
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlc-batch")
             return self._pool
