@@ -1480,7 +1480,8 @@ def report(results: dict, args) -> str:
         "column runs the skl2onnx model; mlc runs coremltools' `treeEnsembleRegressor` conversion (in float64, as Core ML does).",
         "- mlc batch 1: `model.predict({name: x})` (numpy in, numpy out). Batch 32: `model.predict_batch({name: x32})` "
         "where each of the 32 examples has the declared batch-1 shape (`x32` is (32, 1, ...)): mlc vmaps the program "
-        "over the leading axis, one compile. torch: `module(x)` under `torch.inference_mode()`, output `.numpy()`. "
+        "over the leading axis; on CPU it runs the batch as one part per core at once, each part in its own thread "
+        "(`mlc/runtime/batch_split.py`; models whose part takes under 2 ms run as one call), one compile per part size. torch: `module(x)` under `torch.inference_mode()`, output `.numpy()`. "
         "onnxruntime: `session.run` on the same numpy arrays. The \"mlc jit(fn)\" column is the model's pure function "
         "(`model.jax_function()`) under a plain `jax.jit` (vmapped for batch 32) on device-resident inputs, as a JAX user "
         "would call it: without `predict`'s host-side input/output handling, but also without what `predict` adds to "
