@@ -481,5 +481,13 @@ def host_aligned(value: np.ndarray, alignment: int = 64) -> np.ndarray:
 
 
 def _bytes(arrays) -> int:
-    """Total size of arrays or abstract values (anything with ``shape`` and ``dtype``)."""
-    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays)
+    """Total size of arrays or abstract values (anything with ``shape`` and ``dtype``; JAX's
+    extended dtypes, such as a typed PRNG key's, by their own ``itemsize``)."""
+    return sum(int(np.prod(a.shape)) * _itemsize(a.dtype) for a in arrays)
+
+
+def _itemsize(dtype) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:  # an extended dtype (key<fry>): not a numpy dtype
+        return int(dtype.itemsize)
