@@ -86,14 +86,15 @@ class ResidualStore:
 class HoistedFunction:
     """``fn(params, inputs)`` jitted, with its weight-only part computed once per params."""
 
-    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None, compiler_options: dict | None = None, host_prepare: bool = False,
+    def __init__(self, fn: Callable, *, max_residual_bytes: int | None = None, compiler_options: dict | Callable | None = None, host_prepare: bool = False,
                  store: ResidualStore | None = None):
         self.fn = fn
         self.store = store  # residuals shared with other functions of the same params
         self.host_prepare = host_prepare  # weight-only parts made only of layout/arithmetic run in numpy
         self.max_residual_bytes = max_residual_bytes
         self.compiler_options = compiler_options
-        self._plain = jax.jit(fn, compiler_options=compiler_options)
+        # ``compiler_options``: a dict, or ``options(jaxpr)`` choosing them per program traced
+        self._plain = jax.jit(fn, compiler_options=compiler_options(None) if callable(compiler_options) else compiler_options)
         self._splits: dict[Any, _Split | None] = {}
         self._prepared: dict[Any, tuple[Any, list]] = {}  # signature -> (params, residuals)
         self._lock = threading.Lock()
@@ -228,7 +229,7 @@ def _signature(tree, leaves) -> tuple | None:
     return tree, tuple(parts)
 
 
-def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_bytes: int, compiler_options: dict | None = None) -> _Split | None:
+def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_bytes: int, compiler_options: dict | Callable | None = None) -> _Split | None:
     """Split ``fn`` into prepare (weights only) and run parts, or None when not worth it."""
     from jax._src import core
     from jax._src.interpreters import partial_eval as pe
@@ -253,7 +254,11 @@ def split_weight_only(fn: Callable, params: dict, inputs: dict, max_residual_byt
         return None
     pruned, _ = pe.dce_jaxpr(known.jaxpr, computed, instantiate=True)
     known_part = core.ClosedJaxpr(pruned, known.consts)
-    prepare = jax.jit(core.jaxpr_as_fun(known_part), compiler_options=compiler_options)
+    if callable(compiler_options):  # options chosen for the program (xla_options.compiler_options)
+        prepare_options, compiler_options = compiler_options(known_part), compiler_options(unknown)
+    else:
+        prepare_options = compiler_options
+    prepare = jax.jit(core.jaxpr_as_fun(known_part), compiler_options=prepare_options)
     run = jax.jit(core.jaxpr_as_fun(unknown), compiler_options=compiler_options)
     return _Split(prepare, known_part, run, forwards, jax.tree_util.tree_structure(out_shape), _residual_keys(known_part))
 

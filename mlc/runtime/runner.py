@@ -195,7 +195,7 @@ class Runner:
         cpu = self.device.platform == "cpu"
         if "_store" not in self.__dict__:  # call and predict_batch share what they compute alike
             self._store = ResidualStore()
-        hoisted = HoistedFunction(self._for_device(fn, batched), compiler_options=xla_options.compiler_options(self.device), host_prepare=cpu,
+        hoisted = HoistedFunction(self._for_device(fn, batched), compiler_options=functools.partial(xla_options.compiler_options, self.device), host_prepare=cpu,
                                   store=self._store)
         if self._trace_cache is None:
             return hoisted

@@ -5,7 +5,8 @@ XLA:CPU hands convolutions and matrix products to its YNNPACK library. By defaul
 YNNPACK subgraph; on convolutional networks that subgraph runs at about half the speed of the
 same convolutions called one by one (ResNet-18 on 2 cores: 134 ms of CPU time per image
 against 65 ms; ViT and LSTM gain a third). mlc asks for individual convolution and dot calls
-and lets XLA fuse the elementwise work itself. ``MLC_XLA_DEFAULTS=1`` compiles with XLA's
+and lets XLA fuse the elementwise work itself; a program with convolutions leaves its matrix
+products to XLA's own emitter (``compiler_options(device, jaxpr)``). ``MLC_XLA_DEFAULTS=1`` compiles with XLA's
 defaults instead (to compare).
 """
 
@@ -20,12 +21,43 @@ _CPU = {
 }
 
 
-def compiler_options(device: jax.Device | None = None) -> dict[str, str] | None:
-    """Options for ``jax.jit(..., compiler_options=)`` on ``device`` (default: JAX's default)."""
+# Programs with convolutions leave their matrix products to XLA's own dot emitter: measured on
+# 2 cores (bench/experiments.md, "Matrix products beside convolutions"), ResNet-18 at batch 1
+# -17% wall time (its Winograd layers' batched products), MobileNetV2 -7% at batch 1 and 32,
+# ViT -8%; without convolutions YNNPACK's products stay faster (the GPT decoder +10% and the
+# LSTM +27 to +60% with XLA's).
+_CPU_CONVOLUTIONAL = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
+}
+
+
+def compiler_options(device: jax.Device | None = None, jaxpr=None) -> dict[str, str] | None:
+    """Options for ``jax.jit(..., compiler_options=)`` on ``device`` (default: JAX's default);
+    ``jaxpr``, the program to compile where known, picks the CPU variant for it."""
     if os.environ.get("MLC_XLA_DEFAULTS", "").strip() == "1":
         return None
     platform = (device or jax.devices()[0]).platform
-    return dict(_CPU) if platform == "cpu" else None
+    if platform != "cpu":
+        return None
+    return dict(_CPU_CONVOLUTIONAL) if jaxpr is not None and has_convolution(jaxpr) else dict(_CPU)
+
+
+def has_convolution(jaxpr) -> bool:
+    """Whether ``jaxpr`` (or a jaxpr inside it: a nested jit, a scan's or a branch's body)
+    computes an XLA convolution (``conv_general_dilated``)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's own
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (list, tuple)) else (value,):
+                if _is_jaxpr(inner) and has_convolution(inner):
+                    return True
+    return False
+
+
+def _is_jaxpr(value) -> bool:
+    return hasattr(value, "eqns") or hasattr(getattr(value, "jaxpr", None), "eqns")
 
 
 ASYNC_DISPATCH_ENV = "MLC_CPU_ASYNC_DISPATCH"
