@@ -18,3 +18,22 @@ def ct():
     from mlc.io.proto import import_coremltools
 
     return import_coremltools()
+
+
+@pytest.fixture
+def convolution_spy(monkeypatch):
+    """Records (algorithm, traced x shape, platform, vmapped batch) per convolution traced
+    (``mlc.kernels.convolution.algorithm``'s choices, for the kernel tests)."""
+    from mlc.kernels import convolution
+    from mlc.runtime import target
+
+    seen = []
+    original = convolution.algorithm
+
+    def recording(x, weight, **kw):
+        choice = original(x, weight, **kw)
+        seen.append((choice, tuple(x.shape), target.platform(), target.vmapped_batch()))
+        return choice
+
+    monkeypatch.setattr(convolution, "algorithm", recording)
+    return seen

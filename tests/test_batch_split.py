@@ -111,12 +111,19 @@ def test_what_does_not_split_runs_as_one_call():
     assert call.sizes == [8]  # passed whole
     np.testing.assert_array_equal(out["ids"], ragged["ids"] * 2)
 
+    sizes = []
+
     def no_batch_axis(inputs):
+        sizes.append(len(inputs["x"]))
         return {"total": np.float32(inputs["x"].sum())}
 
     inputs = _inputs(8)
-    out = splitter(no_batch_axis, inputs, 2, force=True)  # outputs without a batch axis: whole call
+    out = splitter(no_batch_axis, inputs, 2, key="q", force=True)  # outputs without a batch axis: whole call
     np.testing.assert_allclose(out["total"], inputs["x"].sum(), rtol=1e-5)
+    sizes.clear()
+    out = splitter(no_batch_axis, inputs, 2, key="q", force=True)
+    np.testing.assert_allclose(out["total"], inputs["x"].sum(), rtol=1e-5)
+    assert sizes == [8]  # remembered: whole from the start, not parts first
 
 
 def test_an_error_in_a_part_reaches_the_caller():

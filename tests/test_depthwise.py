@@ -227,21 +227,6 @@ def test_pointwise_weight_layout_is_hoisted(monkeypatch):
 
 
 # -- through mlc.load -----------------------------------------------------------------------------
-@pytest.fixture
-def spy(monkeypatch):
-    """Records (algorithm, traced x shape, platform, vmapped batch) per convolution traced."""
-    seen = []
-    original = convolution.algorithm
-
-    def recording(x, weight, **kw):
-        choice = original(x, weight, **kw)
-        seen.append((choice, tuple(x.shape), target.platform(), target.vmapped_batch()))
-        return choice
-
-    monkeypatch.setattr(convolution, "algorithm", recording)
-    return seen
-
-
 WE, WD, BD, WP = _rand(24, 8, 1, 1, scale=0.3), _rand(24, 1, 3, 3, scale=0.3), _rand(24), _rand(8, 24, 1, 1, scale=0.2)
 
 
@@ -260,7 +245,7 @@ def _block_torch(x):
     return _torch_conv(h, WP)
 
 
-def test_mil_model_predict_and_predict_batch(monkeypatch, spy):
+def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
     monkeypatch.setenv("MLC_BATCH_SPLIT", "1")  # the whole batch in one vmapped call, as asserted below
     from mlc.testing.mil_program import mil_model
 
@@ -269,17 +254,17 @@ def test_mil_model_predict_and_predict_batch(monkeypatch, spy):
     x = _rand(1, 8, 11, 10)
     out = next(iter(model.predict({"x": x}).values()))
     _close(out, _block_torch(x))
-    assert [s[0] for s in spy] == ["pointwise", "depthwise", "pointwise"]
-    assert {s[2] for s in spy} == {"cpu"}
-    spy.clear()
+    assert [s[0] for s in convolution_spy] == ["pointwise", "depthwise", "pointwise"]
+    assert {s[2] for s in convolution_spy} == {"cpu"}
+    convolution_spy.clear()
     xs = _rand(4, 1, 8, 11, 10)
     batched = next(iter(model.predict_batch({"x": xs}).values()))
     for i in range(len(xs)):
         _close(batched[i], _block_torch(xs[i]))
-    assert [(s[0], s[3]) for s in spy] == [("pointwise", 4), ("depthwise", 4), ("pointwise", 4)]  # one example traced, vmapped over 4
+    assert [(s[0], s[3]) for s in convolution_spy] == [("pointwise", 4), ("depthwise", 4), ("pointwise", 4)]  # one example traced, vmapped over 4
 
 
-def test_neuralnetwork_depthwise_layer(spy):
+def test_neuralnetwork_depthwise_layer(convolution_spy):
     from mlc.testing.nn_specs import network, predict
 
     w, b = _rand(12, 1, 3, 3, scale=0.3), _rand(12)  # channel multiplier 2
@@ -292,4 +277,4 @@ def test_neuralnetwork_depthwise_layer(spy):
     out = predict(builder, {"x": x})["y"]
     ref = _torch_conv(x[None], w, strides=(2, 1), groups=6)[0] + b.reshape(-1, 1, 1)
     _close(np.asarray(out).reshape(ref.shape), ref)
-    assert [s[0] for s in spy] == ["depthwise"]
+    assert [s[0] for s in convolution_spy] == ["depthwise"]

@@ -212,21 +212,6 @@ def test_coefficient_constants_are_shared_between_convolutions(monkeypatch):
 
 
 # -- through mlc.load -----------------------------------------------------------------------------
-@pytest.fixture
-def spy(monkeypatch):
-    """Records (algorithm, traced x shape, platform, vmapped batch) per convolution traced."""
-    seen = []
-    original = convolution.algorithm
-
-    def recording(x, weight, **kw):
-        choice = original(x, weight, **kw)
-        seen.append((choice, tuple(x.shape), target.platform(), target.vmapped_batch()))
-        return choice
-
-    monkeypatch.setattr(convolution, "algorithm", recording)
-    return seen
-
-
 def _two_convs(x):
     from coremltools.converters.mil import Builder as mb
 
@@ -243,7 +228,7 @@ def _two_convs_torch(x):
     return _torch_conv(np.maximum(h, 0).astype(np.float32), W2, [(0, 1), (2, 0)])
 
 
-def test_mil_model_with_the_rule_forced_on(monkeypatch, spy):
+def test_mil_model_with_the_rule_forced_on(monkeypatch, convolution_spy):
     monkeypatch.setenv("MLC_BATCH_SPLIT", "1")  # the whole batch in one vmapped call, as asserted below
     from mlc.testing.mil_program import mil_model
 
@@ -252,16 +237,16 @@ def test_mil_model_with_the_rule_forced_on(monkeypatch, spy):
     x = _rand(1, 3, 11, 10)
     out = next(iter(model.predict({"x": x}).values()))
     np.testing.assert_allclose(out, _two_convs_torch(x), **TOL)
-    assert [s[0] for s in spy] == ["winograd", "winograd"]
-    assert {s[2] for s in spy} == {"cpu"}  # the runner traces for its device
-    spy.clear()
+    assert [s[0] for s in convolution_spy] == ["winograd", "winograd"]
+    assert {s[2] for s in convolution_spy} == {"cpu"}  # the runner traces for its device
+    convolution_spy.clear()
     xs = _rand(4, 1, 3, 11, 10)
     batched = next(iter(model.predict_batch({"x": xs}).values()))
     np.testing.assert_allclose(batched, np.stack([_two_convs_torch(v) for v in xs]), **TOL)
-    assert [(s[0], s[3]) for s in spy] == [("winograd", 4), ("winograd", 4)]  # one example traced, vmapped over 4
+    assert [(s[0], s[3]) for s in convolution_spy] == [("winograd", 4), ("winograd", 4)]  # one example traced, vmapped over 4
 
 
-def test_predict_batch_tells_the_rule_its_batch(monkeypatch, spy):
+def test_predict_batch_tells_the_rule_its_batch(monkeypatch, convolution_spy):
     """Default rule: a 7x7x64 convolution has 16 tiles per example (direct); predict_batch of
     4 examples gives it 64 (Winograd)."""
     from coremltools.converters.mil import Builder as mb
@@ -273,14 +258,14 @@ def test_predict_batch_tells_the_rule_its_batch(monkeypatch, spy):
     model = mil_model(lambda x: mb.conv(x=x, weight=w, pad_type="same"), {"x": ((1, 64, 7, 7), "fp32")})
     x = _rand(4, 1, 64, 7, 7)
     single = next(iter(model.predict({"x": x[0]}).values()))
-    assert [s[0] for s in spy] == ["direct"]
+    assert [s[0] for s in convolution_spy] == ["direct"]
     batched = next(iter(model.predict_batch({"x": x}).values()))
-    assert [s[0] for s in spy] == ["direct", "winograd"]
+    assert [s[0] for s in convolution_spy] == ["direct", "winograd"]
     np.testing.assert_allclose(batched[0], single, **TOL)
     np.testing.assert_allclose(batched[0], _torch_conv(x[0], w, [(1, 1), (1, 1)]), **TOL)
 
 
-def test_neuralnetwork_model_with_the_rule_forced_on(monkeypatch, spy):
+def test_neuralnetwork_model_with_the_rule_forced_on(monkeypatch, convolution_spy):
     from mlc.testing.nn_specs import network, predict
 
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "winograd")
@@ -294,4 +279,4 @@ def test_neuralnetwork_model_with_the_rule_forced_on(monkeypatch, spy):
     out = predict(builder, {"x": x})["y"]
     ref = _torch_conv(x[None], w, [(1, 1), (1, 1)])[0] + b.reshape(-1, 1, 1)
     np.testing.assert_allclose(np.asarray(out).reshape(ref.shape), ref, **TOL)
-    assert [s[0] for s in spy] == ["winograd"]
+    assert [s[0] for s in convolution_spy] == ["winograd"]

@@ -143,7 +143,11 @@ class BatchSplitter:
         else:
             results = self._at_once(call, pieces, enter)
         joined = _concatenate(results, sizes)
-        return joined if joined is not None else call(inputs)
+        if joined is not None:
+            return joined
+        with self._lock:  # outputs without a batch axis to join: such batches run whole from now on
+            self._split[(n, parts, key)] = False
+        return call(inputs)
 
     def _first(self, call, pieces: list, sizes: list[int], decision_key, force: bool) -> list:
         """The first batch of its size: the parts one after the other in this thread (each part

@@ -54,6 +54,8 @@ class Runner:
         self._jitted: HoistedFunction | None = None
         self._batched: HoistedFunction | None = None
         self._input_targets: dict[str, Any] = {}  # input name -> the numpy dtype the program takes (None: as given)
+        self._store = ResidualStore()  # call and predict_batch share what they compute alike
+        self._splitter = batch_split.BatchSplitter()  # predict_batch's parts on CPU
 
     def _device_ready(self, params: dict) -> dict:
         """``params`` with each numpy array a CPU device would copy (a front end's own array at
@@ -173,8 +175,6 @@ class Runner:
         Run-time check flags stay in the result (``checks.CHECKS``) for the caller to raise."""
         batched = self._compiled_batched()
         parts = batch_split.parts_for(batch_split.batch_size(inputs) or 1, self.device.platform)
-        if "_splitter" not in self.__dict__:
-            self._splitter = batch_split.BatchSplitter()
         params = self._params
         with self.x64():
             return self._splitter(lambda part: batched(params, part), inputs, parts, key=id(params), enter=self.x64, force=batch_split.forced())
@@ -193,8 +193,6 @@ class Runner:
         """``fn`` jitted for the device, its weight-only part computed once (``mlc.runtime.hoist``).
         ``batched``: ``fn`` vmaps one example's program over the inputs' leading axis."""
         cpu = self.device.platform == "cpu"
-        if "_store" not in self.__dict__:  # call and predict_batch share what they compute alike
-            self._store = ResidualStore()
         hoisted = HoistedFunction(self._for_device(fn, batched), compiler_options=functools.partial(xla_options.compiler_options, self.device), host_prepare=cpu,
                                   store=self._store)
         if self._trace_cache is None:
