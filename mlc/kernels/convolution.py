@@ -1,7 +1,7 @@
 """How mlc computes a convolution (MIL ``conv``, NeuralNetwork ``convolution``) on XLA.
 
 Both front ends hold Core ML's layout: activations ``(N, C, *S)``, kernels
-``(C_out, C_in / groups, *K)``. Two choices make XLA's CPU code fast without changing results
+``(C_out, C_in / groups, *K)``. These choices make XLA's CPU code fast without changing results
 beyond float rounding:
 
 - The kernel is moved to the spatial-first ``(*K, C_in / groups, C_out)`` layout its
@@ -16,6 +16,10 @@ beyond float rounding:
 - A 1x1, stride-1, unpadded, ungrouped float32 convolution is, on CPU, one matrix product over
   the channels (``depthwise.pointwise``, channels-last between transposes that XLA cancels
   against its neighbours'): MobileNetV2 -11% CPU time at batch 1, -25% at batch 32.
+- A 2-D float32 convolution of at most 4 input channels (an image network's first layer) is,
+  on CPU, a patch matrix times the kernel (``mlc.kernels.patches``) while that matrix stays in
+  cache: the tiny CNN of ``scripts/bench.py`` -33 to -44% wall time at batch 1, EfficientNet-Lite0
+  -3 to -13%; ResNet-18's 7x7 stem stays direct (``patches_pay``).
 - A 3x3, stride-1, undilated, ungrouped 2-D convolution in float32 is computed by Winograd's
   F(2x2, 3x3) algorithm (``mlc.kernels.winograd``) where ``winograd_pays`` says it is faster,
   on CPU only (the platform the program is traced for, ``mlc.runtime.target``): the weight
@@ -24,9 +28,11 @@ beyond float rounding:
 
 ``MLC_CONV_ALGORITHM`` overrides the choice, read when a program is traced: ``auto`` (the
 default, the rules above), ``direct`` (XLA's convolution for every convolution but the
-depthwise ones, as before either rule) or ``winograd`` (Winograd for every eligible float32
+depthwise ones, as before the other rules) or ``winograd`` (Winograd for every eligible float32
 convolution, on any platform, XLA's convolution for the other non-depthwise ones: for tests
-and measurements). Both rules' numbers are in ``bench/experiments.md``.
+and measurements). The rules' numbers are in ``bench/experiments.md``.
+Every convolution's equations carry the name scope ``xla_options.CONVOLUTION_SCOPE``, so a
+program whose convolutions all became products or loops is still compiled as a convolutional one.
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlc.kernels import depthwise as _depthwise_kernel
+from mlc.kernels import patches as _patches_kernel
 from mlc.kernels import winograd
-from mlc.runtime import target
+from mlc.runtime import target, xla_options
 
 ALGORITHM_VARIABLE = "MLC_CONV_ALGORITHM"
 ALGORITHMS = ("auto", "direct", "winograd")
@@ -58,12 +65,19 @@ def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None)
 
     ``padding`` is a (low, high) pair per spatial dimension; the output is ``(N, C_out, *S')``.
     """
+    with jax.named_scope(xla_options.CONVOLUTION_SCOPE):  # a convolution, whatever the algorithm
+        return _conv(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups, precision=precision)
+
+
+def _conv(x, weight, *, strides, padding, dilations, groups: int, precision):
     spatial = x.ndim - 2
     choice = algorithm(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups)
     if choice == "depthwise":
         return depthwise(x, weight, strides=strides, padding=padding, dilations=dilations)
     if choice == "pointwise":
         return _depthwise_kernel.pointwise(x, weight, precision=precision, layout="nhwc")
+    if choice == "patches":
+        return _patches_kernel.conv(x, weight, strides=strides, padding=padding, dilations=dilations, precision=precision)
     if choice == "winograd":
         u = winograd.transform_weight(weight.astype(x.dtype))  # weight-only: hoisted
         return winograd.conv(x, u, padding=padding, precision=precision)
@@ -83,7 +97,8 @@ def conv(x, weight, *, strides, padding, dilations, groups: int, precision=None)
 
 def algorithm(x, weight, *, strides, padding, dilations, groups: int) -> str:
     """How ``conv`` computes this convolution: "depthwise" (the loop of ``mlc.kernels.depthwise``),
-    "pointwise" (a 1x1 convolution as a matrix product), "winograd" or "direct" (XLA's
+    "pointwise" (a 1x1 convolution as a matrix product), "patches" (few input channels:
+    ``mlc.kernels.patches``), "winograd" or "direct" (XLA's
     convolution). Decided at trace time from the shapes, the dtype, the platform being traced
     for, the vmapped batch and ``MLC_CONV_ALGORITHM``."""
     choice = os.environ.get(ALGORITHM_VARIABLE, "").strip().lower() or "auto"
@@ -93,18 +108,36 @@ def algorithm(x, weight, *, strides, padding, dilations, groups: int) -> str:
         return "depthwise"  # every platform and mode: XLA's grouped convolution is the slow one
     if choice == "direct" or np.dtype(x.dtype) != np.float32:  # fp16 Winograd loses too much precision
         return "direct"
-    if not winograd.eligible(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups):
-        if choice == "auto" and x.ndim == 4 and target.platform() == "cpu" and _depthwise_kernel.pointwise_eligible(x, weight, strides=strides, padding=padding, groups=groups):
-            return "pointwise"  # faster at batch 1 and under predict_batch's vmap of 32 alike
-        return "direct"
+    eligible = winograd.eligible(x, weight, strides=strides, padding=padding, dilations=dilations, groups=groups)
     if choice == "winograd":
-        return "winograd"
+        return "winograd" if eligible else "direct"
     if target.platform() != "cpu":  # XLA's GPU convolutions (cuDNN) choose their own algorithm
         return "direct"
-    n, c_in, h, w = x.shape
+    batch = x.shape[0] * target.vmapped_batch()  # predict_batch traces one example under vmap
+    if x.ndim == 4 and _depthwise_kernel.pointwise_eligible(x, weight, strides=strides, padding=padding, groups=groups):
+        return "pointwise"  # faster at batch 1 and under predict_batch's vmap of 32 alike
+    if patches_pay(x, weight, batch=batch, strides=strides, padding=padding, dilations=dilations, groups=groups):
+        return "patches"
+    if not eligible:
+        return "direct"
+    _, c_in, h, w = x.shape
     out_h, out_w = (size + lo + hi - 2 for size, (lo, hi) in zip((h, w), padding))
-    batch = n * target.vmapped_batch()  # predict_batch traces one example under vmap
     return "winograd" if winograd_pays(batch, c_in, weight.shape[0], out_h, out_w) else "direct"
+
+
+def patches_pay(x, weight, *, batch: int, strides, padding, dilations, groups: int) -> bool:
+    """Whether a convolution with few input channels is faster on CPU as a patch matrix times
+    the kernel (``mlc.kernels.patches``) for ``batch`` images (the vmapped batch included): at
+    most ``patches.MAX_INPUT_CHANNELS`` channels in, a patch matrix that stays in cache. The
+    tiny CNN's first layer and MobileNetV2's stem at batch 1, not ResNet-18's 7x7 stem
+    (``bench/experiments.md``, "Few input channels")."""
+    if not _patches_kernel.eligible(x, weight, groups=groups):
+        return False
+    kernel = weight.shape[2:]
+    out = tuple(_patches_kernel.output_size(s, lo, hi, k, st, d) for s, (lo, hi), k, st, d in zip(x.shape[2:], padding, kernel, strides, dilations))
+    if min(out) < 1:
+        return False
+    return _patches_kernel.patch_bytes(batch, x.shape[1], kernel, out, np.dtype(x.dtype).itemsize) <= _patches_kernel.MAX_PATCH_BYTES
 
 
 # Where Winograd F(2x2, 3x3) beat XLA:CPU's convolution (bench/experiments.md): enough channels

@@ -42,18 +42,30 @@ def compiler_options(device: jax.Device | None = None, jaxpr=None) -> dict[str, 
     return dict(_CPU_CONVOLUTIONAL) if jaxpr is not None and has_convolution(jaxpr) else dict(_CPU)
 
 
+# The name scope mlc.kernels.convolution gives every convolution it lowers: a convolution computed
+# as matrix products (Winograd, 1x1, patches) or a loop (depthwise) still makes the program one
+# "with convolutions" here.
+CONVOLUTION_SCOPE = "mlc_convolution"
+
+
 def has_convolution(jaxpr) -> bool:
     """Whether ``jaxpr`` (or a jaxpr inside it: a nested jit, a scan's or a branch's body)
-    computes an XLA convolution (``conv_general_dilated``)."""
+    computes a convolution: an XLA ``conv_general_dilated``, or equations that
+    ``mlc.kernels.convolution`` lowered from one (``CONVOLUTION_SCOPE`` in their name stack)."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's own
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
+        if eqn.primitive.name == "conv_general_dilated" or _in_convolution_scope(eqn):
             return True
         for value in eqn.params.values():
             for inner in value if isinstance(value, (list, tuple)) else (value,):
                 if _is_jaxpr(inner) and has_convolution(inner):
                     return True
     return False
+
+
+def _in_convolution_scope(eqn) -> bool:
+    stack = getattr(getattr(eqn, "source_info", None), "name_stack", None)
+    return stack is not None and CONVOLUTION_SCOPE in str(stack).split("/")
 
 
 def _is_jaxpr(value) -> bool:

@@ -1,0 +1,70 @@
+"""A convolution with few input channels as one matrix product over its patches (im2col), for XLA:CPU.
+
+The first convolution of an image network reads the image's 3 channels (ResNet's 7x7 stem,
+MobileNet's and EfficientNet's 3x3 stride-2 stem, a small classifier's first layer). XLA:CPU's
+convolution kernels, and YNNPACK's, are slow on so few input channels: the tiny CNN of
+``scripts/bench.py`` spends 0.32 ms of CPU time on its first 3x3 convolution (3 -> 16 channels,
+32x32) and 0.09 ms computed as below; MobileNetV2's stem at 224x224 1.78 ms against 1.39 ms
+(``bench/experiments.md``, "Few input channels").
+
+Computed channels-last, with ``lax`` primitives only:
+
+- the padded input's strided slices, one per kernel position, concatenated along the channels:
+  the patch matrix ``(N, H', W', KH * KW * C_in)`` (one fused loop in XLA);
+- one ``dot_general`` with the kernel laid out ``(KH * KW * C_in, C_out)``: a weight-only
+  reshape that ``mlc.runtime.hoist`` computes once per set of weights.
+
+The patch matrix is ``KH * KW`` times the input's size, so ``mlc.kernels.convolution`` uses this
+only while it stays small (``MAX_PATCH_BYTES``). The sums are the same products as a direct
+convolution's, added in another order (float rounding only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from jax import lax
+
+MAX_INPUT_CHANNELS = 4  # more channels per patch, and XLA's own convolution is as fast or faster
+MAX_PATCH_BYTES = 4 << 20  # above, the patch matrix leaves the cache and the product loses (ResNet-18's stem)
+
+
+def eligible(x, weight, *, groups: int) -> bool:
+    """Whether ``conv`` computes this convolution: 2-D, one group, at most ``MAX_INPUT_CHANNELS``
+    input channels, a patch matrix of at most ``MAX_PATCH_BYTES`` (``x``'s batch, including a
+    vmapped one, is the caller's to fold into ``x.shape[0]``)."""
+    return x.ndim == 4 and groups == 1 and weight.shape[1] == x.shape[1] <= MAX_INPUT_CHANNELS
+
+
+def patch_bytes(batch: int, c_in: int, kernel: tuple[int, ...], out_spatial: tuple[int, ...], itemsize: int) -> int:
+    """The size of the patch matrix ``conv`` builds for ``batch`` images."""
+    return batch * math.prod(out_spatial) * math.prod(kernel) * c_in * itemsize
+
+
+def output_size(size: int, low: int, high: int, kernel: int, stride: int, dilation: int) -> int:
+    """One spatial dimension of a convolution's output."""
+    return (size + low + high - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def conv(x, weight, *, strides, padding, dilations, precision=None):
+    """Cross-correlation of ``x (N, C_in, H, W)`` with ``weight (C_out, C_in, KH, KW)`` (one group)
+    as a patch matrix times the kernel. ``padding``: a (low, high) pair per spatial dimension
+    (negative crops). Returns ``(N, C_out, H', W')`` in ``x.dtype``."""
+    n, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    (top, bottom), (left, right) = padding
+    oh, ow = output_size(h, top, bottom, kh, sh, dh), output_size(w, left, right, kw, sw, dw)
+    last = lax.transpose(x, (0, 2, 3, 1))
+    padded = lax.pad(last, np.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+    columns = [
+        lax.slice(padded, (0, i * dh, j * dw, 0), (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c_in), (1, sh, sw, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patch = columns[0] if len(columns) == 1 else lax.concatenate(columns, 3)
+    # (C_out, C_in, KH, KW) -> (KH, KW, C_in, C_out) -> rows in the patch's (tap, channel) order
+    kernel = lax.reshape(lax.transpose(lax.convert_element_type(weight, x.dtype), (2, 3, 1, 0)), (kh * kw * c_in, c_out))
+    y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
+    return lax.transpose(y, (0, 3, 1, 2))
