@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any
 
 import jax
 import numpy as np
 
+from mlc import call_plan
 from mlc import features as F
 from mlc._errors import MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
 from mlc.classification import Classification
@@ -18,7 +20,7 @@ from mlc.io.spec import LoadedSpec, load_spec
 from mlc.program.build import build_program
 from mlc.program.program import Program
 from mlc.runtime import checks, compilation_cache, limits, trace_cache
-from mlc.runtime.interpreter import STATES, node_limit
+from mlc.runtime.interpreter import STATES, debugging, node_limit
 from mlc.runtime.runner import Runner
 
 _PRECISIONS = ("auto", "float32", "float16")
@@ -68,6 +70,7 @@ class Model:
         self._interface = runner.program.interface  # the same for every with_params copy
         self._changed: frozenset[str] = frozenset()  # params trained since load: save writes them back
         self._known_inputs: dict[tuple, tuple] = {}  # input signature -> its casts (_prepare's fast path)
+        self._plans: dict[tuple, call_plan.CallPlan] = {}  # input signature -> predict's whole call (mlc.call_plan)
 
     @property
     def program(self) -> Program:
@@ -121,6 +124,7 @@ class Model:
         copy.__dict__.update(self.__dict__)
         copy.runner = self.runner.with_params(new)  # the others as held: not widened here
         copy._changed = self._changed | frozenset(new)
+        copy._plans = {}
         return copy
 
     def as_flax(self, trainable=None):
@@ -365,13 +369,43 @@ class Model:
         """
         if isinstance(data, (list, tuple)):
             return [self.predict(d, state=state) for d in data]
+        if state is None:
+            plan = self._plans.get(_input_signature(data))
+            if plan is not None and plan.usable(self.runner):
+                return plan(data)
         with self._limits():
             inputs = self._with_state(self._prepare(data), state)
             raw = self.runner.call(inputs)
         if state is not None:
             for name, value in raw.pop(STATES).items():
                 state.values[name] = np.asarray(value).astype(state.values[name].dtype)
-        return self._outputs(raw)
+            return self._outputs(raw)
+        out = self._outputs(raw)
+        self._remember_plan(data, inputs, raw)
+        return out
+
+    def _remember_plan(self, data: dict, inputs: dict, raw: dict) -> None:
+        """After a stateless call that went the whole way: a plan for later calls with ``data``'s
+        signature (``mlc.call_plan``), where its inputs needed only casts (``_known_inputs``)."""
+        signature = _input_signature(data)
+        casts = self._known_inputs.get(signature) if signature is not None else None
+        names = list(self.output_description)
+        if casts is None or not names or debugging():
+            return
+        known = self._plans.get(signature)
+        if (known is not None and known.usable(self.runner)) or (known is None and len(self._plans) >= MAX_KNOWN_SIGNATURES):
+            return
+        outputs = [(n, self._output_converter(n, raw[n])) for n in names]
+        plan = call_plan.make(self.runner, casts, inputs, outputs)
+        if plan is not None:
+            self._plans[signature] = plan
+
+    def _output_converter(self, name: str, value: Any):
+        """``_output`` for ``name``, bound once: a plain multiarray's conversion directly."""
+        feature = self.output_description.get(name)
+        if feature is not None and feature.kind == "multiArray" and not isinstance(value, Classification):
+            return functools.partial(F.multiarray_output, feature=feature)
+        return functools.partial(self._output, name)
 
     def predict_batch(self, data: dict) -> dict:
         """Inputs with a leading batch axis -> outputs with one; one compile, vmapped.

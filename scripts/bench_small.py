@@ -9,8 +9,9 @@ alternating round by round:
 * ``async`` — ``MLC_CPU_ASYNC_DISPATCH=1``: JAX's default asynchronous dispatch.
 
 In each process, blocks of calls alternate between onnxruntime (2 threads, its defaults),
-``model.predict`` (inputs of a known signature skip their checks), ``model.predict`` with
-the checks made on every call (the known-signature memory disabled), and the model's pure
+``model.predict`` (inputs of a known signature skip their checks and take the call plan,
+``mlc.call_plan``), ``model.predict`` with the checks made on every call (the known-signature
+memory disabled, and with it the plan: the whole path every call), and the model's pure
 function under ``jax.jit`` on device-resident inputs (JAX's dispatch and XLA alone). Median
 wall and CPU (``time.process_time``, all threads) per call, microseconds; ratios to
 onnxruntime from the same process.

@@ -41,6 +41,7 @@ def test_state_accumulates_like_torch(model):
         # fp16 state and fp16 program: values of a few units, so fp16's spacing (~2e-3) bounds the error
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-2)
     np.testing.assert_allclose(state.read_state("acc"), reference.acc.numpy(), rtol=0, atol=5e-3)
+    assert model._plans == {}  # a call with a state always takes the full path (mlc.call_plan)
 
 
 def test_states_are_independent_and_writable(model):

@@ -158,6 +158,29 @@ class HoistedFunction:
             return self._plain, None, None, None
         return split.run, prepared[1], split.out_tree, split.forwards
 
+    def leaf_call(self, params: dict, inputs: dict) -> tuple[tuple[str, ...], Callable] | None:
+        """After a call with ``inputs``' signature and ``params`` ran: ``(names, call)``, where
+        ``call(*arrays)`` takes the inputs' arrays in ``names`` order and returns what
+        ``self(params, inputs)`` returns, without finding the signature and residuals again
+        (``mlc.call_plan``). None for inputs that are not a flat dict of arrays, or a signature
+        not run yet with these params."""
+        names = flat_dict_order(inputs)
+        if names is None:
+            return None
+        leaves, tree = jax.tree_util.tree_flatten(inputs)
+        signature = _signature(tree, leaves)
+        split = None if self._nothing_to_hoist else self._splits.get(signature, False)
+        if split is False:
+            return None
+        if split is None:
+            plain = self._plain
+            return names, lambda *arrays: plain(params, dict(zip(names, arrays)))
+        prepared = self._prepared.get(signature)
+        if prepared is None or prepared[0] is not params:
+            return None
+        run, residuals, out_tree = split.run, prepared[1], split.out_tree
+        return names, lambda *arrays: jax.tree_util.tree_unflatten(out_tree, run(*residuals, *arrays))
+
     def _split_for(self, signature, params: dict, inputs: dict) -> _Split | None:
         with self._lock:
             if signature not in self._splits:
@@ -217,6 +240,17 @@ class HoistedFunction:
             return out
         everything = split.prepare(*param_leaves)
         return [everything[i] for i in wanted]
+
+
+def flat_dict_order(inputs: Any) -> tuple[str, ...] | None:
+    """The names of a dict of arrays in the order JAX flattens it (sorted), or None when
+    ``inputs`` is not such a dict (a nested tree, a value that is not an array)."""
+    if type(inputs) is not dict or not all(isinstance(v, (np.ndarray, jax.Array)) for v in inputs.values()):
+        return None
+    try:
+        return tuple(sorted(inputs))
+    except TypeError:  # keys that do not sort: JAX keeps them in insertion order
+        return None
 
 
 def _signature(tree, leaves) -> tuple | None:

@@ -170,6 +170,40 @@ class Runner:
             with target.lowering_for(self.device.platform):
                 return fn(self._params, inputs)
 
+    def prepared_call(self, inputs: dict) -> tuple[tuple[str, ...], Any, dict] | None:
+        """After ``call(inputs)`` ran jitted: ``(names, call, params)``, where ``call(*arrays)`` is
+        ``call`` for inputs of the same signature given as arrays in ``names`` order, without
+        finding the compiled function and the weight-only results again (``mlc.call_plan``).
+        None where a call needs more: node by node, another device than JAX's default, inputs
+        not a flat dict of arrays. ``params``: the weights ``call`` computes with; the caller checks
+        ``holds(params)`` and the debug switches before each call."""
+        if self._eager or self._jitted is None or not self._default_device:
+            return None
+        found = self._jitted.leaf_call(self._params, inputs)
+        if found is None:
+            return None
+        names, run = found
+        params = self._params
+        wide = self.x64 if self.program.x64 else None
+
+        def call(*arrays):
+            if wide is None:
+                raw = run(*arrays)
+            else:
+                with wide():
+                    raw = run(*arrays)
+            flags = raw.pop(checks.CHECKS, None) if isinstance(raw, dict) else None
+            if flags:
+                checks.raise_failed(flags)
+            return raw
+
+        return names, call, params
+
+    def holds(self, params: dict) -> bool:
+        """Whether this runner still computes with ``params``, the object ``prepared_call``
+        returned (reading ``params`` replaces weights held as fp16 by their widened copies)."""
+        return params is self._params
+
     def call_batch(self, inputs: dict) -> dict:
         """One call on inputs with a leading batch axis (vmapped, one compile per signature).
         Run-time check flags stay in the result (``checks.CHECKS``) for the caller to raise."""

@@ -337,6 +337,17 @@ class CachedFunction:
             return self.inner(params, inputs)
         return hit(params, inputs, leaves)
 
+    def leaf_call(self, params: dict, inputs: dict):
+        """As ``HoistedFunction.leaf_call``, for a signature loaded from the cache too."""
+        from mlc.runtime.hoist import flat_dict_order
+
+        names = flat_dict_order(inputs) if params is self.params else None
+        sig = _signature(inputs) if names is not None else None
+        hit = self._hits.get(sig[0]) if sig is not None else None
+        if hit is None:
+            return self.inner.leaf_call(params, inputs)
+        return names, lambda *arrays: hit(params, dict(zip(names, arrays)), list(arrays))
+
     def compiled_signatures(self) -> int:
         """As ``HoistedFunction.compiled_signatures``, signatures loaded from the cache included."""
         return self.inner.compiled_signatures() + self.hits()

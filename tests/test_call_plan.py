@@ -1,0 +1,115 @@
+"""predict's path for a signature it has run (mlc.call_plan): the same results and errors as the
+full path, and the full path again wherever something a plan does not hold changed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from coremltools.converters.mil import Builder as mb
+
+import mlc
+from mlc.model import _input_signature
+from mlc.testing.mil_program import mil_model
+
+
+def _two_in_two_out(x, y):
+    return mb.add(x=x, y=y, name="s"), mb.reduce_sum(x=mb.mul(x=x, y=y), axes=[0, 1], keep_dims=False, name="dot")
+
+
+@pytest.fixture()
+def model():
+    return mil_model(_two_in_two_out, {"x": (2, 3), "y": (2, 3)})
+
+
+def _expected(x, y):
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return x + y, np.array([np.sum(x * y, dtype=np.float64)])
+
+
+def _counting_full_path(model, monkeypatch):
+    calls = []
+    original = model.runner.call
+    monkeypatch.setattr(model.runner, "call", lambda inputs: calls.append(1) or original(inputs))
+    return calls
+
+
+def test_later_calls_take_the_plan_and_compute_what_the_full_path_does(model, monkeypatch):
+    rng = np.random.default_rng(0)
+    calls = _counting_full_path(model, monkeypatch)
+    for i in range(4):
+        x, y = rng.random((2, 3)), rng.random((2, 3)).astype(np.float32)  # x float64: cast every call
+        out = model.predict({"x": x, "y": y})
+        s, dot = _expected(x, y)
+        np.testing.assert_array_equal(out["s"], s)
+        np.testing.assert_allclose(out["dot"], dot, rtol=1e-6)
+        assert out["dot"].shape == (1,)  # Core ML has no rank-0 multiarray, on either path
+        assert list(out) == ["s", "dot"] and out["s"].dtype == np.float32
+    assert len(calls) == 1 and len(model._plans) == 1
+    # the same inputs in another dict order: the same signature? no: names are in order; a plan of its own
+    model.predict({"y": y, "x": x})
+    assert len(model._plans) == 2
+
+
+def test_a_plan_raises_the_programs_run_time_checks():
+    build = lambda data, updates, indices: mb.scatter(data=data, indices=indices, updates=updates, validate_indices=True)
+    model = mil_model(build, {"data": ((2, 3), "fp32"), "updates": ((2, 3), "fp32"), "indices": ((2,), "int32")})
+    data, updates = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+    for _ in range(2):
+        (out,) = model.predict({"data": data, "updates": updates, "indices": np.array([1, 0], np.int32)}).values()
+        np.testing.assert_array_equal(out, updates)
+    assert len(model._plans) == 1
+    with pytest.raises(mlc.MLCPredictionError, match="validate_indices"):
+        model.predict({"data": data, "updates": updates, "indices": np.array([2, 0], np.int32)})
+
+
+def test_what_a_plan_does_not_hold_takes_the_full_path(model, monkeypatch):
+    x = np.ones((2, 3), np.float32)
+    model.predict({"x": x, "y": x})
+    calls = _counting_full_path(model, monkeypatch)
+    model.predict({"x": x, "y": x})
+    assert calls == []
+    with pytest.raises(mlc.MLCFeatureTypeError, match="shape mismatch"):  # another signature: checked
+        model.predict({"x": np.ones((3, 2), np.float32), "y": x})
+    model.predict({"x": [[1.0] * 3] * 2, "y": x})  # a list: checked and converted
+    monkeypatch.setenv("MLC_DEBUG", "0")  # a debug switch set: the full path decides
+    model.predict({"x": x, "y": x})
+    monkeypatch.delenv("MLC_DEBUG")
+    monkeypatch.setenv("MLC_MAX_TENSOR_BYTES", "16")  # another size limit: another signature
+    with pytest.raises(mlc.MLCFeatureTypeError):
+        model.predict({"x": x, "y": x})
+    assert len(calls) == 2  # the list and the debug switch; the refusals come before any call
+
+
+def test_a_trained_copy_plans_with_its_own_weights():
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = mil_model(lambda x: mb.mul(x=x, y=w, name="y"), {"x": (2, 3)})
+    x = np.ones((2, 3), np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(model.predict({"x": x})["y"], w)
+    (name,) = model.params
+    trained = model.with_params({name: w * 10})
+    for _ in range(2):
+        np.testing.assert_array_equal(trained.predict({"x": x})["y"], w * 10)
+        np.testing.assert_array_equal(model.predict({"x": x})["y"], w)
+    assert trained._plans is not model._plans
+
+
+def test_classifier_in_double_precision_through_a_plan():
+    """A classic model (computed in float64, JAX's 64-bit mode around the call) with a label and
+    a probability dict: the plan's outputs are the full path's, against scikit-learn."""
+    sk = pytest.importorskip("sklearn")
+    from coremltools.converters import sklearn as skc
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4)).astype(np.float32).astype(np.float64)
+    y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    tree = DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y)
+    model = mlc.load(skc.convert(tree, "x", "target").get_spec())
+    assert sk is not None
+    expected = tree.predict_proba(X[:5])
+    for i in range(5):
+        out = model.predict({"x": X[i]})
+        assert out["target"] == tree.predict(X[i : i + 1])[0]
+        np.testing.assert_allclose([out["classProbability"][c] for c in tree.classes_], expected[i], rtol=1e-12, atol=1e-12)
+    assert len(model._plans) == 1 and _input_signature({"x": X[0]}) in model._plans
