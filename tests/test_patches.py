@@ -111,7 +111,9 @@ def test_rule(monkeypatch):
         assert _pick(1, 8, 16, 32) == "direct"  # more channels than MAX_INPUT_CHANNELS
         assert _pick(1, 4, 4, 32, groups=4) == "depthwise"
         assert _pick(1, 3, 16, 32, dtype=jnp.float16) == "direct"
-        assert _pick(1, 3, 16, 2, kernel=(5, 5), strides=(1, 1)) == "patches"
+        assert _pick(1, 3, 16, 8, kernel=(3, 1)) == "patches"
+        assert _pick(1, 3, 16, 8, kernel=(5, 5)) == "direct"  # more than MAX_TAPS kernel positions
+        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16)) == "direct"  # a ViT's patch embedding
     with target.lowering_for("cpu", vmapped_batch=32):
         assert _pick(1, 3, 16, 32) == "patches"  # 3.5 MB
         assert _pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
@@ -191,10 +193,10 @@ def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
 def test_neuralnetwork_convolution_layer(convolution_spy):
     from mlc.testing.nn_specs import network, predict
 
-    w, b = _rand(6, 3, 5, 5, scale=0.2), _rand(6)
+    w, b = _rand(6, 3, 3, 3, scale=0.2), _rand(6)
     builder = network({"x": (3, 13, 11)}, ["y"], exact=False)
     builder.add_convolution(
-        "conv", kernel_channels=3, output_channels=6, height=5, width=5, stride_height=2, stride_width=1,
+        "conv", kernel_channels=3, output_channels=6, height=3, width=3, stride_height=2, stride_width=1,
         border_mode="valid", groups=1, W=np.transpose(w, (2, 3, 1, 0)), b=b, has_bias=True, input_name="x", output_name="y",
     )  # fmt: skip
     x = _rand(3, 13, 11)

@@ -16,7 +16,7 @@ beyond float rounding:
 - A 1x1, stride-1, unpadded, ungrouped float32 convolution is, on CPU, one matrix product over
   the channels (``depthwise.pointwise``, channels-last between transposes that XLA cancels
   against its neighbours'): MobileNetV2 -11% CPU time at batch 1, -25% at batch 32.
-- A 2-D float32 convolution of at most 4 input channels (an image network's first layer) is,
+- A 2-D float32 convolution of at most 4 input channels and 3x3 positions (an image network's first layer) is,
   on CPU, a patch matrix times the kernel (``mlc.kernels.patches``) while that matrix stays in
   cache: the tiny CNN of ``scripts/bench.py`` -33 to -44% wall time at batch 1, EfficientNet-Lite0
   -3 to -13%; ResNet-18's 7x7 stem stays direct (``patches_pay``).
@@ -128,7 +128,8 @@ def algorithm(x, weight, *, strides, padding, dilations, groups: int) -> str:
 def patches_pay(x, weight, *, batch: int, strides, padding, dilations, groups: int) -> bool:
     """Whether a convolution with few input channels is faster on CPU as a patch matrix times
     the kernel (``mlc.kernels.patches``) for ``batch`` images (the vmapped batch included): at
-    most ``patches.MAX_INPUT_CHANNELS`` channels in, a patch matrix that stays in cache. The
+    most ``patches.MAX_INPUT_CHANNELS`` channels in and ``patches.MAX_TAPS`` kernel positions,
+    a patch matrix that stays in cache. The
     tiny CNN's first layer and MobileNetV2's stem at batch 1, not ResNet-18's 7x7 stem
     (``bench/experiments.md``, "Few input channels")."""
     if not _patches_kernel.eligible(x, weight, groups=groups):

@@ -27,14 +27,15 @@ import numpy as np
 from jax import lax
 
 MAX_INPUT_CHANNELS = 4  # more channels per patch, and XLA's own convolution is as fast or faster
+MAX_TAPS = 9  # larger kernels (a ViT's 16x16 patch embedding: 256 slices) compile slowly and were not measured to pay
 MAX_PATCH_BYTES = 4 << 20  # above, the patch matrix leaves the cache and the product loses (ResNet-18's stem)
 
 
 def eligible(x, weight, *, groups: int) -> bool:
-    """Whether ``conv`` computes this convolution: 2-D, one group, at most ``MAX_INPUT_CHANNELS``
-    input channels, a patch matrix of at most ``MAX_PATCH_BYTES`` (``x``'s batch, including a
-    vmapped one, is the caller's to fold into ``x.shape[0]``)."""
-    return x.ndim == 4 and groups == 1 and weight.shape[1] == x.shape[1] <= MAX_INPUT_CHANNELS
+    """Whether ``mlc.kernels.convolution`` may choose ``conv`` for this convolution: 2-D, one
+    group, at most ``MAX_INPUT_CHANNELS`` input channels and ``MAX_TAPS`` kernel positions (the
+    patch matrix's size is ``patch_bytes``, for the caller to weigh with the batch)."""
+    return x.ndim == 4 and groups == 1 and weight.shape[1] == x.shape[1] <= MAX_INPUT_CHANNELS and math.prod(weight.shape[2:]) <= MAX_TAPS
 
 
 def patch_bytes(batch: int, c_in: int, kernel: tuple[int, ...], out_spatial: tuple[int, ...], itemsize: int) -> int:
