@@ -21,7 +21,8 @@ from mlc.testing import torch_models  # noqa: E402
 class ConvLinear(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4 * 6 * 6, 5)
+        # 5x5: XLA's convolution on CPU too (a 3x3 kernel on 3 channels is a patch matrix there, mlc.kernels.patches)
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 5), torch.nn.Linear(4 * 4 * 4, 5)
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
