@@ -45,6 +45,8 @@ CASES = [
     (3, 4, 6, (8, 8), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1)),  # strided 1x1
     (1, 2, 3, (10, 10), (3, 3), (1, 1), ((-1, 1), (1, -2)), (1, 1)),  # negative padding crops
     (1, 3, 2, (5, 5), (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),  # one output position
+    (2, 3, 6, (32, 32), (8, 8), (8, 8), ((0, 0), (0, 0)), (1, 1)),  # non-overlapping tiles (a ViT's patch embedding)
+    (1, 3, 5, (19, 17), (4, 3), (4, 3), ((0, 0), (0, 0)), (1, 1)),  # tiles, with rows and columns left over
 ]
 
 
@@ -64,6 +66,11 @@ def test_patches_under_vmap():
     out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w), **kw)))(xs)
     for i in range(len(xs)):
         _close(out[i], _torch_conv(xs[i], w, **kw))
+    tiles = dict(strides=(4, 4), padding=((0, 0), (0, 0)), dilations=(1, 1))  # non-overlapping
+    w4 = _rand(8, 3, 4, 4, scale=0.2)
+    out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w4), **tiles)))(xs)
+    for i in range(len(xs)):
+        _close(out[i], _torch_conv(xs[i], w4, **tiles))
 
 
 def test_patches_fp16_weights_on_fp32_activations():
@@ -91,8 +98,8 @@ def test_gradients_match_xla_convolution():
 
 
 # -- the rule -------------------------------------------------------------------------------------
-def _pick(n, c_in, c_out, size, *, kernel=(3, 3), strides=(1, 1), dilations=(1, 1), groups=1, dtype=jnp.float32):
-    padding = [((k - 1) // 2, k // 2) for k in kernel]
+def _pick(n, c_in, c_out, size, *, kernel=(3, 3), strides=(1, 1), dilations=(1, 1), groups=1, dtype=jnp.float32, padding=None):
+    padding = padding if padding is not None else [((k - 1) // 2, k // 2) for k in kernel]
     x = jax.ShapeDtypeStruct((n, c_in, size, size), dtype)
     w = jax.ShapeDtypeStruct((c_out, c_in // groups, *kernel), dtype)
     return convolution.algorithm(x, w, strides=strides, padding=padding, dilations=dilations, groups=groups)
@@ -113,10 +120,15 @@ def test_rule(monkeypatch):
         assert _pick(1, 3, 16, 32, dtype=jnp.float16) == "direct"
         assert _pick(1, 3, 16, 8, kernel=(3, 1)) == "patches"
         assert _pick(1, 3, 16, 8, kernel=(5, 5)) == "direct"  # more than MAX_TAPS kernel positions
-        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16)) == "direct"  # a ViT's patch embedding
+        assert _pick(1, 3, 16, 8, kernel=(4, 4), strides=(2, 2)) == "direct"  # overlapping and 16 positions
+        # a ViT's patch embedding: non-overlapping tiles, the input rearranged whatever the kernel size
+        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
+        assert _pick(1, 8, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "direct"
+        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16)) == "direct"  # padded: overlapping rule, 256 positions
     with target.lowering_for("cpu", vmapped_batch=32):
         assert _pick(1, 3, 16, 32) == "patches"  # 3.5 MB
         assert _pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
+        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
     with target.lowering_for("gpu"):
         assert _pick(1, 3, 16, 32) == "direct"
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "direct")

@@ -19,7 +19,9 @@ beyond float rounding:
 - A 2-D float32 convolution of at most 4 input channels and 3x3 positions (an image network's first layer) is,
   on CPU, a patch matrix times the kernel (``mlc.kernels.patches``) while that matrix stays in
   cache: the tiny CNN of ``scripts/bench.py`` -33 to -44% wall time at batch 1, EfficientNet-Lite0
-  -3 to -13%; ResNet-18's 7x7 stem stays direct (``patches_pay``).
+  -3 to -13%; ResNet-18's 7x7 stem stays direct (``patches_pay``). So is a few-channel
+  convolution of non-overlapping tiles (stride equal to the kernel: ViT-Ti/16's 16x16 patch
+  embedding, -6% wall time at batch 1), whose patch matrix is the input rearranged.
 - A 3x3, stride-1, undilated, ungrouped 2-D convolution in float32 is computed by Winograd's
   F(2x2, 3x3) algorithm (``mlc.kernels.winograd``) where ``winograd_pays`` says it is faster,
   on CPU only (the platform the program is traced for, ``mlc.runtime.target``): the weight
@@ -131,7 +133,11 @@ def patches_pay(x, weight, *, batch: int, strides, padding, dilations, groups: i
     most ``patches.MAX_INPUT_CHANNELS`` channels in and ``patches.MAX_TAPS`` kernel positions,
     a patch matrix that stays in cache. The
     tiny CNN's first layer and MobileNetV2's stem at batch 1, not ResNet-18's 7x7 stem
-    (``bench/experiments.md``, "Few input channels")."""
+    (``bench/experiments.md``, "Few input channels"); and a convolution of non-overlapping tiles
+    (stride equal to the kernel: a ViT's patch embedding) at any batch, its patch matrix being
+    the input rearranged."""
+    if _patches_kernel.tiles_eligible(x, weight, groups=groups, strides=strides, padding=padding, dilations=dilations):
+        return True  # non-overlapping tiles (a ViT's patch embedding): the input rearranged
     if not _patches_kernel.eligible(x, weight, groups=groups):
         return False
     kernel = weight.shape[2:]

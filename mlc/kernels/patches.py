@@ -15,7 +15,9 @@ Computed channels-last, with ``lax`` primitives only:
   reshape that ``mlc.runtime.hoist`` computes once per set of weights.
 
 The patch matrix is ``KH * KW`` times the input's size, so ``mlc.kernels.convolution`` uses this
-only while it stays small (``MAX_PATCH_BYTES``). The sums are the same products as a direct
+only while it stays small (``MAX_PATCH_BYTES``), except where the kernel positions do not
+overlap (stride equal to the kernel, a ViT's patch embedding): that patch matrix is the input
+itself rearranged by one transpose. The sums are the same products as a direct
 convolution's, added in another order (float rounding only).
 """
 
@@ -35,7 +37,24 @@ def eligible(x, weight, *, groups: int) -> bool:
     """Whether ``mlc.kernels.convolution`` may choose ``conv`` for this convolution: 2-D, one
     group, at most ``MAX_INPUT_CHANNELS`` input channels and ``MAX_TAPS`` kernel positions (the
     patch matrix's size is ``patch_bytes``, for the caller to weigh with the batch)."""
-    return x.ndim == 4 and groups == 1 and weight.shape[1] == x.shape[1] <= MAX_INPUT_CHANNELS and math.prod(weight.shape[2:]) <= MAX_TAPS
+    return _few_channels(x, weight, groups) and math.prod(weight.shape[2:]) <= MAX_TAPS
+
+
+def tiles_eligible(x, weight, *, groups: int, strides, padding, dilations) -> bool:
+    """Whether ``conv`` computes this convolution from non-overlapping tiles (a ViT's patch
+    embedding: stride equal to the kernel, no padding, no dilation, few input channels): its
+    patch matrix is the input rearranged, no larger, so neither ``MAX_TAPS`` nor the cache bound it."""
+    return (
+        _few_channels(x, weight, groups)
+        and tuple(strides) == tuple(weight.shape[2:])
+        and all(lo == 0 and hi == 0 for lo, hi in padding)
+        and all(d == 1 for d in dilations)
+        and all(size >= k for size, k in zip(x.shape[2:], weight.shape[2:]))
+    )
+
+
+def _few_channels(x, weight, groups: int) -> bool:
+    return x.ndim == 4 and groups == 1 and weight.shape[1] == x.shape[1] <= MAX_INPUT_CHANNELS
 
 
 def patch_bytes(batch: int, c_in: int, kernel: tuple[int, ...], out_spatial: tuple[int, ...], itemsize: int) -> int:
@@ -57,6 +76,30 @@ def conv(x, weight, *, strides, padding, dilations, precision=None):
     (sh, sw), (dh, dw) = strides, dilations
     (top, bottom), (left, right) = padding
     oh, ow = output_size(h, top, bottom, kh, sh, dh), output_size(w, left, right, kw, sw, dw)
+    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) and (top, bottom, left, right) == (0, 0, 0, 0):
+        patch = _tiles(x, kh, kw, oh, ow)
+    else:
+        patch = _overlapping(x, kh, kw, oh, ow, strides, padding, dilations)
+    # (C_out, C_in, KH, KW) -> (KH, KW, C_in, C_out) -> rows in the patch's (tap, channel) order
+    kernel = lax.reshape(lax.transpose(lax.convert_element_type(weight, x.dtype), (2, 3, 1, 0)), (kh * kw * c_in, c_out))
+    y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
+    return lax.transpose(y, (0, 3, 1, 2))
+
+
+def _tiles(x, kh: int, kw: int, oh: int, ow: int):
+    """The patch matrix of a convolution whose stride is its kernel: the input (cropped to
+    whole tiles, as the convolution drops the rest) rearranged, one transpose."""
+    n, c_in = x.shape[:2]
+    x = lax.slice(x, (0, 0, 0, 0), (n, c_in, oh * kh, ow * kw))
+    tiles = lax.reshape(x, (n, c_in, oh, kh, ow, kw))
+    return lax.reshape(lax.transpose(tiles, (0, 2, 4, 3, 5, 1)), (n, oh, ow, kh * kw * c_in))
+
+
+def _overlapping(x, kh: int, kw: int, oh: int, ow: int, strides, padding, dilations):
+    """The patch matrix from the padded input's strided slices, one per kernel position."""
+    n, c_in = x.shape[:2]
+    (sh, sw), (dh, dw) = strides, dilations
+    (top, bottom), (left, right) = padding
     last = lax.transpose(x, (0, 2, 3, 1))
     padded = lax.pad(last, np.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
     columns = [
@@ -64,8 +107,4 @@ def conv(x, weight, *, strides, padding, dilations, precision=None):
         for i in range(kh)
         for j in range(kw)
     ]
-    patch = columns[0] if len(columns) == 1 else lax.concatenate(columns, 3)
-    # (C_out, C_in, KH, KW) -> (KH, KW, C_in, C_out) -> rows in the patch's (tap, channel) order
-    kernel = lax.reshape(lax.transpose(lax.convert_element_type(weight, x.dtype), (2, 3, 1, 0)), (kh * kw * c_in, c_out))
-    y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
-    return lax.transpose(y, (0, 3, 1, 2))
+    return columns[0] if len(columns) == 1 else lax.concatenate(columns, 3)
