@@ -8,35 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from mlc.kernels import convolution, depthwise
 from mlc.runtime import target
 from mlc.runtime.hoist import HoistedFunction
+from mlc.testing.convolutions import assert_close, pick, torch_conv
 
 RNG = np.random.default_rng(2222)
-TOL = dict(rtol=1e-5, atol=1e-5)  # tests/mil/test_conv.py's tolerance for float32 convolutions
 
 
 def _rand(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def _torch_conv(x, w, *, strides=None, padding=None, dilations=None, groups=1):
-    """Cross-correlation in float64; negative padding crops (F.pad's convention)."""
-    spatial = x.ndim - 2
-    padding = padding or [(0, 0)] * spatial
-    flat = [p for lo_hi in reversed(padding) for p in lo_hi]  # F.pad: last dimension first
-    xp = F.pad(torch.from_numpy(x.astype(np.float64)), flat)
-    conv = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
-    return conv(xp, torch.from_numpy(w.astype(np.float64)), stride=strides or 1, dilation=dilations or 1, groups=groups).numpy()
-
-
-def _close(actual, expected, tol=TOL):
-    """Relative to the largest output: ``|a - e| <= atol + rtol |e|`` with both scaled by max |e|."""
-    scale = float(np.max(np.abs(expected))) or 1.0
-    np.testing.assert_allclose(np.asarray(actual, np.float64) / scale, expected / scale, **tol)
 
 
 CASES = [
@@ -57,10 +39,10 @@ CASES = [
 @pytest.mark.parametrize("c, multiplier, size, kernel, strides, padding, dilations", CASES)
 def test_depthwise_matches_torch(layout, c, multiplier, size, kernel, strides, padding, dilations):
     x, w = _rand(2, c, *size), _rand(c * multiplier, 1, *kernel, scale=0.3)
-    expected = _torch_conv(x, w, strides=strides, padding=padding, dilations=dilations, groups=c)
+    expected = torch_conv(x, w, strides=strides, padding=padding, dilations=dilations, groups=c)
     out = jax.jit(lambda x, w: depthwise.conv(x, w, strides=strides, padding=padding, dilations=dilations, layout=layout))(x, w)
     assert out.shape == expected.shape and out.dtype == jnp.float32
-    _close(out, expected)
+    assert_close(out, expected)
 
 
 @pytest.mark.parametrize("layout", depthwise.LAYOUTS)
@@ -68,7 +50,7 @@ def test_depthwise_matches_torch(layout, c, multiplier, size, kernel, strides, p
 def test_depthwise_other_ranks(layout, spatial):
     x, w = _rand(2, 4, *([7] * spatial)), _rand(8, 1, *([3] * spatial), scale=0.3)
     kw = dict(strides=(2,) * spatial, padding=[(1, 1)] * spatial, dilations=(1,) * spatial)
-    _close(depthwise.conv(x, w, **kw, layout=layout), _torch_conv(x, w, **kw, groups=4))
+    assert_close(depthwise.conv(x, w, **kw, layout=layout), torch_conv(x, w, **kw, groups=4))
 
 
 @pytest.mark.parametrize("layout", depthwise.LAYOUTS)
@@ -78,8 +60,8 @@ def test_depthwise_fp16(layout):
     kw = dict(strides=(1, 1), padding=[(1, 1), (1, 1)], dilations=(1, 1))
     out = depthwise.conv(jnp.asarray(x, jnp.float16), jnp.asarray(w, jnp.float16), **kw, layout=layout)
     assert out.dtype == jnp.float16
-    expected = _torch_conv(x.astype(np.float16).astype(np.float32), w.astype(np.float16).astype(np.float32), **kw, groups=16)
-    _close(out, expected, dict(rtol=3e-3, atol=3e-3))
+    expected = torch_conv(x.astype(np.float16).astype(np.float32), w.astype(np.float16).astype(np.float32), **kw, groups=16)
+    assert_close(out, expected, dict(rtol=3e-3, atol=3e-3))
     # fp32 activations with fp16 weights (a weight-compressed model computed in fp32 on CPU)
     out32 = depthwise.conv(jnp.asarray(x), jnp.asarray(w, jnp.float16), **kw, layout=layout)
     assert out32.dtype == jnp.float32
@@ -92,7 +74,7 @@ def test_depthwise_under_vmap(layout):
     kw = dict(strides=(2, 2), padding=[(1, 1), (1, 1)], dilations=(1, 1))
     out = jax.jit(jax.vmap(lambda x: depthwise.conv(x, jnp.asarray(w), **kw, layout=layout)))(xs)
     for i in range(len(xs)):
-        _close(out[i], _torch_conv(xs[i], w, **kw, groups=6))
+        assert_close(out[i], torch_conv(xs[i], w, **kw, groups=6))
 
 
 @pytest.mark.parametrize("layout", depthwise.LAYOUTS)
@@ -100,21 +82,21 @@ def test_depthwise_under_vmap(layout):
 def test_pointwise_matches_torch(layout, n, spatial):
     x, w = _rand(n, 16, *spatial), _rand(8, 16, *([1] * len(spatial)), scale=0.25)
     out = jax.jit(lambda x, w: depthwise.pointwise(x, w, layout=layout))(x, w)
-    expected = _torch_conv(x, w)
+    expected = torch_conv(x, w)
     assert out.shape == expected.shape
-    _close(out, expected)
+    assert_close(out, expected)
     xs = _rand(4, 1, 16, *spatial)
     batched = jax.vmap(lambda x: depthwise.pointwise(x, jnp.asarray(w), layout=layout))(xs)
     for i in range(len(xs)):
-        _close(batched[i], _torch_conv(xs[i], w))
+        assert_close(batched[i], torch_conv(xs[i], w))
 
 
 def test_pointwise_fp16():
     x, w = _rand(1, 32, 6, 6), _rand(16, 32, 1, 1, scale=0.2)
     out = depthwise.pointwise(jnp.asarray(x, jnp.float16), jnp.asarray(w, jnp.float16), layout="nhwc")
     assert out.dtype == jnp.float16
-    expected = _torch_conv(x.astype(np.float16).astype(np.float32), w.astype(np.float16).astype(np.float32))
-    _close(out, expected, dict(rtol=5e-3, atol=5e-3))
+    expected = torch_conv(x.astype(np.float16).astype(np.float32), w.astype(np.float16).astype(np.float32))
+    assert_close(out, expected, dict(rtol=5e-3, atol=5e-3))
 
 
 def test_gradients_match_xla_convolution():
@@ -135,12 +117,6 @@ def test_gradients_match_xla_convolution():
 
 
 # -- the rule -------------------------------------------------------------------------------------
-def _pick(n, c_in, c_out, size, *, kernel=(3, 3), strides=(1, 1), dilations=(1, 1), groups=1, dtype=jnp.float32, padding=None):
-    padding = padding if padding is not None else [((k - 1) // 2, k // 2) for k in kernel]
-    x = jax.ShapeDtypeStruct((n, c_in, size, size), dtype)
-    w = jax.ShapeDtypeStruct((c_out, c_in // groups, *kernel), dtype)
-    return convolution.algorithm(x, w, strides=strides, padding=padding, dilations=dilations, groups=groups)
-
 
 # MobileNetV2 at 224x224: (channels, size, stride) of its 17 depthwise layers' distinct shapes,
 # and (C_in, C_out, size) of some of its 1x1 layers
@@ -154,12 +130,12 @@ def test_rule_on_mobilenetv2(monkeypatch):
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     for batch in (1, 32):
         with target.lowering_for("cpu", vmapped_batch=batch):
-            assert {_pick(1, c, c, s, strides=(st, st), groups=c) for c, s, st in MOBILENETV2_DEPTHWISE} == {"depthwise"}
-            assert {_pick(1, ci, co, s, kernel=(1, 1)) for ci, co, s in MOBILENETV2_POINTWISE} == {"pointwise"}
+            assert {pick(1, c, c, s, strides=(st, st), groups=c) for c, s, st in MOBILENETV2_DEPTHWISE} == {"depthwise"}
+            assert {pick(1, ci, co, s, kernel=(1, 1)) for ci, co, s in MOBILENETV2_POINTWISE} == {"pointwise"}
             # the stem (3 channels in): a patch matrix at batch 1, too large for the cache at 32
-            assert _pick(1, 3, 32, 224, strides=(2, 2)) == ("patches" if batch == 1 else "direct")
+            assert pick(1, 3, 32, 224, strides=(2, 2)) == ("patches" if batch == 1 else "direct")
     with target.lowering_for("cpu"):
-        assert _pick(32, 320, 1280, 7, kernel=(1, 1)) == "pointwise"  # a batch in the program itself
+        assert pick(32, 320, 1280, 7, kernel=(1, 1)) == "pointwise"  # a batch in the program itself
 
 
 def test_depthwise_everywhere_and_in_every_mode(monkeypatch):
@@ -167,30 +143,30 @@ def test_depthwise_everywhere_and_in_every_mode(monkeypatch):
         monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, mode)
         for platform in ("cpu", "gpu"):
             with target.lowering_for(platform):
-                assert _pick(1, 64, 64, 14, groups=64) == "depthwise"
-                assert _pick(1, 64, 128, 14, groups=64) == "depthwise"  # channel multiplier 2
-                assert _pick(1, 64, 64, 14, groups=64, dtype=jnp.float16) == "depthwise"
-                assert _pick(1, 64, 64, 14, groups=64, kernel=(5, 5), dilations=(2, 2)) == "depthwise"
+                assert pick(1, 64, 64, 14, groups=64) == "depthwise"
+                assert pick(1, 64, 128, 14, groups=64) == "depthwise"  # channel multiplier 2
+                assert pick(1, 64, 64, 14, groups=64, dtype=jnp.float16) == "depthwise"
+                assert pick(1, 64, 64, 14, groups=64, kernel=(5, 5), dilations=(2, 2)) == "depthwise"
 
 
 def test_what_stays_xla_convolution(monkeypatch):
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     with target.lowering_for("cpu"):
-        assert _pick(1, 64, 64, 14, groups=32) == "direct"  # grouped, not depthwise
-        assert _pick(1, 64, 64, 14, groups=64, kernel=(9, 9)) == "direct"  # 81 taps > MAX_TAPS
-        assert _pick(1, 64, 64, 2, groups=64, padding=[(0, 0), (0, 0)]) == "direct"  # no output
-        assert _pick(1, 64, 128, 14, kernel=(1, 1), strides=(2, 2)) == "direct"  # strided 1x1 (ResNet downsample)
-        assert _pick(1, 64, 128, 14, kernel=(1, 1), padding=[(1, 1), (1, 1)]) == "direct"
-        assert _pick(1, 64, 128, 14, kernel=(1, 1), groups=2) == "direct"
-        assert _pick(1, 64, 128, 14, kernel=(1, 1), dtype=jnp.float16) == "direct"
+        assert pick(1, 64, 64, 14, groups=32) == "direct"  # grouped, not depthwise
+        assert pick(1, 64, 64, 14, groups=64, kernel=(9, 9)) == "direct"  # 81 taps > MAX_TAPS
+        assert pick(1, 64, 64, 2, groups=64, padding=[(0, 0), (0, 0)]) == "direct"  # no output
+        assert pick(1, 64, 128, 14, kernel=(1, 1), strides=(2, 2)) == "direct"  # strided 1x1 (ResNet downsample)
+        assert pick(1, 64, 128, 14, kernel=(1, 1), padding=[(1, 1), (1, 1)]) == "direct"
+        assert pick(1, 64, 128, 14, kernel=(1, 1), groups=2) == "direct"
+        assert pick(1, 64, 128, 14, kernel=(1, 1), dtype=jnp.float16) == "direct"
         x1 = jax.ShapeDtypeStruct((1, 64, 14), jnp.float32)  # 1-D: not measured
         assert convolution.algorithm(x1, jax.ShapeDtypeStruct((32, 64, 1), jnp.float32), strides=(1,), padding=[(0, 0)], dilations=(1,), groups=1) == "direct"
     with target.lowering_for("gpu"):  # cuDNN chooses its own algorithm
-        assert _pick(1, 64, 128, 14, kernel=(1, 1)) == "direct"
+        assert pick(1, 64, 128, 14, kernel=(1, 1)) == "direct"
     for mode in ("direct", "winograd"):
         monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, mode)
         with target.lowering_for("cpu"):
-            assert _pick(1, 64, 128, 14, kernel=(1, 1)) == "direct"
+            assert pick(1, 64, 128, 14, kernel=(1, 1)) == "direct"
 
 
 def test_conv_dispatches_to_the_chosen_kernel(monkeypatch):
@@ -203,9 +179,9 @@ def test_conv_dispatches_to_the_chosen_kernel(monkeypatch):
     assert "conv_general_dilated" not in dw_names and {"pad", "slice", "mul", "add"} <= dw_names
     pw_names = {e.primitive.name for e in pw.jaxpr.eqns}
     assert "conv_general_dilated" not in pw_names and "dot_general" in pw_names
-    _close(convolution.conv(x, wd, strides=(1, 1), padding=[(1, 1), (1, 1)], dilations=(1, 1), groups=8), _torch_conv(x, wd, padding=[(1, 1), (1, 1)], groups=8))
+    assert_close(convolution.conv(x, wd, strides=(1, 1), padding=[(1, 1), (1, 1)], dilations=(1, 1), groups=8), torch_conv(x, wd, padding=[(1, 1), (1, 1)], groups=8))
     with target.lowering_for("cpu"):
-        _close(convolution.conv(x, wp, strides=(1, 1), padding=[(0, 0), (0, 0)], dilations=(1, 1), groups=1), _torch_conv(x, wp))
+        assert_close(convolution.conv(x, wp, strides=(1, 1), padding=[(0, 0), (0, 0)], dilations=(1, 1), groups=1), torch_conv(x, wp))
 
 
 def test_pointwise_weight_layout_is_hoisted(monkeypatch):
@@ -221,7 +197,7 @@ def test_pointwise_weight_layout_is_hoisted(monkeypatch):
     f = HoistedFunction(fn, host_prepare=True)
     with target.lowering_for("cpu"):
         out = f({"w": jnp.asarray(w)}, {"x": x})["y"]
-    _close(out, _torch_conv(x, w))
+    assert_close(out, torch_conv(x, w))
     assert f.hoisted({"x": x})
     (split,) = [s for s in f._splits.values() if s]
     assert [v.aval.shape for v in split.known.jaxpr.outvars] == [(4, 6)]
@@ -241,9 +217,9 @@ def _block(x):
 
 
 def _block_torch(x):
-    h = np.clip(_torch_conv(x, WE), 0, 6)
-    h = np.clip(_torch_conv(h, WD, strides=2, padding=[(1, 1), (1, 1)], groups=24) + BD.reshape(1, -1, 1, 1), 0, 6)
-    return _torch_conv(h, WP)
+    h = np.clip(torch_conv(x, WE), 0, 6)
+    h = np.clip(torch_conv(h, WD, strides=2, padding=[(1, 1), (1, 1)], groups=24) + BD.reshape(1, -1, 1, 1), 0, 6)
+    return torch_conv(h, WP)
 
 
 def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
@@ -254,14 +230,14 @@ def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
     model = mil_model(_block, {"x": ((1, 8, 11, 10), "fp32")})
     x = _rand(1, 8, 11, 10)
     out = next(iter(model.predict({"x": x}).values()))
-    _close(out, _block_torch(x))
+    assert_close(out, _block_torch(x))
     assert [s[0] for s in convolution_spy] == ["pointwise", "depthwise", "pointwise"]
     assert {s[2] for s in convolution_spy} == {"cpu"}
     convolution_spy.clear()
     xs = _rand(4, 1, 8, 11, 10)
     batched = next(iter(model.predict_batch({"x": xs}).values()))
     for i in range(len(xs)):
-        _close(batched[i], _block_torch(xs[i]))
+        assert_close(batched[i], _block_torch(xs[i]))
     assert [(s[0], s[3]) for s in convolution_spy] == [("pointwise", 4), ("depthwise", 4), ("pointwise", 4)]  # one example traced, vmapped over 4
 
 
@@ -276,6 +252,6 @@ def test_neuralnetwork_depthwise_layer(convolution_spy):
     )  # fmt: skip
     x = _rand(6, 9, 7)
     out = predict(builder, {"x": x})["y"]
-    ref = _torch_conv(x[None], w, strides=(2, 1), groups=6)[0] + b.reshape(-1, 1, 1)
-    _close(np.asarray(out).reshape(ref.shape), ref)
+    ref = torch_conv(x[None], w, strides=(2, 1), groups=6)[0] + b.reshape(-1, 1, 1)
+    assert_close(np.asarray(out).reshape(ref.shape), ref)
     assert [s[0] for s in convolution_spy] == ["depthwise"]

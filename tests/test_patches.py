@@ -8,31 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from mlc.kernels import convolution, patches
 from mlc.runtime import target, xla_options
 from mlc.runtime.hoist import HoistedFunction
+from mlc.testing.convolutions import assert_close, pick, torch_conv
 
 RNG = np.random.default_rng(3333)
-TOL = dict(rtol=1e-5, atol=1e-5)  # tests/mil/test_conv.py's tolerance for float32 convolutions
 
 
 def _rand(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def _torch_conv(x, w, *, strides=(1, 1), padding=((0, 0), (0, 0)), dilations=(1, 1)):
-    """Cross-correlation in float64; negative padding crops (F.pad's convention)."""
-    flat = [p for lo_hi in reversed(padding) for p in lo_hi]  # F.pad: last dimension first
-    xp = F.pad(torch.from_numpy(x.astype(np.float64)), flat)
-    return F.conv2d(xp, torch.from_numpy(w.astype(np.float64)), stride=strides, dilation=dilations).numpy()
-
-
-def _close(actual, expected, tol=TOL):
-    scale = float(np.max(np.abs(expected))) or 1.0
-    np.testing.assert_allclose(np.asarray(actual, np.float64) / scale, expected / scale, **tol)
 
 
 CASES = [
@@ -53,10 +39,10 @@ CASES = [
 @pytest.mark.parametrize("n, c_in, c_out, size, kernel, strides, padding, dilations", CASES)
 def test_patches_match_torch(n, c_in, c_out, size, kernel, strides, padding, dilations):
     x, w = _rand(n, c_in, *size), _rand(c_out, c_in, *kernel, scale=0.3)
-    expected = _torch_conv(x, w, strides=strides, padding=padding, dilations=dilations)
+    expected = torch_conv(x, w, strides=strides, padding=padding, dilations=dilations)
     out = jax.jit(lambda x, w: patches.conv(x, w, strides=strides, padding=padding, dilations=dilations))(x, w)
     assert out.shape == expected.shape and out.dtype == jnp.float32
-    _close(out, expected)
+    assert_close(out, expected)
 
 
 def test_patches_under_vmap():
@@ -65,12 +51,12 @@ def test_patches_under_vmap():
     kw = dict(strides=(2, 2), padding=((1, 1), (1, 1)), dilations=(1, 1))
     out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w), **kw)))(xs)
     for i in range(len(xs)):
-        _close(out[i], _torch_conv(xs[i], w, **kw))
+        assert_close(out[i], torch_conv(xs[i], w, **kw))
     tiles = dict(strides=(4, 4), padding=((0, 0), (0, 0)), dilations=(1, 1))  # non-overlapping
     w4 = _rand(8, 3, 4, 4, scale=0.2)
     out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w4), **tiles)))(xs)
     for i in range(len(xs)):
-        _close(out[i], _torch_conv(xs[i], w4, **tiles))
+        assert_close(out[i], torch_conv(xs[i], w4, **tiles))
 
 
 def test_patches_fp16_weights_on_fp32_activations():
@@ -79,7 +65,7 @@ def test_patches_fp16_weights_on_fp32_activations():
     kw = dict(strides=(1, 1), padding=((1, 1), (1, 1)), dilations=(1, 1))
     out = patches.conv(jnp.asarray(x), jnp.asarray(w), **kw)
     assert out.dtype == jnp.float32
-    _close(out, _torch_conv(x, w.astype(np.float32), **kw))
+    assert_close(out, torch_conv(x, w.astype(np.float32), **kw))
 
 
 def test_gradients_match_xla_convolution():
@@ -98,46 +84,39 @@ def test_gradients_match_xla_convolution():
 
 
 # -- the rule -------------------------------------------------------------------------------------
-def _pick(n, c_in, c_out, size, *, kernel=(3, 3), strides=(1, 1), dilations=(1, 1), groups=1, dtype=jnp.float32, padding=None):
-    padding = padding if padding is not None else [((k - 1) // 2, k // 2) for k in kernel]
-    x = jax.ShapeDtypeStruct((n, c_in, size, size), dtype)
-    w = jax.ShapeDtypeStruct((c_out, c_in // groups, *kernel), dtype)
-    return convolution.algorithm(x, w, strides=strides, padding=padding, dilations=dilations, groups=groups)
-
-
 def test_rule(monkeypatch):
     """The measured cases (bench/experiments.md, "Few input channels"): a small CNN's first layer
     at batch 1 and 32 and MobileNetV2's stem at batch 1 are patches; ResNet-18's 7x7 stem, a
     MobileNetV2 stem at batch 32 and convolutions of more channels stay as they were."""
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     with target.lowering_for("cpu"):
-        assert _pick(1, 3, 16, 32) == "patches"  # scripts/bench.py's tiny CNN
-        assert _pick(1, 3, 32, 224, strides=(2, 2)) == "patches"  # 1.35 MB of patches
-        assert _pick(1, 3, 64, 224, kernel=(7, 7), strides=(2, 2)) == "direct"  # 7.4 MB
-        assert _pick(1, 1, 8, 28) == "patches"  # a grayscale digit
-        assert _pick(1, 8, 16, 32) == "direct"  # more channels than MAX_INPUT_CHANNELS
-        assert _pick(1, 4, 4, 32, groups=4) == "depthwise"
-        assert _pick(1, 3, 16, 32, dtype=jnp.float16) == "direct"
-        assert _pick(1, 3, 16, 8, kernel=(3, 1)) == "patches"
-        assert _pick(1, 3, 16, 8, kernel=(5, 5)) == "direct"  # more than MAX_TAPS kernel positions
-        assert _pick(1, 3, 16, 8, kernel=(4, 4), strides=(2, 2)) == "direct"  # overlapping and 16 positions
+        assert pick(1, 3, 16, 32) == "patches"  # scripts/bench.py's tiny CNN
+        assert pick(1, 3, 32, 224, strides=(2, 2)) == "patches"  # 1.35 MB of patches
+        assert pick(1, 3, 64, 224, kernel=(7, 7), strides=(2, 2)) == "direct"  # 7.4 MB
+        assert pick(1, 1, 8, 28) == "patches"  # a grayscale digit
+        assert pick(1, 8, 16, 32) == "direct"  # more channels than MAX_INPUT_CHANNELS
+        assert pick(1, 4, 4, 32, groups=4) == "depthwise"
+        assert pick(1, 3, 16, 32, dtype=jnp.float16) == "direct"
+        assert pick(1, 3, 16, 8, kernel=(3, 1)) == "patches"
+        assert pick(1, 3, 16, 8, kernel=(5, 5)) == "direct"  # more than MAX_TAPS kernel positions
+        assert pick(1, 3, 16, 8, kernel=(4, 4), strides=(2, 2)) == "direct"  # overlapping and 16 positions
         # a ViT's patch embedding: non-overlapping tiles, the input rearranged whatever the kernel size
-        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
-        assert _pick(1, 8, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "direct"
-        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16)) == "direct"  # padded: overlapping rule, 256 positions
+        assert pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
+        assert pick(1, 8, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "direct"
+        assert pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16)) == "direct"  # padded: overlapping rule, 256 positions
     with target.lowering_for("cpu", vmapped_batch=32):
-        assert _pick(1, 3, 16, 32) == "patches"  # 3.5 MB
-        assert _pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
-        assert _pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
+        assert pick(1, 3, 16, 32) == "patches"  # 3.5 MB
+        assert pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
+        assert pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
     with target.lowering_for("gpu"):
-        assert _pick(1, 3, 16, 32) == "direct"
+        assert pick(1, 3, 16, 32) == "direct"
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "direct")
     with target.lowering_for("cpu"):
-        assert _pick(1, 3, 16, 32) == "direct"
+        assert pick(1, 3, 16, 32) == "direct"
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "winograd")  # Winograd where eligible, else XLA's
     with target.lowering_for("cpu"):
-        assert _pick(1, 3, 16, 32) == "winograd"
-        assert _pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
+        assert pick(1, 3, 16, 32) == "winograd"
+        assert pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
 
 
 def test_kernel_layout_is_hoisted_and_the_program_counts_as_convolutional(monkeypatch):
@@ -160,7 +139,7 @@ def test_kernel_layout_is_hoisted_and_the_program_counts_as_convolutional(monkey
     with target.lowering_for("cpu"):
         out = f({"w": jnp.asarray(w)}, {"x": x})["y"]
         per_call = jax.make_jaxpr(lambda x: fn({"w": jnp.asarray(w)}, {"x": x}))(x)
-    _close(out, _torch_conv(x, w, padding=((1, 1), (1, 1))))
+    assert_close(out, torch_conv(x, w, padding=((1, 1), (1, 1))))
     assert f.hoisted({"x": x})
     (split,) = [s for s in f._splits.values() if s]
     assert [v.aval.shape for v in split.known.jaxpr.outvars] == [(27, 6)]
@@ -181,8 +160,8 @@ def _stem(x):
 
 
 def _stem_torch(x):
-    h = np.maximum(_torch_conv(x, W1, strides=(2, 2), padding=((1, 1), (1, 1))) + B1.reshape(1, -1, 1, 1), 0)
-    return _torch_conv(h, W2, padding=((1, 1), (1, 1)))
+    h = np.maximum(torch_conv(x, W1, strides=(2, 2), padding=((1, 1), (1, 1))) + B1.reshape(1, -1, 1, 1), 0)
+    return torch_conv(h, W2, padding=((1, 1), (1, 1)))
 
 
 def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
@@ -192,13 +171,13 @@ def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
 
     model = mil_model(_stem, {"x": ((1, 3, 17, 16), "fp32")})
     x = _rand(1, 3, 17, 16)
-    _close(next(iter(model.predict({"x": x}).values())), _stem_torch(x))
+    assert_close(next(iter(model.predict({"x": x}).values())), _stem_torch(x))
     assert [s[0] for s in convolution_spy] == ["patches", "direct"]
     convolution_spy.clear()
     xs = _rand(4, 1, 3, 17, 16)
     batched = next(iter(model.predict_batch({"x": xs}).values()))
     for i in range(len(xs)):
-        _close(batched[i], _stem_torch(xs[i]))
+        assert_close(batched[i], _stem_torch(xs[i]))
     assert [(s[0], s[3]) for s in convolution_spy] == [("patches", 4), ("direct", 4)]
 
 
@@ -213,6 +192,6 @@ def test_neuralnetwork_convolution_layer(convolution_spy):
     )  # fmt: skip
     x = _rand(3, 13, 11)
     out = predict(builder, {"x": x})["y"]
-    ref = _torch_conv(x[None], w, strides=(2, 1))[0] + b.reshape(-1, 1, 1)
-    _close(np.asarray(out).reshape(ref.shape), ref)
+    ref = torch_conv(x[None], w, strides=(2, 1))[0] + b.reshape(-1, 1, 1)
+    assert_close(np.asarray(out).reshape(ref.shape), ref)
     assert [s[0] for s in convolution_spy] == ["patches"]

@@ -8,26 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from mlc.kernels import convolution, winograd
 from mlc.runtime import host_jaxpr, target
 from mlc.runtime.hoist import HoistedFunction
+from mlc.testing.convolutions import TOL, pick, torch_conv
 
 RNG = np.random.default_rng(22)
-TOL = dict(rtol=1e-5, atol=1e-5)  # tests/mil/test_conv.py's tolerance for float32 convolutions
 
 
 def _rand(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def _torch_conv(x, w, padding):
-    """Cross-correlation in float64; negative padding crops (F.pad's convention)."""
-    (top, bottom), (left, right) = padding
-    xp = F.pad(torch.from_numpy(x.astype(np.float64)), [left, right, top, bottom])
-    return F.conv2d(xp, torch.from_numpy(w.astype(np.float64))).numpy()
 
 
 def _winograd(x, w, padding, m=2):
@@ -49,7 +40,7 @@ def _winograd(x, w, padding, m=2):
 )
 def test_winograd_matches_torch(n, c_in, c_out, h, w, padding):
     x, k = _rand(n, c_in, h, w), _rand(c_out, c_in, 3, 3, scale=1 / np.sqrt(9 * c_in))  # outputs of order 1
-    ref = _torch_conv(x, k, padding)
+    ref = torch_conv(x, k, padding=padding)
     out = _winograd(x, k, padding)
     assert out.shape == ref.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, ref, **TOL)
@@ -60,7 +51,7 @@ def test_winograd_error_on_resnet_layers(c, size):
     """ResNet-18's 3x3 layers (He-scaled weights): F(2x2, 3x3) stays within 1e-6 of the largest
     output (measured 3.6e-7 to 5.7e-7; float32 torch itself is off by up to 2.4e-6 there)."""
     x, k = _rand(1, c, size, size), _rand(c, c, 3, 3, scale=np.sqrt(2 / (9 * c)))
-    ref = _torch_conv(x, k, [(1, 1), (1, 1)])
+    ref = torch_conv(x, k, padding=[(1, 1), (1, 1)])
     out = _winograd(x, k, [(1, 1), (1, 1)])
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-6
     np.testing.assert_allclose(out, ref, **TOL)
@@ -70,7 +61,7 @@ def test_f4x4_is_correct_but_less_precise():
     """F(4x4, 3x3) (kept in the module, not used): right up to float rounding, which is 10-20x
     larger than F(2x2, 3x3)'s and breaks the float32 tolerance at 256 channels."""
     x, k = _rand(1, 8, 11, 10), _rand(6, 8, 3, 3)
-    np.testing.assert_allclose(_winograd(x, k, [(1, 1), (0, 1)], m=4), _torch_conv(x, k, [(1, 1), (0, 1)]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_winograd(x, k, [(1, 1), (0, 1)], m=4), torch_conv(x, k, padding=[(1, 1), (0, 1)]), rtol=1e-4, atol=1e-4)
 
 
 def test_weight_transform_is_numpy_evaluable():
@@ -101,12 +92,6 @@ def test_gradients_match_the_direct_convolution():
 
 
 # -- the rule -------------------------------------------------------------------------------------
-def _pick(n, c_in, c_out, size, *, strides=(1, 1), dilations=(1, 1), groups=1, kernel=(3, 3), dtype=jnp.float32, padding=((1, 1), (1, 1))):
-    x = jax.ShapeDtypeStruct((n, c_in, size, size), dtype)
-    w = jax.ShapeDtypeStruct((c_out, c_in // groups, *kernel), dtype)
-    return convolution.algorithm(x, w, strides=strides, padding=padding, dilations=dilations, groups=groups)
-
-
 RESNET18 = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 
@@ -116,10 +101,10 @@ def test_rule_on_resnet18_at_batch_1_and_32(monkeypatch):
     at batch 32 (predict_batch: one example traced under a vmap of 32) the 14x14 and 7x7 ones."""
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     with target.lowering_for("cpu"):
-        assert [_pick(1, c, c, s) for c, s in RESNET18] == ["winograd", "winograd", "winograd", "direct"]
-        assert [_pick(32, c, c, s) for c, s in RESNET18] == ["direct", "direct", "winograd", "winograd"]
+        assert [pick(1, c, c, s) for c, s in RESNET18] == ["winograd", "winograd", "winograd", "direct"]
+        assert [pick(32, c, c, s) for c, s in RESNET18] == ["direct", "direct", "winograd", "winograd"]
     with target.lowering_for("cpu", vmapped_batch=32):
-        assert [_pick(1, c, c, s) for c, s in RESNET18] == ["direct", "direct", "winograd", "winograd"]
+        assert [pick(1, c, c, s) for c, s in RESNET18] == ["direct", "direct", "winograd", "winograd"]
 
 
 def test_rule_thresholds():
@@ -134,14 +119,14 @@ def test_rule_thresholds():
 def test_ineligible_convolutions_stay_direct(monkeypatch):
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "winograd")
     with target.lowering_for("cpu"):
-        assert _pick(1, 64, 64, 14) == "winograd"
-        assert _pick(1, 64, 64, 14, strides=(2, 2)) == "direct"
-        assert _pick(1, 64, 64, 14, dilations=(2, 2)) == "direct"
-        assert _pick(1, 64, 64, 14, groups=2) == "direct"
-        assert _pick(1, 64, 64, 14, kernel=(5, 5)) == "direct"
-        assert _pick(1, 64, 64, 14, kernel=(1, 1), padding=((0, 0), (0, 0))) == "direct"
-        assert _pick(1, 64, 64, 14, dtype=jnp.float16) == "direct"  # fp16 compute keeps XLA's convolution
-        assert _pick(1, 64, 64, 2, padding=((0, 0), (0, 0))) == "direct"  # no output
+        assert pick(1, 64, 64, 14) == "winograd"
+        assert pick(1, 64, 64, 14, strides=(2, 2)) == "direct"
+        assert pick(1, 64, 64, 14, dilations=(2, 2)) == "direct"
+        assert pick(1, 64, 64, 14, groups=2) == "direct"
+        assert pick(1, 64, 64, 14, kernel=(5, 5), padding=((1, 1), (1, 1))) == "direct"
+        assert pick(1, 64, 64, 14, kernel=(1, 1), padding=((0, 0), (0, 0))) == "direct"
+        assert pick(1, 64, 64, 14, dtype=jnp.float16) == "direct"  # fp16 compute keeps XLA's convolution
+        assert pick(1, 64, 64, 2, padding=((0, 0), (0, 0))) == "direct"  # no output
         x1 = jax.ShapeDtypeStruct((1, 8, 14), jnp.float32)
         assert convolution.algorithm(x1, jax.ShapeDtypeStruct((8, 8, 3), jnp.float32), strides=(1,), padding=[(1, 1)], dilations=(1,), groups=1) == "direct"
 
@@ -149,20 +134,20 @@ def test_ineligible_convolutions_stay_direct(monkeypatch):
 def test_gpu_keeps_xla_convolution_unless_forced(monkeypatch):
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     with target.lowering_for("gpu"):
-        assert _pick(1, 256, 256, 14) == "direct"
+        assert pick(1, 256, 256, 14) == "direct"
         monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "winograd")
-        assert _pick(1, 256, 256, 14) == "winograd"
+        assert pick(1, 256, 256, 14) == "winograd"
 
 
 def test_the_variable_switches_the_rule_off_and_is_checked(monkeypatch):
     with target.lowering_for("cpu"):
         monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "direct")
-        assert _pick(1, 256, 256, 14) == "direct"
+        assert pick(1, 256, 256, 14) == "direct"
         monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, " AUTO ")
-        assert _pick(1, 256, 256, 14) == "winograd"
+        assert pick(1, 256, 256, 14) == "winograd"
         monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "fft")
         with pytest.raises(ValueError, match="MLC_CONV_ALGORITHM"):
-            _pick(1, 256, 256, 14)
+            pick(1, 256, 256, 14)
 
 
 def test_target_defaults_outside_a_runner():
@@ -186,7 +171,7 @@ def test_weight_transform_is_hoisted(monkeypatch):
     w, x = _rand(6, 4, 3, 3), _rand(1, 4, 8, 8)
     f = HoistedFunction(fn, host_prepare=True)
     out = f({"w": jnp.asarray(w)}, {"x": x})["y"]
-    np.testing.assert_allclose(out, _torch_conv(x, w, [(1, 1), (1, 1)]), **TOL)
+    np.testing.assert_allclose(out, torch_conv(x, w, padding=[(1, 1), (1, 1)]), **TOL)
     assert f.hoisted({"x": x})
     (split,) = [s for s in f._splits.values() if s]
     shapes = [v.aval.shape for v in split.known.jaxpr.outvars]
@@ -224,8 +209,8 @@ W1, B1, W2 = _rand(8, 3, 3, 3, scale=0.2), _rand(8), _rand(5, 8, 3, 3, scale=0.1
 
 
 def _two_convs_torch(x):
-    h = _torch_conv(x, W1, [(1, 1), (1, 1)]) + B1.reshape(1, -1, 1, 1)
-    return _torch_conv(np.maximum(h, 0).astype(np.float32), W2, [(0, 1), (2, 0)])
+    h = torch_conv(x, W1, padding=[(1, 1), (1, 1)]) + B1.reshape(1, -1, 1, 1)
+    return torch_conv(np.maximum(h, 0).astype(np.float32), W2, padding=[(0, 1), (2, 0)])
 
 
 def test_mil_model_with_the_rule_forced_on(monkeypatch, convolution_spy):
@@ -262,7 +247,7 @@ def test_predict_batch_tells_the_rule_its_batch(monkeypatch, convolution_spy):
     batched = next(iter(model.predict_batch({"x": x}).values()))
     assert [s[0] for s in convolution_spy] == ["direct", "winograd"]
     np.testing.assert_allclose(batched[0], single, **TOL)
-    np.testing.assert_allclose(batched[0], _torch_conv(x[0], w, [(1, 1), (1, 1)]), **TOL)
+    np.testing.assert_allclose(batched[0], torch_conv(x[0], w, padding=[(1, 1), (1, 1)]), **TOL)
 
 
 def test_neuralnetwork_model_with_the_rule_forced_on(monkeypatch, convolution_spy):
@@ -277,6 +262,6 @@ def test_neuralnetwork_model_with_the_rule_forced_on(monkeypatch, convolution_sp
     )  # fmt: skip
     x = _rand(4, 9, 7)
     out = predict(builder, {"x": x})["y"]
-    ref = _torch_conv(x[None], w, [(1, 1), (1, 1)])[0] + b.reshape(-1, 1, 1)
+    ref = torch_conv(x[None], w, padding=[(1, 1), (1, 1)])[0] + b.reshape(-1, 1, 1)
     np.testing.assert_allclose(np.asarray(out).reshape(ref.shape), ref, **TOL)
     assert [s[0] for s in convolution_spy] == ["winograd"]
