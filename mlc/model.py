@@ -369,10 +369,10 @@ class Model:
         """
         if isinstance(data, (list, tuple)):
             return [self.predict(d, state=state) for d in data]
-        if state is None:
-            plan = self._plans.get(_input_signature(data))
-            if plan is not None and plan.usable(self.runner):
-                return plan(data)
+        signature = _input_signature(data, self.max_tensor_bytes) if state is None else None  # as _prepare's, within _limits
+        plan = self._plans.get(signature) if signature is not None else None
+        if plan is not None and plan.usable(self.runner):
+            return plan(data)
         with self._limits():
             inputs = self._with_state(self._prepare(data), state)
             raw = self.runner.call(inputs)
@@ -381,14 +381,14 @@ class Model:
                 state.values[name] = np.asarray(value).astype(state.values[name].dtype)
             return self._outputs(raw)
         out = self._outputs(raw)
-        self._remember_plan(data, inputs, raw)
+        if signature is not None:
+            self._remember_plan(signature, inputs, raw)
         return out
 
-    def _remember_plan(self, data: dict, inputs: dict, raw: dict) -> None:
-        """After a stateless call that went the whole way: a plan for later calls with ``data``'s
-        signature (``mlc.call_plan``), where its inputs needed only casts (``_known_inputs``)."""
-        signature = _input_signature(data)
-        casts = self._known_inputs.get(signature) if signature is not None else None
+    def _remember_plan(self, signature: tuple, inputs: dict, raw: dict) -> None:
+        """After a stateless call that went the whole way: a plan for later calls with the inputs'
+        ``signature`` (``mlc.call_plan``), where they needed only casts (``_known_inputs``)."""
+        casts = self._known_inputs.get(signature)
         names = list(self.output_description)
         if casts is None or not names or debugging():
             return
@@ -531,9 +531,10 @@ def _check_compiled_options(program: Program, compiled, path: str, function_name
 MAX_KNOWN_SIGNATURES = 64
 
 
-def _input_signature(data: Any) -> tuple | None:
-    """``data``'s names, shapes and dtypes with the size limit in force, when every value is a
-    numpy array (the key of ``Model._prepare``'s fast path); None otherwise."""
+def _input_signature(data: Any, limit: int | None = None) -> tuple | None:
+    """``data``'s names, shapes and dtypes with the size limit in force (``limit``, a model's
+    own, else ``limits.max_tensor_bytes()``), when every value is a numpy array (the key of
+    ``Model._prepare``'s fast path); None otherwise."""
     if type(data) is not dict:
         return None
     parts = []
@@ -541,7 +542,7 @@ def _input_signature(data: Any) -> tuple | None:
         if type(value) is not np.ndarray:
             return None
         parts.append((name, value.shape, value.dtype))
-    return limits.max_tensor_bytes(), tuple(parts)
+    return (limit if limit is not None else limits.max_tensor_bytes()), tuple(parts)
 
 
 @contextlib.contextmanager

@@ -113,3 +113,12 @@ def test_classifier_in_double_precision_through_a_plan():
         assert out["target"] == tree.predict(X[i : i + 1])[0]
         np.testing.assert_allclose([out["classProbability"][c] for c in tree.classes_], expected[i], rtol=1e-12, atol=1e-12)
     assert len(model._plans) == 1 and _input_signature({"x": X[0]}) in model._plans
+
+
+def test_a_model_with_its_own_size_limit_plans_too():
+    """The plan's key holds the limit the model's checks ran under (load's ``max_tensor_bytes``)."""
+    model = mil_model(_two_in_two_out, {"x": (2, 3), "y": (2, 3)}, max_tensor_bytes=1 << 20)
+    x = np.ones((2, 3), np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(model.predict({"x": x, "y": x})["s"], x * 2)
+    assert len(model._plans) == 1

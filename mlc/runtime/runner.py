@@ -184,14 +184,10 @@ class Runner:
             return None
         names, run = found
         params = self._params
-        wide = self.x64 if self.program.x64 else None
 
         def call(*arrays):
-            if wide is None:
+            with self.x64():
                 raw = run(*arrays)
-            else:
-                with wide():
-                    raw = run(*arrays)
             flags = raw.pop(checks.CHECKS, None) if isinstance(raw, dict) else None
             if flags:
                 checks.raise_failed(flags)
