@@ -166,6 +166,7 @@ def _stem_torch(x):
 
 def test_mil_model_predict_and_predict_batch(monkeypatch, convolution_spy):
     monkeypatch.setenv("MLC_BATCH_SPLIT", "1")  # the whole batch in one vmapped call, as asserted below
+    monkeypatch.setenv("MLC_BATCH_CHUNK", "0")  # not in chunks: no trace of one example for the chunk rule either
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     from mlc.testing.mil_program import mil_model
 

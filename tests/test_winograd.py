@@ -215,6 +215,7 @@ def _two_convs_torch(x):
 
 def test_mil_model_with_the_rule_forced_on(monkeypatch, convolution_spy):
     monkeypatch.setenv("MLC_BATCH_SPLIT", "1")  # the whole batch in one vmapped call, as asserted below
+    monkeypatch.setenv("MLC_BATCH_CHUNK", "0")  # not in chunks: no trace of one example for the chunk rule either
     from mlc.testing.mil_program import mil_model
 
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "winograd")
@@ -239,6 +240,7 @@ def test_predict_batch_tells_the_rule_its_batch(monkeypatch, convolution_spy):
     from mlc.testing.mil_program import mil_model
 
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
+    monkeypatch.setenv("MLC_BATCH_CHUNK", "0")  # no trace of one example for the chunk rule
     w = _rand(64, 64, 3, 3, scale=0.05)
     model = mil_model(lambda x: mb.conv(x=x, weight=w, pad_type="same"), {"x": ((1, 64, 7, 7), "fp32")})
     x = _rand(4, 1, 64, 7, 7)

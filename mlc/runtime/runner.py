@@ -7,7 +7,9 @@ The runner owns everything about running a program that is not Core ML's API:
 * **weight-only hoisting** (``mlc.runtime.hoist``): what depends on the weights alone is
   computed once per params, not per call;
 * **one compile per input signature**, for ``call`` (jit) and ``call_batch`` (vmap + jit);
-  on CPU ``call_batch`` runs parts of the batch at once, one thread each (``batch_split``);
+  on CPU ``call_batch`` runs parts of the batch at once, one thread each (``batch_split``),
+  each part in chunks of a few examples where its activations would leave the cache
+  (``batch_chunks``);
 * **the op-by-op fallback**: a program whose output shapes depend on data runs node by node
   (``Program.eager``, or a ``DataDependentShapeError`` found while tracing, which the runner
   remembers: its own state, the program stays as built); so does a debugging run
@@ -31,7 +33,7 @@ import numpy as np
 
 from mlc._errors import DataDependentShapeError, MLCUnsupportedError
 from mlc.program.program import Program
-from mlc.runtime import batch_split, checks, dtypes, target, xla_options
+from mlc.runtime import batch_chunks, batch_split, checks, dtypes, target, xla_options
 from mlc.runtime.hoist import HoistedFunction, ResidualStore, host_aligned
 from mlc.runtime.interpreter import debugging
 
@@ -216,7 +218,7 @@ class Runner:
         if self._eager:
             raise MLCUnsupportedError(f"{self.name}: predict_batch cannot vmap a model whose output shapes depend on data; use predict")
         if self._batched is None:
-            self._batched = self._hoisted(program.batched or jax.vmap(program.fn, in_axes=(None, 0)), batched=True)
+            self._batched = self._hoisted(program.batched or batch_chunks.vmapped(program.fn), batched=True)
         return self._batched
 
     def _hoisted(self, fn, batched: bool = False) -> HoistedFunction:

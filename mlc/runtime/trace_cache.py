@@ -23,7 +23,7 @@ fingerprint of its source files (size and modification time of each, so an edit 
 invalidates), the JAX and jaxlib versions, the platform, device kind and (on CPU) the processor's
 model and feature flags, the XLA compiler options and ``XLA_FLAGS``, the load options
 (``function_name``, ``compute_precision`` and the fp16 policy it resolved to,
-``max_tensor_bytes``), the lowering switches (``MLC_CONV_ALGORITHM``, ``MLC_XLA_DEFAULTS``,
+``max_tensor_bytes``), the lowering switches (``MLC_CONV_ALGORITHM``, ``MLC_BATCH_CHUNK``, ``MLC_XLA_DEFAULTS``,
 JAX's x64 and default matmul precision), and per entry the kind of call (``call`` or
 ``batch``), the input signature and the params' structure, shapes and dtypes. The content
 hash of a model's files is remembered by their stat (size, mtime, ctime, inode), so a file read
@@ -276,7 +276,7 @@ def for_load(snap: Snapshot | None, loaded: Any, cache_folder: str | None, cache
         "device_kind": device.device_kind,
         "platform_version": getattr(device.client, "platform_version", ""),
         "compiler_options": xla_options.compiler_options(device),
-        "env": {k: os.environ.get(k) for k in ("MLC_CONV_ALGORITHM", "MLC_XLA_DEFAULTS", "XLA_FLAGS")},
+        "env": {k: os.environ.get(k) for k in ("MLC_CONV_ALGORITHM", "MLC_BATCH_CHUNK", "MLC_XLA_DEFAULTS", "XLA_FLAGS")},
         "x64": bool(jax.config.jax_enable_x64),
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
     }
