@@ -10,7 +10,7 @@ import pytest
 
 import mlc
 from mlc.runtime import batch_chunks, batch_split, target
-from mlc.runtime.batch_chunks import CHUNK_BYTES, SPILL_BYTES, WEIGHT_RATIO, chunk_size, footprint
+from mlc.runtime.batch_chunks import CHUNK_BYTES, SPILL_BYTES, WEIGHT_RATIO, Footprint, chunk_size, footprint
 
 RNG = np.random.default_rng(0)
 MB = 1 << 20
@@ -36,20 +36,21 @@ def _rule(monkeypatch):
     ],
 )
 def test_the_rule(batch, weights, activation, expected):
-    assert chunk_size(batch, lambda: (weights, activation)) == expected
+    assert chunk_size(batch, lambda: Footprint(weights, activation, convolutions=False)) == expected
+    assert chunk_size(batch, lambda: Footprint(weights, activation, convolutions=True)) is None  # slow inside a loop
 
 
 def test_the_rule_at_its_bounds():
     a = CHUNK_BYTES // 4  # four examples fill a chunk
-    assert chunk_size(64, lambda: (WEIGHT_RATIO * 4 * a, a)) == 4
-    assert chunk_size(64, lambda: (WEIGHT_RATIO * 4 * a + 1, a)) is None
-    assert chunk_size(SPILL_BYTES // a, lambda: (0, a)) is None  # exactly the cache: left whole
-    assert chunk_size(SPILL_BYTES // a + 1, lambda: (0, a)) == 4
+    assert chunk_size(64, lambda: Footprint(WEIGHT_RATIO * 4 * a, a, False)) == 4
+    assert chunk_size(64, lambda: Footprint(WEIGHT_RATIO * 4 * a + 1, a, False)) is None
+    assert chunk_size(SPILL_BYTES // a, lambda: Footprint(0, a, False)) is None  # exactly the cache: left whole
+    assert chunk_size(SPILL_BYTES // a + 1, lambda: Footprint(0, a, False)) == 4
 
 
 def test_the_variable_forces_or_turns_off_chunks(monkeypatch):
     measured = []
-    measure = lambda: measured.append(1) or (0, 64 * MB)
+    measure = lambda: measured.append(1) or Footprint(0, 64 * MB, False)
     monkeypatch.setenv(batch_chunks.CHUNK_VARIABLE, "0")
     assert chunk_size(16, measure) is None
     monkeypatch.setenv(batch_chunks.CHUNK_VARIABLE, "3")
@@ -69,9 +70,16 @@ def test_footprint_counts_what_depends_on_the_inputs():
 
     params = {"w": jnp.ones((1024, 256), jnp.float32)}
     inputs = {"x": jnp.ones((5, 64, 256), jnp.float32)}
-    weights, activation = footprint(fn, params, inputs)
-    assert weights == 1024 * 256 * 4
-    assert activation == 64 * 1024 * 4
+    found = footprint(fn, params, inputs)
+    assert found.weights == 1024 * 256 * 4
+    assert found.activation == 64 * 1024 * 4
+    assert not found.convolutions
+
+    def convolving(params, inputs):
+        return {"y": jax.lax.conv(inputs["x"][None], params["k"], (1, 1), "SAME")}
+
+    found = footprint(convolving, {"k": jnp.ones((2, 3, 3, 3))}, {"x": jnp.ones((4, 3, 8, 8))})
+    assert found.convolutions and found.activation == 3 * 8 * 8 * 4  # x[None], more than the 2-channel output
 
 
 def _recording_fn(seen):
@@ -165,3 +173,23 @@ def test_the_rule_chunks_a_model_whose_activations_leave_the_cache_and_it_matche
     (small,) = model.predict_batch({"x": x[:4]}).values()  # 17 MB: one vmapped call
     assert chunks == [2]
     np.testing.assert_allclose(small.reshape(4, -1), expected[:4], rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_with_an_xla_convolution_is_not_chunked(monkeypatch):
+    """8 -> 64 channels, 3x3 (too few channels for Winograd: XLA's convolution), 4 MiB an
+    example: chunks would pay by their bytes, but XLA:CPU runs a convolution in a loop slowly."""
+    from coremltools.converters.mil import Builder as mb
+
+    from mlc.testing.convolutions import torch_conv
+    from mlc.testing.mil_program import mil_model
+
+    monkeypatch.setenv(batch_split.SPLIT_VARIABLE, "1")
+    chunks = []
+    original = batch_chunks._in_chunks
+    monkeypatch.setattr(batch_chunks, "_in_chunks", lambda *a: chunks.append(a[-1]) or original(*a))
+    w = (RNG.normal(size=(64, 8, 3, 3)) * 0.1).astype(np.float32)
+    model = mil_model(lambda x: mb.conv(x=x, weight=w, pad_type="same"), {"x": ((1, 8, 128, 128), "fp32")})
+    x = RNG.normal(size=(9, 1, 8, 128, 128)).astype(np.float32)
+    (out,) = model.predict_batch({"x": x}).values()
+    assert chunks == []
+    np.testing.assert_allclose(out[:, 0], torch_conv(x[:, 0], w, padding=[(1, 1), (1, 1)]), rtol=1e-4, atol=1e-4)

@@ -19,6 +19,11 @@ examples, ``k`` the largest power of two with ``k * A <= CHUNK_BYTES``, when
 - ``n * A > SPILL_BYTES``: the whole call's largest activation would not stay in cache;
 - ``W <= WEIGHT_RATIO * k * A``: the weights a chunk reads again are not more than what it
   keeps in cache;
+- the program computes no XLA convolution (``conv_general_dilated``): inside a loop's body
+  XLA:CPU ran one 6 to 12 times slower (a 3x3 convolution of 64 channels at 56x56, 16 images:
+  78 ms as one call, 904 ms in chunks of two; ResNet-18 at batch 32, 12 times slower). Winograd
+  convolutions (products), depthwise loops, patch matrices and 1x1 convolutions (products) are
+  not XLA convolutions;
 - ``k < n``.
 
 The constants are measured on one machine (2 cores of an AMD EPYC, 32 MiB L3): MobileNetV2 and
@@ -33,6 +38,7 @@ every batch size compiles one loop body. ``MLC_BATCH_CHUNK``: ``0`` never chunks
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -45,7 +51,7 @@ from jax import lax
 from jax.extend import core as jax_core
 
 from mlc._errors import MLCParametersError
-from mlc.runtime import target
+from mlc.runtime import target, xla_options
 
 CHUNK_VARIABLE = "MLC_BATCH_CHUNK"
 CHUNK_BYTES = 10 << 20  # a chunk's largest activation: MobileNetV2's two images (10.0 MB) in, four (20 MB) out
@@ -59,7 +65,7 @@ def vmapped(fn: Callable) -> Callable:
     batched = jax.vmap(fn, in_axes=(None, 0))
     footprints: dict = {}  # one example's signature -> its footprint (each part size traces again)
 
-    def measure(params, inputs) -> tuple[int, int]:
+    def measure(params, inputs) -> Footprint:
         key = (jax.tree_util.tree_structure(inputs), _example_signature(inputs), _example_signature(params, batched=False))
         if key not in footprints:
             footprints[key] = footprint(fn, params, inputs)
@@ -78,17 +84,27 @@ def vmapped(fn: Callable) -> Callable:
     return batched_in_chunks
 
 
-def chunk_size(batch: int, measure: Callable[[], tuple[int, int]]) -> int | None:
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """What the rule reads of a program traced for one example (``footprint``)."""
+
+    weights: int  # bytes of the params
+    activation: int  # bytes of the largest value that depends on the inputs
+    convolutions: bool  # whether it computes an XLA convolution (slow inside a loop)
+
+
+def chunk_size(batch: int, measure: Callable[[], Footprint]) -> int | None:
     """Examples per chunk for a batch of ``batch`` (None: one vmapped call). ``measure()`` gives
-    ``(weight_bytes, activation_bytes)`` (``footprint``), called only where the rule needs it."""
+    the program's ``Footprint``, called only where the rule needs it."""
     forced = _forced()
     if forced is not None:
         return forced if 0 < forced < batch else None
-    weights, activation = measure()
-    if activation <= 0 or batch * activation <= SPILL_BYTES:
+    found = measure()
+    activation = found.activation
+    if activation <= 0 or batch * activation <= SPILL_BYTES or found.convolutions:
         return None
     k = 1 << max(0, int(math.floor(math.log2(max(1, CHUNK_BYTES // activation)))))
-    if k >= batch or weights > WEIGHT_RATIO * k * activation:
+    if k >= batch or found.weights > WEIGHT_RATIO * k * activation:
         return None
     return k
 
@@ -106,10 +122,11 @@ def _forced() -> int | None:
     return k
 
 
-def footprint(fn: Callable, params: Any, inputs: Any) -> tuple[int, int]:
-    """``(weight_bytes, activation_bytes)`` of ``fn`` for one example of ``inputs`` (a batch):
-    the bytes of ``params``, and of the largest value of ``fn``'s jaxpr that depends on the
-    inputs (a value inside a nested jaxpr, a loop's body, counts by the nested call's outputs)."""
+def footprint(fn: Callable, params: Any, inputs: Any) -> Footprint:
+    """``fn`` traced for one example of ``inputs`` (a batch): the bytes of ``params``, of the
+    largest value of its jaxpr that depends on the inputs (a value inside a nested jaxpr, a
+    loop's body, counts by the nested call's outputs), and whether it computes an XLA
+    convolution."""
     params_shape = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), params)
     example = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), inputs)
     with target.lowering_for(target.platform(), vmapped_batch=1):
@@ -122,7 +139,8 @@ def footprint(fn: Callable, params: Any, inputs: Any) -> tuple[int, int]:
         if any(isinstance(v, jax_core.Var) and v in depends for v in eqn.invars):
             depends.update(eqn.outvars)
             largest = max([largest] + [_nbytes(v.aval) for v in eqn.outvars])
-    return weights, largest
+    convolutions = xla_options.contains(jaxpr, lambda eqn: eqn.primitive.name == "conv_general_dilated")
+    return Footprint(weights, largest, convolutions)
 
 
 def _example_signature(tree: Any, batched: bool = True) -> tuple:

@@ -13,6 +13,7 @@ defaults instead (to compare).
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 import jax
 
@@ -52,13 +53,19 @@ def has_convolution(jaxpr) -> bool:
     """Whether ``jaxpr`` (or a jaxpr inside it: a nested jit, a scan's or a branch's body)
     computes a convolution: an XLA ``conv_general_dilated``, or equations that
     ``mlc.kernels.convolution`` lowered from one (``CONVOLUTION_SCOPE`` in their name stack)."""
+    return contains(jaxpr, lambda eqn: eqn.primitive.name == "conv_general_dilated" or _in_convolution_scope(eqn))
+
+
+def contains(jaxpr, found: Callable[[Any], bool]) -> bool:
+    """Whether an equation of ``jaxpr``, or of a jaxpr inside it (a nested jit, a scan's or a
+    branch's body), is ``found``."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's own
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated" or _in_convolution_scope(eqn):
+        if found(eqn):
             return True
         for value in eqn.params.values():
             for inner in value if isinstance(value, (list, tuple)) else (value,):
-                if _is_jaxpr(inner) and has_convolution(inner):
+                if _is_jaxpr(inner) and contains(inner, found):
                     return True
     return False
 
