@@ -193,3 +193,26 @@ def test_a_model_with_an_xla_convolution_is_not_chunked(monkeypatch):
     (out,) = model.predict_batch({"x": x}).values()
     assert chunks == []
     np.testing.assert_allclose(out[:, 0], torch_conv(x[:, 0], w, padding=[(1, 1), (1, 1)]), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_scoring_on_one_cpu_device_runs_in_chunks(wide_conv_model, tmp_path, monkeypatch):
+    """mlc.deploy.batch (scripts/batch_predict.py) on one device: the same rule, the same results."""
+    import torch
+
+    from mlc.deploy import batch
+
+    module, path = wide_conv_model
+    chunks = []
+    original = batch_chunks._in_chunks
+    monkeypatch.setattr(batch_chunks, "_in_chunks", lambda *a: chunks.append(a[-1]) or original(*a))
+    model = mlc.load(path, cache_dir=False)
+    n = 11  # two steps of 9: the second padded by the predictor, both chunked in twos
+    x = RNG.normal(size=(n, 1, 3, 128, 128)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    predictor = batch.BatchPredictor(model, batch_size=9, devices=[model.runner.device])
+    results = predictor.predict(batch.open_inputs(model, str(tmp_path / "x.npz")))
+    assert chunks == [2] and predictor._fn.compiled_signatures() == 1
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x[:, 0])).numpy()
+    (name,) = results.outputs
+    np.testing.assert_allclose(np.asarray(results.outputs[name]).reshape(n, -1), expected, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,8 @@ How a run goes (``scripts/batch_predict.py`` is the command line over it):
   the model's pure function vmapped over the batch and jitted. The batch size is rounded up to a
   multiple of the device count and every step has exactly that many rows (the last, partial batch
   is padded with copies of one of its real examples and the padding dropped afterwards), so a run
-  compiles once.
+  compiles once. On one CPU device, a batch whose activations would leave the processor's cache
+  is computed as a compiled loop over chunks of a few examples (``mlc.runtime.batch_chunks``).
 - **Overlap.** A thread pool decodes and resizes images (``mlc.createml.load_image``, then
   ``fit_image`` as ``mlc predict`` does) up to ``prefetch`` batches ahead, and the outputs of one step are fetched
   and converted while the next one computes (JAX dispatches asynchronously).
@@ -45,7 +46,7 @@ import jax
 import numpy as np
 
 from mlc import features as F
-from mlc.runtime import xla_options
+from mlc.runtime import batch_chunks, xla_options
 from mlc.runtime.hoist import HoistedFunction
 from mlc.io.atomic import atomic_write
 from mlc._errors import MLCDataWarning, MLCFeatureTypeError, MLCIOError, MLCParametersError, MLCUnsupportedError
@@ -346,7 +347,11 @@ class BatchPredictor:
         self._sharded = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(AXIS))
         fn, params = model.jax_function()
         # weight-only work (fp16 widening, kernel layouts) once per run, not per batch (mlc.runtime.hoist)
-        self._fn = HoistedFunction(jax.vmap(fn, in_axes=(None, 0)), compiler_options=xla_options.compiler_options(self.devices[0]),
+        # on one CPU device, a batch whose activations leave the cache runs as a loop over chunks
+        # (mlc.runtime.batch_chunks); a mesh's batch axis is sharded and stays one vmapped call
+        one_cpu = len(self.devices) == 1 and self.devices[0].platform == "cpu"
+        batched = batch_chunks.vmapped(fn) if one_cpu else jax.vmap(fn, in_axes=(None, 0))
+        self._fn = HoistedFunction(batched, compiler_options=xla_options.compiler_options(self.devices[0]),
                                    host_prepare=False)  # params are replicated over the mesh: prepare there
         self._params = self._replicated(params)
         self.skipped: list[tuple[int, str]] = []
