@@ -1,4 +1,4 @@
-"""``predict_batch`` on CPU: a batch whose activations leave the cache, computed a few examples at a time.
+"""``predict_batch`` and batch scoring on CPU: a batch whose activations leave the cache, computed a few examples at a time.
 
 A vmapped call computes each layer for every example of the batch before the next layer. On
 MobileNetV2 at 16 images a call (one part of ``batch_split``'s batch of 32), the largest
