@@ -154,19 +154,29 @@ def wide_conv_model(tmp_path_factory):
     return module, path
 
 
-def test_the_rule_chunks_a_model_whose_activations_leave_the_cache_and_it_matches_torch(wide_conv_model, monkeypatch):
+@pytest.fixture()
+def chunks(monkeypatch):
+    """The chunk size of every batch traced in chunks, in order."""
+    sizes = []
+    original = batch_chunks._in_chunks
+    monkeypatch.setattr(batch_chunks, "_in_chunks", lambda *a: sizes.append(a[-1]) or original(*a))
+    return sizes
+
+
+def _torch_outputs(module, x):
     import torch
 
+    with torch.no_grad():
+        return module(torch.from_numpy(x[:, 0])).numpy()
+
+
+def test_the_rule_chunks_a_model_whose_activations_leave_the_cache_and_it_matches_torch(wide_conv_model, chunks, monkeypatch):
     module, path = wide_conv_model
     monkeypatch.setenv(batch_split.SPLIT_VARIABLE, "1")
-    chunks = []
-    original = batch_chunks._in_chunks
-    monkeypatch.setattr(batch_chunks, "_in_chunks", lambda *a: chunks.append(a[-1]) or original(*a))
     model = mlc.load(path, cache_dir=False)
     n = 9  # 37 MB of the largest activation in one call: chunks of two, the last one padded
     x = RNG.normal(size=(n, 1, 3, 128, 128)).astype(np.float32)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(x[:, 0])).numpy()
+    expected = _torch_outputs(module, x)
     (out,) = model.predict_batch({"x": x}).values()
     assert chunks == [2]
     np.testing.assert_allclose(out.reshape(n, -1), expected, rtol=1e-4, atol=1e-5)
@@ -175,7 +185,7 @@ def test_the_rule_chunks_a_model_whose_activations_leave_the_cache_and_it_matche
     np.testing.assert_allclose(small.reshape(4, -1), expected[:4], rtol=1e-4, atol=1e-5)
 
 
-def test_a_model_with_an_xla_convolution_is_not_chunked(monkeypatch):
+def test_a_model_with_an_xla_convolution_is_not_chunked(chunks, monkeypatch):
     """8 -> 64 channels, 3x3 (too few channels for Winograd: XLA's convolution), 4 MiB an
     example: chunks would pay by their bytes, but XLA:CPU runs a convolution in a loop slowly."""
     from coremltools.converters.mil import Builder as mb
@@ -184,9 +194,6 @@ def test_a_model_with_an_xla_convolution_is_not_chunked(monkeypatch):
     from mlc.testing.mil_program import mil_model
 
     monkeypatch.setenv(batch_split.SPLIT_VARIABLE, "1")
-    chunks = []
-    original = batch_chunks._in_chunks
-    monkeypatch.setattr(batch_chunks, "_in_chunks", lambda *a: chunks.append(a[-1]) or original(*a))
     w = (RNG.normal(size=(64, 8, 3, 3)) * 0.1).astype(np.float32)
     model = mil_model(lambda x: mb.conv(x=x, weight=w, pad_type="same"), {"x": ((1, 8, 128, 128), "fp32")})
     x = RNG.normal(size=(9, 1, 8, 128, 128)).astype(np.float32)
@@ -195,16 +202,11 @@ def test_a_model_with_an_xla_convolution_is_not_chunked(monkeypatch):
     np.testing.assert_allclose(out[:, 0], torch_conv(x[:, 0], w, padding=[(1, 1), (1, 1)]), rtol=1e-4, atol=1e-4)
 
 
-def test_batch_scoring_on_one_cpu_device_runs_in_chunks(wide_conv_model, tmp_path, monkeypatch):
+def test_batch_scoring_on_one_cpu_device_runs_in_chunks(wide_conv_model, chunks, tmp_path):
     """mlc.deploy.batch (scripts/batch_predict.py) on one device: the same rule, the same results."""
-    import torch
-
     from mlc.deploy import batch
 
     module, path = wide_conv_model
-    chunks = []
-    original = batch_chunks._in_chunks
-    monkeypatch.setattr(batch_chunks, "_in_chunks", lambda *a: chunks.append(a[-1]) or original(*a))
     model = mlc.load(path, cache_dir=False)
     n = 11  # two steps of 9: the second padded by the predictor, both chunked in twos
     x = RNG.normal(size=(n, 1, 3, 128, 128)).astype(np.float32)
@@ -212,7 +214,5 @@ def test_batch_scoring_on_one_cpu_device_runs_in_chunks(wide_conv_model, tmp_pat
     predictor = batch.BatchPredictor(model, batch_size=9, devices=[model.runner.device])
     results = predictor.predict(batch.open_inputs(model, str(tmp_path / "x.npz")))
     assert chunks == [2] and predictor._fn.compiled_signatures() == 1
-    with torch.no_grad():
-        expected = module(torch.from_numpy(x[:, 0])).numpy()
     (name,) = results.outputs
-    np.testing.assert_allclose(np.asarray(results.outputs[name]).reshape(n, -1), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(results.outputs[name]).reshape(n, -1), _torch_outputs(module, x), rtol=1e-4, atol=1e-5)

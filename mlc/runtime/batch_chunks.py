@@ -51,7 +51,7 @@ from jax import lax
 from jax.extend import core as jax_core
 
 from mlc._errors import MLCParametersError
-from mlc.runtime import target, xla_options
+from mlc.runtime import batch_split, target, xla_options
 
 CHUNK_VARIABLE = "MLC_BATCH_CHUNK"
 CHUNK_BYTES = 10 << 20  # a chunk's largest activation: MobileNetV2's two images (10.0 MB) in, four (20 MB) out
@@ -73,7 +73,7 @@ def vmapped(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def batched_in_chunks(params, inputs):
-        n = _batch(inputs)
+        n = batch_split.batch_size(inputs)  # None without a common leading axis: not chunked
         k = None
         if n is not None and target.platform() == "cpu":
             k = chunk_size(n, lambda: measure(params, inputs))
@@ -149,13 +149,6 @@ def _example_signature(tree: Any, batched: bool = True) -> tuple:
 
 def _nbytes(aval) -> int:
     return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
-
-
-def _batch(inputs: Any) -> int | None:
-    """The inputs' common leading axis; None without one (then nothing is chunked)."""
-    leaves = jax.tree_util.tree_leaves(inputs)
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) >= 1 else None for leaf in leaves}
-    return sizes.pop() if leaves and len(sizes) == 1 and None not in sizes else None
 
 
 def _in_chunks(batched: Callable, params, inputs, n: int, k: int):
