@@ -385,20 +385,25 @@ class Model:
             self._remember_plan(signature, inputs, raw)
         return out
 
-    def _remember_plan(self, signature: tuple, inputs: dict, raw: dict) -> None:
+    def _remember_plan(self, signature: tuple, inputs: dict, raw: dict, batch: int | None = None) -> None:
         """After a stateless call that went the whole way: a plan for later calls with the inputs'
-        ``signature`` (``mlc.call_plan``), where they needed only casts (``_known_inputs``)."""
-        casts = self._known_inputs.get(signature)
+        ``signature`` (``mlc.call_plan``), where they needed only casts (``_known_inputs``).
+        ``batch``: the batch size of a ``predict_batch`` call (its plans are keyed apart)."""
+        key = signature if batch is None else ("batch", signature)
+        casts = self._known_inputs.get(key)
         names = list(self.output_description)
         if casts is None or not names or debugging():
             return
-        known = self._plans.get(signature)
+        known = self._plans.get(key)
         if (known is not None and known.usable(self.runner)) or (known is None and len(self._plans) >= MAX_KNOWN_SIGNATURES):
             return
-        outputs = [(n, self._output_converter(n, raw[n])) for n in names]
-        plan = call_plan.make(self.runner, casts, inputs, outputs)
+        if batch is None:
+            outputs = [(n, self._output_converter(n, raw[n])) for n in names]
+        else:
+            outputs = [(n, self._batch_output_converter(n, raw[n], batch)) for n in names]
+        plan = call_plan.make(self.runner, casts, inputs, outputs, batch=batch is not None)
         if plan is not None:
-            self._plans[signature] = plan
+            self._plans[key] = plan
 
     def _output_converter(self, name: str, value: Any):
         """``_output`` for ``name``, bound once: a plain multiarray's conversion directly."""
@@ -413,32 +418,41 @@ class Model:
         Image inputs take a list of PIL images. Classifier outputs come back as a list of
         labels and a list of probability dicts.
         """
+        signature = _input_signature(data, self.max_tensor_bytes)
+        plan = self._plans.get(("batch", signature)) if signature is not None else None
+        if plan is not None and plan.usable(self.runner):
+            return plan(data)
         if self._compiled is not None and self.program.batched is None:
             raise MLCUnsupportedError(f"{self.name}: this compiled model holds no batched version; call predict per example")
         with self._limits():
             inputs, n = self.program_batch(data)
             raw = self.runner.call_batch(inputs)
-        return self.batch_outputs(raw, n)
+        out = self.batch_outputs(raw, n)
+        if signature is not None:
+            self._remember_plan(signature, inputs, raw, batch=n)
+        return out
 
     def batch_outputs(self, raw: dict, n: int) -> dict:
         """The batched program's raw outputs (leading axis ``n``) as ``predict_batch`` returns
         them; run-time checks the program asserted raise here."""
         checks.raise_failed(raw.pop(checks.CHECKS, {}))
-        out = {}
-        for name in list(self.output_description) or list(raw):
-            value = raw[name]
-            feature = self.output_description.get(name)
-            if isinstance(value, Classification):
-                out[name] = [self._output(name, c) for c in value.unbatch()]
-            elif feature is not None and feature.kind == "image":
-                out[name] = [F.image_output(v, feature) for v in np.asarray(value)]
-            elif feature is not None and feature.kind in ("double", "int64"):
-                out[name] = np.asarray(value).reshape(n).astype(np.float64 if feature.kind == "double" else np.int64)
-            elif feature is not None and feature.kind == "multiArray":
-                out[name] = F.multiarray_batch_output(value, feature)
-            else:
-                out[name] = self._output(name, value)
-        return out
+        names = list(self.output_description) or list(raw)
+        return {name: self._batch_output_converter(name, raw[name], n)(raw[name]) for name in names}
+
+    def _batch_output_converter(self, name: str, value: Any, n: int):
+        """How ``batch_outputs`` converts output ``name`` (``value``, of a batch of ``n``), bound
+        once for ``predict_batch``'s call plans."""
+        feature = self.output_description.get(name)
+        if isinstance(value, Classification):
+            return lambda v: [self._output(name, c) for c in v.unbatch()]
+        if feature is not None and feature.kind == "image":
+            return lambda v: [F.image_output(x, feature) for x in np.asarray(v)]
+        if feature is not None and feature.kind in ("double", "int64"):
+            dtype = np.float64 if feature.kind == "double" else np.int64
+            return lambda v: np.asarray(v).reshape(n).astype(dtype)
+        if feature is not None and feature.kind == "multiArray":
+            return functools.partial(F.multiarray_batch_output, feature=feature)
+        return functools.partial(self._output, name)
 
 
 class State:

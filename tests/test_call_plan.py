@@ -122,3 +122,91 @@ def test_a_model_with_its_own_size_limit_plans_too():
     for _ in range(2):
         np.testing.assert_array_equal(model.predict({"x": x, "y": x})["s"], x * 2)
     assert len(model._plans) == 1
+
+
+# -- predict_batch ---------------------------------------------------------------------------
+
+
+def _counting_batch_calls(model, monkeypatch):
+    calls = []
+    original = model.runner.call_batch
+    monkeypatch.setattr(model.runner, "call_batch", lambda inputs: calls.append(1) or original(inputs))
+    return calls
+
+
+def test_later_batches_take_a_plan_and_compute_what_the_full_path_does(model, monkeypatch):
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "1")
+    rng = np.random.default_rng(2)
+    calls = _counting_batch_calls(model, monkeypatch)
+    for _ in range(3):
+        x, y = rng.random((5, 2, 3)), rng.random((5, 2, 3)).astype(np.float32)
+        out = model.predict_batch({"x": x, "y": y})
+        assert list(out) == ["s", "dot"] and out["s"].dtype == np.float32
+        for i in range(5):
+            s, dot = _expected(x[i], y[i])
+            np.testing.assert_array_equal(out["s"][i], s)
+            np.testing.assert_allclose(out["dot"][i], dot, rtol=1e-6)
+        assert out["dot"].shape == (5, 1)  # a per-example scalar, as the full path gives it
+    assert len(calls) == 1 and list(model._plans) == [("batch", _input_signature({"x": x, "y": y}))]
+    model.predict_batch({"x": x[:4], "y": y[:4]})  # another batch size: another signature
+    assert len(calls) == 2
+
+
+def test_a_batch_plan_raises_the_programs_run_time_checks():
+    build = lambda data, updates, indices: mb.scatter(data=data, indices=indices, updates=updates, validate_indices=True)
+    model = mil_model(build, {"data": ((2, 3), "fp32"), "updates": ((2, 3), "fp32"), "indices": ((2,), "int32")})
+    data, updates = np.zeros((4, 2, 3), np.float32), np.ones((4, 2, 3), np.float32)
+    good = np.tile(np.array([1, 0], np.int32), (4, 1))
+    for _ in range(2):
+        (out,) = model.predict_batch({"data": data, "updates": updates, "indices": good}).values()
+        np.testing.assert_array_equal(out, updates)
+    assert any(k[0] == "batch" for k in model._plans)
+    bad = good.copy()
+    bad[3] = [2, 0]
+    with pytest.raises(mlc.MLCPredictionError, match="validate_indices"):
+        model.predict_batch({"data": data, "updates": updates, "indices": bad})
+
+
+def test_batches_split_over_threads_take_the_full_path(model, monkeypatch):
+    """A batch size the runner splits (batch_split) has no plan; a plan made under one
+    MLC_BATCH_SPLIT is not used under another."""
+    x = np.ones((8, 2, 3), np.float32)
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "2")  # forced: split without timing
+    calls = _counting_batch_calls(model, monkeypatch)
+    for _ in range(2):
+        np.testing.assert_array_equal(model.predict_batch({"x": x, "y": x})["s"], x * 2)
+    assert len(calls) == 2 and not model._plans
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "1")
+    for _ in range(3):
+        np.testing.assert_array_equal(model.predict_batch({"x": x, "y": x})["s"], x * 2)
+    assert len(calls) == 3 and len(model._plans) == 1
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "2")
+    model.predict_batch({"x": x, "y": x})
+    assert len(calls) == 4
+
+
+def test_classic_batches_through_a_plan_against_scikit_learn(monkeypatch):
+    """Double-precision classic models: a classifier's labels and probability dicts and a
+    regressor's double output, per example, through a batch plan."""
+    pytest.importorskip("sklearn")
+    from coremltools.converters import sklearn as skc
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    monkeypatch.setenv("MLC_BATCH_SPLIT", "1")
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 4)).astype(np.float32).astype(np.float64)
+    labels = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    classifier = DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, labels)
+    regressor = DecisionTreeRegressor(max_depth=5, random_state=0).fit(X, X[:, 2] - X[:, 3] ** 2)
+    clf = mlc.load(skc.convert(classifier, "x", "target").get_spec())
+    reg = mlc.load(skc.convert(regressor, "x", "y").get_spec())
+    for start in (0, 6, 12):
+        rows = X[start : start + 6]
+        out = clf.predict_batch({"x": rows})
+        assert out["target"] == list(classifier.predict(rows))
+        probabilities = [[p[c] for c in classifier.classes_] for p in out["classProbability"]]
+        np.testing.assert_allclose(probabilities, classifier.predict_proba(rows), rtol=1e-12, atol=1e-12)
+        y = reg.predict_batch({"x": rows})["y"]
+        assert y.dtype == np.float64 and y.shape == (6,)
+        np.testing.assert_allclose(y, regressor.predict(rows), rtol=1e-12, atol=1e-12)
+    assert [k[0] for k in clf._plans] == ["batch"] and [k[0] for k in reg._plans] == ["batch"]

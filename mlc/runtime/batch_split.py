@@ -149,6 +149,12 @@ class BatchSplitter:
             self._split[(n, parts, key)] = False
         return call(inputs)
 
+    def runs_whole(self, inputs: Any, parts: int, *, key: Any = None) -> bool:
+        """Whether ``self(call, inputs, parts, key=key)`` would make one call on the whole batch:
+        no split to make, or one this batch size's first call found not to pay."""
+        n = batch_size(inputs) if parts > 1 else None
+        return n is None or n < 2 * MIN_PART or self._split.get((n, parts, key)) is False
+
     def _first(self, call, pieces: list, sizes: list[int], decision_key, force: bool) -> list:
         """The first batch of its size: the parts one after the other in this thread (each part
         size's first run traces, splits off the weight-only part and compiles, here and in

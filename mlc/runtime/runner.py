@@ -179,9 +179,27 @@ class Runner:
         None where a call needs more: node by node, another device than JAX's default, inputs
         not a flat dict of arrays. ``params``: the weights ``call`` computes with; the caller checks
         ``holds(params)`` and the debug switches before each call."""
-        if self._eager or self._jitted is None or not self._default_device:
+        if self._eager or self._jitted is None:
             return None
-        found = self._jitted.leaf_call(self._params, inputs)
+        return self._prepared(self._jitted, inputs)
+
+    def prepared_call_batch(self, inputs: dict) -> tuple[tuple[str, ...], Any, dict] | None:
+        """``prepared_call`` for ``call_batch``: after ``call_batch(inputs)`` ran, where batches of
+        that size run as one call (not split over threads, ``batch_split``); run-time checks
+        raise in ``call``. The caller also checks that ``batch_split.SPLIT_VARIABLE`` is as it
+        was."""
+        if self._eager or self._batched is None:
+            return None
+        parts = batch_split.parts_for(batch_split.batch_size(inputs) or 1, self.device.platform)
+        if not self._splitter.runs_whole(inputs, parts, key=id(self._params)):
+            return None
+        return self._prepared(self._batched, inputs)
+
+    def _prepared(self, compiled, inputs: dict) -> tuple[tuple[str, ...], Any, dict] | None:
+        """``compiled``'s leaf call for ``inputs`` wrapped as ``prepared_call`` returns it."""
+        if not self._default_device:
+            return None
+        found = compiled.leaf_call(self._params, inputs)
         if found is None:
             return None
         names, run = found
