@@ -7,6 +7,7 @@ from jax import lax
 
 from mlc.runtime import limits
 from mlc.kernels import nms
+from mlc.kernels.padding import spatial_pad
 from mlc.runtime import dtypes
 from mlc.frontends.mil.ops._helpers import mil_dtype, norm_axes, static_bool, static_int, static_ints, static_str
 from mlc.frontends.mil.registry import InvalidProgram, op
@@ -104,12 +105,12 @@ def pad(x, pad, mode="constant", constant_val=0.0):
     amounts = static_ints(pad)
     pairs = [(0, 0)] * (jnp.ndim(x) - len(amounts) // 2) + list(zip(amounts[0::2], amounts[1::2]))
     if mode == "constant":
-        return jnp.pad(x, pairs, constant_values=jnp.asarray(constant_val, jnp.result_type(x)))
+        return spatial_pad(x, pairs, constant_values=jnp.asarray(constant_val, jnp.result_type(x)))
     if mode == "reflect" and any(max(p) >= d for p, d in zip(pairs, jnp.shape(x)) if any(p)):
         # coremltools: reflect pads are smaller than the axis (jnp.pad would reflect again and
         # again, a Python loop per repetition: a pad of 2**31 on an axis of 1 never ended)
         raise ValueError(f"reflect pad {amounts} is not smaller than the padded axes of x {jnp.shape(x)}")
-    return jnp.pad(x, pairs, mode=_PAD_MODES[mode])
+    return spatial_pad(x, pairs, mode=_PAD_MODES[mode])
 
 
 @op("range_1d", static=("end", "start", "step"))

@@ -21,6 +21,7 @@ import math
 import jax.numpy as jnp
 
 from mlc.frontends.neuralnetwork.registry import layer
+from mlc.kernels.padding import spatial_pad
 
 CHANNEL_FIRST, CHANNEL_LAST = 0, 1
 
@@ -300,12 +301,12 @@ def padding(ctx, p, x):
     pads = [(0, 0)] * (jnp.ndim(x) - 2) + [(top, bottom), (left, right)]
     kind = p.WhichOneof("PaddingType")
     if kind == "constant":
-        return jnp.pad(x, pads, mode="constant", constant_values=jnp.asarray(p.constant.value, jnp.result_type(x)))
+        return spatial_pad(x, pads, mode="constant", constant_values=jnp.asarray(p.constant.value, jnp.result_type(x)))
     if kind == "reflection":
         h, w = jnp.shape(x)[-2:]
         if max(top, bottom) >= h or max(left, right) >= w:
             raise ctx.fail(f"reflection padding ({top}, {bottom}, {left}, {right}) must be smaller than H x W {h}x{w}")
-        return jnp.pad(x, pads, mode="reflect")
+        return spatial_pad(x, pads, mode="reflect")
     if kind == "replication":
-        return jnp.pad(x, pads, mode="edge")
+        return spatial_pad(x, pads, mode="edge")
     raise ctx.fail("padding type (constant, reflection or replication) is not set")
