@@ -1,8 +1,9 @@
 """Computations shared by the front ends (each op or layer lowering stays in its front end):
 
 * ``convolution``: convolutions on XLA (MIL ``conv``, NeuralNetwork ``convolution``);
-* ``padding``: pads of an image's height and width in the channels-last layout of the
-  convolutions around them (MIL ``pad``, NeuralNetwork ``padding``);
+* ``channels_last``: pads and pooling of an image's height and width in the channels-last
+  layout of the convolutions around them (MIL ``pad`` and pooling, NeuralNetwork ``padding``
+  and ``pooling``);
 * ``resampling``: resize grids, bilinear sampling and crop-and-resize (MIL ``resize_bilinear``,
   ``crop_resize``...; NeuralNetwork ``upsample``, ``resizeBilinear``, ``cropResize``);
 * ``nms``: box overlap and greedy non-maximum suppression (MIL ``non_maximum_suppression``,

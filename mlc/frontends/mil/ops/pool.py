@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlc.frontends.mil.ops._helpers import static_bool, static_ints, static_str
+from mlc.kernels.channels_last import spatial_reduce_window
 from mlc.frontends.mil.registry import op
 
 _STATIC = ("kernel_sizes", "strides", "pad_type", "pad", "ceil_mode", "exclude_padding_from_average")
@@ -63,7 +64,7 @@ def _window(x, init, reducer, kernel, strides, pads, outs):
     for n, k, s, (lo, hi), o in zip(sizes, kernel, strides, pads, outs):
         padding.append((lo, max((o - 1) * s + k - n - lo, hi)))
     init = np.array(init, dtype=jnp.result_type(x))  # concrete, so lax picks the differentiable reduce_window_{sum,max}
-    return jax.lax.reduce_window(x, init, reducer, (1, 1) + tuple(kernel), (1, 1) + tuple(strides), padding)
+    return spatial_reduce_window(x, init, reducer, (1, 1) + tuple(kernel), (1, 1) + tuple(strides), padding)
 
 
 def _counts(sizes, kernel, strides, pads, outs, exclude_padding: bool) -> np.ndarray:

@@ -7,7 +7,7 @@ from jax import lax
 
 from mlc.runtime import limits
 from mlc.kernels import nms
-from mlc.kernels.padding import spatial_pad
+from mlc.kernels.channels_last import spatial_pad
 from mlc.runtime import dtypes
 from mlc.frontends.mil.ops._helpers import mil_dtype, norm_axes, static_bool, static_int, static_ints, static_str
 from mlc.frontends.mil.registry import InvalidProgram, op

@@ -25,6 +25,7 @@ from jax import lax
 from mlc.frontends.neuralnetwork.layers._common import f32
 from mlc.frontends.neuralnetwork.layers.conv import CUSTOM_CONV3D, border_amounts, pair, padding3d, positive, same_pads, valid_out
 from mlc.frontends.neuralnetwork.registry import layer
+from mlc.kernels.channels_last import spatial_reduce_window
 
 MAX, AVERAGE, L2 = 0, 1, 2
 
@@ -42,11 +43,11 @@ def pool_nd(x, mode: int, kernel, strides, pads, outs, exclude_padding: bool):
     window, stride = lead + tuple(kernel), lead + tuple(strides)
     padding = ((0, 0),) * (x.ndim - n) + tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra))
     if mode == MAX:
-        y = lax.reduce_window(x, -jnp.inf, lax.max, window, stride, padding)
+        y = spatial_reduce_window(x, -jnp.inf, lax.max, window, stride, padding)
     elif mode == L2:
-        y = jnp.sqrt(lax.reduce_window(x * x, 0.0, lax.add, window, stride, padding))
+        y = jnp.sqrt(spatial_reduce_window(x * x, 0.0, lax.add, window, stride, padding))
     else:
-        sums = lax.reduce_window(x, 0.0, lax.add, window, stride, padding)
+        sums = spatial_reduce_window(x, 0.0, lax.add, window, stride, padding)
         y = sums / _window_counts(sizes, kernel, strides, pads, extra, exclude_padding)
     return y[(Ellipsis,) + tuple(slice(0, o) for o in outs)]
 

@@ -21,7 +21,7 @@ import math
 import jax.numpy as jnp
 
 from mlc.frontends.neuralnetwork.registry import layer
-from mlc.kernels.padding import spatial_pad
+from mlc.kernels.channels_last import spatial_pad
 
 CHANNEL_FIRST, CHANNEL_LAST = 0, 1
 

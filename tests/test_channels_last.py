@@ -1,6 +1,7 @@
-"""mlc.kernels.padding: a spatial pad of (N, C, H, W) computed channels-last on CPU gives
-jnp.pad's values bit for bit, and a padding layer (NeuralNetwork) or pad op (ML Program) in
-front of a depthwise convolution still computes what torch does."""
+"""mlc.kernels.channels_last: a spatial pad or pooling of (N, C, H, W) computed channels-last on
+CPU gives jnp.pad's and lax.reduce_window's values bit for bit, and a padding layer
+(NeuralNetwork) or pad op (ML Program) in front of a depthwise convolution, or a max pool
+after a convolution, still computes what torch does."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from coremltools.converters.mil import Builder as mb
 
 import mlc
-from mlc.kernels.padding import spatial_pad
+from jax import lax
+
+from mlc.kernels.channels_last import spatial_pad, spatial_reduce_window
 from mlc.runtime import target
 from mlc.testing.mil_program import mil_model
 from mlc.testing.nn_specs import network
@@ -87,3 +90,37 @@ def test_mil_pad_then_depthwise_against_torch():
 
     model = mil_model(build, {"x": x.shape})
     np.testing.assert_allclose(model.predict({"x": x})["out"], _depthwise_reference(x, w, (0, 1, 0, 1), 2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reducer,init", [(lax.max, -np.inf), (lax.add, 0.0)])
+@pytest.mark.parametrize("window,strides,padding", [((3, 3), (2, 2), ((1, 1), (1, 1))), ((2, 3), (1, 2), ((0, 1), (2, 0)))])
+def test_channels_last_pooling_is_reduce_window_bit_for_bit(reducer, init, window, strides, padding):
+    x = RNG.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    args = (np.float32(init), reducer, (1, 1) + window, (1, 1) + strides, ((0, 0), (0, 0)) + padding)
+    with target.lowering_for("cpu"):
+        got = jax.jit(lambda v: spatial_reduce_window(v, *args))(x)
+        assert _primitives(lambda v: spatial_reduce_window(v, *args), jnp.asarray(x)).count("transpose") == 2
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(lax.reduce_window(x, *args)))
+    with target.lowering_for("gpu"):  # elsewhere: the op as written
+        assert "transpose" not in _primitives(lambda v: spatial_reduce_window(v, *args), jnp.asarray(x))
+    over_channels = (np.float32(init), reducer, (1, 2, 1, 1), (1, 1, 1, 1), ((0, 0),) * 4)
+    with target.lowering_for("cpu"):
+        assert "transpose" not in _primitives(lambda v: spatial_reduce_window(v, *over_channels), jnp.asarray(x))
+
+
+def test_convolution_relu_max_pool_against_torch():
+    """ResNet's stem: a strided convolution, ReLU, a 3x3 stride-2 max pool."""
+    x = RNG.standard_normal((1, 3, 20, 20)).astype(np.float32)
+    w = RNG.standard_normal((8, 3, 7, 7)).astype(np.float32) * 0.2
+
+    def build(x):
+        y = mb.relu(x=mb.conv(x=x, weight=w, strides=[2, 2], pad_type="custom", pad=[3, 3, 3, 3]))
+        return mb.max_pool(x=y, kernel_sizes=[3, 3], strides=[2, 2], pad_type="custom", pad=[1, 1, 1, 1], name="out")
+
+    model = mil_model(build, {"x": x.shape})
+    t = torch.from_numpy
+    want = F.max_pool2d(F.relu(F.conv2d(t(x), t(w), stride=2, padding=3)), 3, stride=2, padding=1).numpy()
+    np.testing.assert_allclose(model.predict({"x": x})["out"], want, rtol=1e-5, atol=1e-5)
+    got = model.predict_batch({"x": np.stack([x, -x])})["out"]
+    want_neg = F.max_pool2d(F.relu(F.conv2d(t(-x), t(w), stride=2, padding=3)), 3, stride=2, padding=1).numpy()
+    np.testing.assert_allclose(got[1], want_neg, rtol=1e-5, atol=1e-5)
