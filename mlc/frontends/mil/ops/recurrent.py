@@ -152,16 +152,26 @@ def gru_ios18(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward"
 
 
 def _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, acts, clip, reverse):
-    """One direction: (outputs in processing order, final h, final c)."""
+    """One direction: (outputs in processing order, final h, final c).
+
+    Over several steps the state runs transposed, (hidden, batch), and each step computes
+    ``W_hh @ h``: the weights are the product's left operand, read as they lie, where
+    ``h @ W_hh.T`` had XLA:CPU repack them at every step. Measured on the LSTM of
+    ``scripts/bench.py`` (512 units, 64 steps, two layers), alternated in one process: batch 32
+    172 -> 141 ms, batch 1 10.4 -> 9.8 ms. A single step (a streaming model's call, the VAD
+    step there) keeps ``h @ W_hh.T``: its transposes cost more than one product gains
+    (``bench/experiments.md``, "LSTM: the state transposed")."""
     rec, cell, out = acts
-    w_hh_t = _cast(weight_hh, x).T
+    transposed = jnp.shape(x)[0] > 1
+    w_hh = _cast(weight_hh, x)  # (4H, H)
     p_i = p_f = p_o = None
     if peephole is not None:
-        p_i, p_f, p_o = jnp.split(_cast(peephole, x), 3)
+        p_i, p_f, p_o = (p[:, None] if transposed else p for p in jnp.split(_cast(peephole, x), 3))
 
-    def step(carry, xw_t):
+    def step(carry, xw_t):  # transposed: h, c (H, b), xw_t (4H, b); else (b, H), (b, 4H)
         h, c = carry
-        g_i, g_f, g_o, g_z = jnp.split(xw_t + h @ w_hh_t, 4, axis=-1)
+        gates = xw_t + (w_hh @ h if transposed else h @ w_hh.T)
+        g_i, g_f, g_o, g_z = jnp.split(gates, 4, axis=0 if transposed else -1)
         if p_i is not None:
             g_i, g_f = g_i + p_i * c, g_f + p_f * c
         c = rec(g_f) * c + rec(g_i) * cell(g_z)
@@ -172,8 +182,12 @@ def _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, acts, clip, reve
         h = rec(g_o) * out(c)
         return (h, c), h
 
-    (h, c), ys = _scan(step, (h0, c0), _input_projection(x, weight_ih, bias), reverse)
-    return ys, h, c
+    xw = _input_projection(x, weight_ih, bias)  # (s, b, 4H)
+    if not transposed:
+        (h, c), ys = _scan(step, (h0, c0), xw, reverse)
+        return ys, h, c
+    (h, c), ys = _scan(step, (h0.T, c0.T), jnp.swapaxes(xw, 1, 2), reverse)
+    return jnp.swapaxes(ys, 1, 2), h.T, c.T
 
 
 @op("lstm", static=("direction", "output_sequence", "recurrent_activation", "cell_activation", "activation", "clip"))
