@@ -228,10 +228,11 @@ def test_lstm_fp16():
 
 # -- gru -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target", ["iOS15", "iOS17", "iOS18"])
-def test_gru(target):
-    """Reset before the recurrent matmul (r * h) @ R_o^T; directions, activation pairs, no bias, output_sequence."""
-    s, b, i, h = 5, 3, 4, 3
+@pytest.mark.parametrize("target,s", [("iOS15", 5), ("iOS17", 5), ("iOS18", 5), ("iOS18", 1)])
+def test_gru(target, s):
+    """Reset before the recurrent matmul (r * h) @ R_o^T; directions, activation pairs, no bias, output_sequence.
+    Several steps run with the state transposed, one step without."""
+    b, i, h = 3, 4, 3
     x, h0 = _rand(s, b, i), _rand(b, h)
     cases = [
         dict(acts=("sigmoid", "tanh"), reverse=False, seq=True, bias=True),
@@ -260,9 +261,10 @@ def test_gru(target):
     _check(outs, refs, names, **TOL)
 
 
-def test_gru_ios18_reset_after_vs_torch():
+@pytest.mark.parametrize("s", [6, 1])
+def test_gru_ios18_reset_after_vs_torch(s):
     """iOS18 reset_after=True with input_bias is torch.nn.GRU; input_bias with reset before adds on the input side."""
-    s, b, i, h = 6, 2, 3, 5
+    b, i, h = 2, 3, 5
     torch.manual_seed(1)
     m = torch.nn.GRU(i, h)
     g = lambda name: _rzn_to_rnz(getattr(m, name).detach().numpy())
@@ -289,9 +291,10 @@ def test_gru_ios18_reset_after_vs_torch():
 
 # -- rnn -----------------------------------------------------------------------------------------
 
-def test_rnn():
+@pytest.mark.parametrize("s", [5, 1])
+def test_rnn(s):
     """torch.nn.RNN (tanh, relu) forward and reverse; the other activations against numpy."""
-    s, b, i, h = 5, 3, 4, 6
+    b, i, h = 3, 4, 6
     torch.manual_seed(2)
     tanh_rnn, relu_rnn = torch.nn.RNN(i, h), torch.nn.RNN(i, h, nonlinearity="relu")
     wts = lambda m: [getattr(m, n).detach().numpy() for n in ("weight_ih_l0", "weight_hh_l0")] + [
@@ -394,8 +397,14 @@ def test_torch_lstm_model():
     mlmodel = torch_models.convert(module, example, target="iOS17")
     ops = {o.op_type for o in mlmodel._mil_program.functions["main"].operations}
     assert {"lstm", "rnn"} <= ops, ops
-    out = mlc.load(mlmodel).predict({"x": example[0].numpy()})["y"]
+    model = mlc.load(mlmodel)
+    out = model.predict({"x": example[0].numpy()})["y"]
     np.testing.assert_allclose(out, torch_models.reference(module, example), rtol=1e-5, atol=1e-5)
+    # predict_batch vmaps the program: the scans' transposed states carry the vmapped batch too
+    batch = torch.randn(3, 2, 7, 5)
+    got = model.predict_batch({"x": batch.numpy()})["y"]
+    for k in range(3):
+        np.testing.assert_allclose(got[k], torch_models.reference(module, (batch[k],)), rtol=1e-5, atol=1e-5)
 
 
 # -- initial states sized at run time ------------------------------------------------------------

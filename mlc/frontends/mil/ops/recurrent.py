@@ -6,6 +6,14 @@ half first). Gate order: LSTM [input, forget, output, cell], GRU [reset, output,
 order (output[k] is the state after k+1 steps); a bidirectional LSTM emits its backward half
 aligned with the input steps, as torch.nn.LSTM does. iOS17 adds fp16 (outputs keep x's dtype);
 iOS18's GRU adds ``input_bias`` and ``reset_after`` (torch's GRU: r * (W_ho h + b_ho)).
+
+Over several steps the scan carries its state transposed, (H, b), and each step computes
+``W_hh @ h``: the weights are the product's left operand, read as they lie, where
+``h @ W_hh.T`` had XLA:CPU repack them at every step (``_Layout``). Measured on the LSTM of
+``scripts/bench.py`` (512 units, 64 steps, two layers), alternated in one process: batch 32
+172 -> 141 ms, batch 1 10.4 -> 9.8 ms. A single step (a streaming model's call, the VAD step
+there) keeps ``h @ W_hh.T``: its transposes cost more than one product gains; so does a GRU
+computing one row (``bench/experiments.md``, "Recurrent layers: the state transposed").
 """
 
 import jax
@@ -13,6 +21,7 @@ import jax.numpy as jnp
 
 from mlc.frontends.mil.ops._helpers import static_bool, static_float, static_str
 from mlc.frontends.mil.registry import op
+from mlc.runtime import target
 
 # Activations name a fixed function: scaled_tanh and hard_sigmoid take the MIL defaults
 # (alpha=1, beta=1 and alpha=0.2, beta=0.5), which is what Core ML computes.
@@ -82,6 +91,39 @@ def _scan(step, carry, xw, reverse):
     return jax.lax.scan(step, carry, jnp.flip(xw, 0) if reverse else xw)
 
 
+class _Layout:
+    """How a step holds its state: (b, H) as the op's inputs and outputs are, or transposed,
+    (H, b), with the input projection (G, b) and ``W @ h`` products (the module docstring).
+    Transposed where the scan has more than one step and, for ``min_rows`` 2, the product more
+    than one row (``x``'s batch times ``predict_batch``'s: the GRU's three matrix-vector
+    products a step were 6% slower transposed at batch 1)."""
+
+    def __init__(self, x, min_rows: int = 1):
+        rows = jnp.shape(x)[1] * target.vmapped_batch()
+        self.transposed = jnp.shape(x)[0] > 1 and rows >= min_rows
+
+    def product(self, h, w):
+        """``h @ w.T`` in the op's layout: ``w`` (G, H) as the weights are stored."""
+        return w @ h if self.transposed else h @ w.T
+
+    def split(self, v, parts: int):
+        """The gates of ``v`` (along G)."""
+        return jnp.split(v, parts, axis=0 if self.transposed else -1)
+
+    def vector(self, v):
+        """A per-unit vector (a bias, a peephole) to add to a state or gates."""
+        return None if v is None else (v[:, None] if self.transposed else v)
+
+    def scan(self, step, carry, xw, reverse):
+        """``_scan`` with the carry's leaves (b, H) and ``xw`` (s, b, G) moved into this layout,
+        and the outputs (s, b, H) and final carry moved back."""
+        if not self.transposed:
+            return _scan(step, carry, xw, reverse)
+        carry = jax.tree_util.tree_map(jnp.transpose, carry)
+        carry, ys = _scan(step, carry, jnp.swapaxes(xw, 1, 2), reverse)
+        return jax.tree_util.tree_map(jnp.transpose, carry), jnp.swapaxes(ys, 1, 2)
+
+
 def _outputs(ys, h, output_sequence):
     return ys if static_bool(output_sequence) else h[None]
 
@@ -91,13 +133,13 @@ def rnn(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", outp
     """h_t = activation(W_ih x_t + W_hh h_{t-1} + bias)."""
     reverse = _direction(direction, ("forward", "reverse")) == "reverse"
     act = _activation(activation)
-    w_hh_t = _cast(weight_hh, x).T
+    w_hh, layout = _cast(weight_hh, x), _Layout(x)
 
     def step(h, xw_t):
-        h = act(xw_t + h @ w_hh_t)
+        h = act(xw_t + layout.product(h, w_hh))
         return h, h
 
-    h, ys = _scan(step, _initial_state(initial_h, x, "initial_h"), _input_projection(x, weight_ih, bias), reverse)
+    h, ys = layout.scan(step, _initial_state(initial_h, x, "initial_h"), _input_projection(x, weight_ih, bias), reverse)
     return _outputs(ys, h, output_sequence), h
 
 
@@ -105,30 +147,31 @@ def _gru(x, initial_h, weight_ih, weight_hh, bias, input_bias, direction, output
          activation, reset_after):
     reverse = _direction(direction, ("forward", "reverse")) == "reverse"
     rec, act = _activation(recurrent_activation), _activation(activation)
+    layout = _Layout(x, min_rows=2)
     r_r, r_o, r_z = jnp.split(_cast(weight_hh, x), 3)
-    w_rz_t = jnp.concatenate([r_r, r_z]).T
-    w_o_t = r_o.T
+    w_rz = jnp.concatenate([r_r, r_z])  # (2H, H)
     b_r = b_o = b_z = None
     if reset_after and bias is not None:  # bias is the hidden-side bias b_h*, inside r * (...)
         b_r, b_o, b_z = jnp.split(_cast(bias, x), 3)
         bias = None
-    b_rz = None if b_r is None else jnp.concatenate([b_r, b_z])
+    b_rz = layout.vector(None if b_r is None else jnp.concatenate([b_r, b_z]))
+    b_o = layout.vector(b_o)
 
     def step(h, xw_t):
-        x_r, x_o, x_z = jnp.split(xw_t, 3, axis=-1)
-        hh = h @ w_rz_t if b_rz is None else h @ w_rz_t + b_rz
-        h_r, h_z = jnp.split(hh, 2, axis=-1)
+        x_r, x_o, x_z = layout.split(xw_t, 3)
+        hh = layout.product(h, w_rz)
+        h_r, h_z = layout.split(hh if b_rz is None else hh + b_rz, 2)
         r, z = rec(x_r + h_r), rec(x_z + h_z)
         if reset_after:
-            h_o = h @ w_o_t if b_o is None else h @ w_o_t + b_o
-            o = act(x_o + r * h_o)
+            h_o = layout.product(h, r_o)
+            o = act(x_o + r * (h_o if b_o is None else h_o + b_o))
         else:
-            o = act(x_o + (r * h) @ w_o_t)
+            o = act(x_o + layout.product(r * h, r_o))
         h = (1 - z) * o + z * h
         return h, h
 
     h0 = _initial_state(initial_h, x, "initial_h")
-    h, ys = _scan(step, h0, _input_projection(x, weight_ih, bias, input_bias), reverse)
+    h, ys = layout.scan(step, h0, _input_projection(x, weight_ih, bias, input_bias), reverse)
     return _outputs(ys, h, output_sequence), h
 
 
@@ -152,26 +195,16 @@ def gru_ios18(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward"
 
 
 def _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, acts, clip, reverse):
-    """One direction: (outputs in processing order, final h, final c).
-
-    Over several steps the state runs transposed, (hidden, batch), and each step computes
-    ``W_hh @ h``: the weights are the product's left operand, read as they lie, where
-    ``h @ W_hh.T`` had XLA:CPU repack them at every step. Measured on the LSTM of
-    ``scripts/bench.py`` (512 units, 64 steps, two layers), alternated in one process: batch 32
-    172 -> 141 ms, batch 1 10.4 -> 9.8 ms. A single step (a streaming model's call, the VAD
-    step there) keeps ``h @ W_hh.T``: its transposes cost more than one product gains
-    (``bench/experiments.md``, "LSTM: the state transposed")."""
+    """One direction: (outputs in processing order, final h, final c)."""
     rec, cell, out = acts
-    transposed = jnp.shape(x)[0] > 1
-    w_hh = _cast(weight_hh, x)  # (4H, H)
+    w_hh, layout = _cast(weight_hh, x), _Layout(x)  # (4H, H)
     p_i = p_f = p_o = None
     if peephole is not None:
-        p_i, p_f, p_o = (p[:, None] if transposed else p for p in jnp.split(_cast(peephole, x), 3))
+        p_i, p_f, p_o = (layout.vector(p) for p in jnp.split(_cast(peephole, x), 3))
 
-    def step(carry, xw_t):  # transposed: h, c (H, b), xw_t (4H, b); else (b, H), (b, 4H)
+    def step(carry, xw_t):
         h, c = carry
-        gates = xw_t + (w_hh @ h if transposed else h @ w_hh.T)
-        g_i, g_f, g_o, g_z = jnp.split(gates, 4, axis=0 if transposed else -1)
+        g_i, g_f, g_o, g_z = layout.split(xw_t + layout.product(h, w_hh), 4)
         if p_i is not None:
             g_i, g_f = g_i + p_i * c, g_f + p_f * c
         c = rec(g_f) * c + rec(g_i) * cell(g_z)
@@ -182,12 +215,8 @@ def _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, acts, clip, reve
         h = rec(g_o) * out(c)
         return (h, c), h
 
-    xw = _input_projection(x, weight_ih, bias)  # (s, b, 4H)
-    if not transposed:
-        (h, c), ys = _scan(step, (h0, c0), xw, reverse)
-        return ys, h, c
-    (h, c), ys = _scan(step, (h0.T, c0.T), jnp.swapaxes(xw, 1, 2), reverse)
-    return jnp.swapaxes(ys, 1, 2), h.T, c.T
+    (h, c), ys = layout.scan(step, (h0, c0), _input_projection(x, weight_ih, bias), reverse)
+    return ys, h, c
 
 
 @op("lstm", static=("direction", "output_sequence", "recurrent_activation", "cell_activation", "activation", "clip"))
