@@ -4,6 +4,8 @@
 * ``channels_last``: pads and pooling of an image's height and width in the channels-last
   layout of the convolutions around them (MIL ``pad`` and pooling, NeuralNetwork ``padding``
   and ``pooling``);
+* ``recurrence``: the layout a recurrent layer's scan carries its state in (MIL ``lstm``,
+  ``gru``, ``rnn``; NeuralNetwork LSTM, GRU and simple recurrent layers);
 * ``resampling``: resize grids, bilinear sampling and crop-and-resize (MIL ``resize_bilinear``,
   ``crop_resize``...; NeuralNetwork ``upsample``, ``resizeBilinear``, ``cropResize``);
 * ``nms``: box overlap and greedy non-maximum suppression (MIL ``non_maximum_suppression``,

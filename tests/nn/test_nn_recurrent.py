@@ -72,8 +72,10 @@ def _coreml_lstm_weights(m, suffix=""):
     return ifoz(sd["weight_hh_l0" + suffix]), ifoz(sd["weight_ih_l0" + suffix]), b
 
 
-@pytest.mark.parametrize("reverse, sequence", [(False, True), (True, False), (True, True)])
-def test_unilstm_matches_torch(reverse, sequence):
+@pytest.mark.parametrize("reverse, sequence, steps, batch", [(False, True, S, B), (True, False, S, B), (True, True, S, B), (False, True, 1, B), (True, True, S, 1)])
+def test_unilstm_matches_torch(reverse, sequence, steps, batch):
+    """Several steps or one, several rows or one (the state runs transposed, mlc.kernels.recurrence)."""
+    S, B = steps, batch
     m = _torch_lstm()
     w_h, w_x, b = _coreml_lstm_weights(m)
     rng = _rng(1)
@@ -187,8 +189,11 @@ def _mats(rng, n, shape, scale=1.0):
     return [(scale * rng.standard_normal(shape)).astype(np.float32) for _ in range(n)]
 
 
-@pytest.mark.parametrize("reverse, acts", [(False, ("SIGMOID", "TANH")), (True, ("SIGMOID_HARD", "LINEAR"))])
-def test_gru_matches_numpy(reverse, acts):
+@pytest.mark.parametrize("reverse, acts, steps, batch", [(False, ("SIGMOID", "TANH"), S, B), (True, ("SIGMOID_HARD", "LINEAR"), S, B),
+                                                  (False, ("SIGMOID", "TANH"), S, 1), (True, ("SIGMOID", "TANH"), 1, B)])
+def test_gru_matches_numpy(reverse, acts, steps, batch):
+    """Several steps or one, several rows or one (the state runs transposed, mlc.kernels.recurrence)."""
+    S, B = steps, batch
     rng = _rng(5)
     wx, wh, b = _mats(rng, 3, (H, I)), _mats(rng, 3, (H, H), 0.5), _mats(rng, 3, (H,))
     x, h0 = rng.standard_normal((S, B, I)), rng.standard_normal((B, H))

@@ -8,12 +8,8 @@ aligned with the input steps, as torch.nn.LSTM does. iOS17 adds fp16 (outputs ke
 iOS18's GRU adds ``input_bias`` and ``reset_after`` (torch's GRU: r * (W_ho h + b_ho)).
 
 Over several steps the scan carries its state transposed, (H, b), and each step computes
-``W_hh @ h``: the weights are the product's left operand, read as they lie, where
-``h @ W_hh.T`` had XLA:CPU repack them at every step (``_Layout``). Measured on the LSTM of
-``scripts/bench.py`` (512 units, 64 steps, two layers), alternated in one process: batch 32
-172 -> 141 ms, batch 1 10.4 -> 9.8 ms. A single step (a streaming model's call, the VAD step
-there) keeps ``h @ W_hh.T``: its transposes cost more than one product gains; so does a GRU
-computing one row (``bench/experiments.md``, "Recurrent layers: the state transposed").
+``W_hh @ h`` (``mlc.kernels.recurrence.StateLayout``: the weights as the left operand are not
+repacked at every step).
 """
 
 import jax
@@ -21,7 +17,7 @@ import jax.numpy as jnp
 
 from mlc.frontends.mil.ops._helpers import static_bool, static_float, static_str
 from mlc.frontends.mil.registry import op
-from mlc.runtime import target
+from mlc.kernels.recurrence import StateLayout
 
 # Activations name a fixed function: scaled_tanh and hard_sigmoid take the MIL defaults
 # (alpha=1, beta=1 and alpha=0.2, beta=0.5), which is what Core ML computes.
@@ -86,42 +82,9 @@ def _input_projection(x, weight_ih, *biases):
     return y
 
 
-def _scan(step, carry, xw, reverse):
-    """Run ``step`` over the steps of ``xw``; ``reverse`` walks from the last step. Outputs in processing order."""
-    return jax.lax.scan(step, carry, jnp.flip(xw, 0) if reverse else xw)
-
-
-class _Layout:
-    """How a step holds its state: (b, H) as the op's inputs and outputs are, or transposed,
-    (H, b), with the input projection (G, b) and ``W @ h`` products (the module docstring).
-    Transposed where the scan has more than one step and, for ``min_rows`` 2, the product more
-    than one row (``x``'s batch times ``predict_batch``'s: the GRU's three matrix-vector
-    products a step were 6% slower transposed at batch 1)."""
-
-    def __init__(self, x, min_rows: int = 1):
-        rows = jnp.shape(x)[1] * target.vmapped_batch()
-        self.transposed = jnp.shape(x)[0] > 1 and rows >= min_rows
-
-    def product(self, h, w):
-        """``h @ w.T`` in the op's layout: ``w`` (G, H) as the weights are stored."""
-        return w @ h if self.transposed else h @ w.T
-
-    def split(self, v, parts: int):
-        """The gates of ``v`` (along G)."""
-        return jnp.split(v, parts, axis=0 if self.transposed else -1)
-
-    def vector(self, v):
-        """A per-unit vector (a bias, a peephole) to add to a state or gates."""
-        return None if v is None else (v[:, None] if self.transposed else v)
-
-    def scan(self, step, carry, xw, reverse):
-        """``_scan`` with the carry's leaves (b, H) and ``xw`` (s, b, G) moved into this layout,
-        and the outputs (s, b, H) and final carry moved back."""
-        if not self.transposed:
-            return _scan(step, carry, xw, reverse)
-        carry = jax.tree_util.tree_map(jnp.transpose, carry)
-        carry, ys = _scan(step, carry, jnp.swapaxes(xw, 1, 2), reverse)
-        return jax.tree_util.tree_map(jnp.transpose, carry), jnp.swapaxes(ys, 1, 2)
+def _gates(layout: StateLayout, v, parts: int):
+    """The gates of ``v`` (along G, the last axis or, transposed, the first)."""
+    return jnp.split(v, parts, axis=0 if layout.transposed else -1)
 
 
 def _outputs(ys, h, output_sequence):
@@ -133,7 +96,7 @@ def rnn(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", outp
     """h_t = activation(W_ih x_t + W_hh h_{t-1} + bias)."""
     reverse = _direction(direction, ("forward", "reverse")) == "reverse"
     act = _activation(activation)
-    w_hh, layout = _cast(weight_hh, x), _Layout(x)
+    w_hh, layout = _cast(weight_hh, x), StateLayout(x)
 
     def step(h, xw_t):
         h = act(xw_t + layout.product(h, w_hh))
@@ -147,7 +110,7 @@ def _gru(x, initial_h, weight_ih, weight_hh, bias, input_bias, direction, output
          activation, reset_after):
     reverse = _direction(direction, ("forward", "reverse")) == "reverse"
     rec, act = _activation(recurrent_activation), _activation(activation)
-    layout = _Layout(x, min_rows=2)
+    layout = StateLayout(x, min_rows=2)
     r_r, r_o, r_z = jnp.split(_cast(weight_hh, x), 3)
     w_rz = jnp.concatenate([r_r, r_z])  # (2H, H)
     b_r = b_o = b_z = None
@@ -158,9 +121,9 @@ def _gru(x, initial_h, weight_ih, weight_hh, bias, input_bias, direction, output
     b_o = layout.vector(b_o)
 
     def step(h, xw_t):
-        x_r, x_o, x_z = layout.split(xw_t, 3)
+        x_r, x_o, x_z = _gates(layout, xw_t, 3)
         hh = layout.product(h, w_rz)
-        h_r, h_z = layout.split(hh if b_rz is None else hh + b_rz, 2)
+        h_r, h_z = _gates(layout, hh if b_rz is None else hh + b_rz, 2)
         r, z = rec(x_r + h_r), rec(x_z + h_z)
         if reset_after:
             h_o = layout.product(h, r_o)
@@ -197,14 +160,14 @@ def gru_ios18(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward"
 def _lstm_pass(x, h0, c0, weight_ih, weight_hh, bias, peephole, acts, clip, reverse):
     """One direction: (outputs in processing order, final h, final c)."""
     rec, cell, out = acts
-    w_hh, layout = _cast(weight_hh, x), _Layout(x)  # (4H, H)
+    w_hh, layout = _cast(weight_hh, x), StateLayout(x)  # (4H, H)
     p_i = p_f = p_o = None
     if peephole is not None:
         p_i, p_f, p_o = (layout.vector(p) for p in jnp.split(_cast(peephole, x), 3))
 
     def step(carry, xw_t):
         h, c = carry
-        g_i, g_f, g_o, g_z = layout.split(xw_t + layout.product(h, w_hh), 4)
+        g_i, g_f, g_o, g_z = _gates(layout, xw_t + layout.product(h, w_hh), 4)
         if p_i is not None:
             g_i, g_f = g_i + p_i * c, g_f + p_f * c
         c = rec(g_f) * c + rec(g_i) * cell(g_z)

@@ -13,7 +13,8 @@ Every gate pre-activation is clipped to [-50, 50]; the LSTM cell state to
 ``±cellClipThreshold`` (50 when 0). ``reverseInput`` reads the sequence from its last step and
 emits outputs in processing order (output k is the state after k+1 steps), as Core ML does.
 The bidirectional LSTM's backward half is aligned with the input steps (its output at step t
-has read x_T..x_t) and concatenated after the forward half on the channel axis.
+has read x_T..x_t) and concatenated after the forward half on the channel axis. The scans carry
+their state transposed (``mlc.kernels.recurrence.StateLayout``), one step included.
 
 Activations (``ActivationParams``) are linear, sigmoid, tanh, ReLU, scaledTanh, sigmoidHard. The
 builder writes scaledTanh/sigmoidHard/linear as empty messages (alpha = beta = 0); those take
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 from mlc.frontends.neuralnetwork.layers._common import f32
 from mlc.frontends.neuralnetwork.layers.activation import NONLINEARITIES
 from mlc.frontends.neuralnetwork.registry import layer
+from mlc.kernels.recurrence import StateLayout
 
 _CLIP = 50.0
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -155,18 +157,21 @@ def _project(x, w, b):
     return jnp.einsum("sbi,ghi->sbgh", x, w, precision=_HIGHEST) + b
 
 
-def _recur(h, r):
-    """``R h``: (B, G, H)."""
+def _recur(layout: StateLayout, h, r):
+    """``R h`` per gate: (B, G, H), or (G, H, B) with the state transposed (``StateLayout``:
+    the stacked weights are the product's left operand)."""
+    if layout.transposed:
+        return jnp.einsum("ghj,jb->ghb", r, h, precision=_HIGHEST)
     return jnp.einsum("bj,ghj->bgh", h, r, precision=_HIGHEST)
+
+
+def _gate(layout: StateLayout, a, k: int):
+    """Gate ``k`` of per-gate values ``a`` ((B, G, H), or (G, H, B) transposed)."""
+    return a[k] if layout.transposed else a[:, k]
 
 
 def _clip(v):
     return jnp.clip(v, -_CLIP, _CLIP)
-
-
-def _scan(step, carry, xw, reverse: bool):
-    """Scan ``step`` over the steps of ``xw`` (from the last when ``reverse``); outputs in processing order."""
-    return jax.lax.scan(step, carry, jnp.flip(xw, 0) if reverse else xw)
 
 
 def _rank5(y):
@@ -191,12 +196,13 @@ def simple_recurrent(ctx, p, x, *states):
     w = f32(ctx.weight("weightMatrix"))[None]
     r = f32(ctx.weight("recursionMatrix"))[None]
     b = f32(ctx.weight("biasVector")).reshape(1, hidden) if p.hasBiasVector else jnp.zeros((1, hidden), jnp.float32)
+    layout = StateLayout(x, min_steps=1)
 
     def step(h, xt):
-        h = f(_clip(xt[:, 0] + _recur(h, r)[:, 0]))
+        h = f(_clip(_gate(layout, xt, 0) + _gate(layout, _recur(layout, h, r), 0)))
         return h, h
 
-    h, ys = _scan(step, h0, _project(x, w, b), p.reverseInput)
+    h, ys = layout.scan(step, h0, _project(x, w, b), p.reverseInput)
     return _outputs(ctx, ys, p.sequenceOutput, h)
 
 
@@ -210,44 +216,46 @@ def gru(ctx, p, x, *states):
     x = _sequence(ctx, x, int(p.inputVectorSize))
     h0 = _state(ctx, states, 0, x.shape[1], hidden, "the initial hidden state")
     w, r, b = _gates(ctx, _GRU_MATRICES, "", p.hasBiasVectors, hidden)  # gates z, r, o
+    layout = StateLayout(x, min_steps=1)
 
     def step(h, xt):
-        hr = _recur(h, r[:2])
-        z = f(_clip(xt[:, 0] + hr[:, 0]))
-        rg = f(_clip(xt[:, 1] + hr[:, 1]))
-        o = g(_clip(xt[:, 2] + _recur(h * rg, r[2:])[:, 0]))
+        hr = _recur(layout, h, r[:2])
+        z = f(_clip(_gate(layout, xt, 0) + _gate(layout, hr, 0)))
+        rg = f(_clip(_gate(layout, xt, 1) + _gate(layout, hr, 1)))
+        o = g(_clip(_gate(layout, xt, 2) + _gate(layout, _recur(layout, h * rg, r[2:]), 0)))
         h = (1 - z) * o + z * h
         return h, h
 
-    h, ys = _scan(step, h0, _project(x, w, b), p.reverseInput)
+    h, ys = layout.scan(step, h0, _project(x, w, b), p.reverseInput)
     return _outputs(ctx, ys, p.sequenceOutput, h)
 
 
 # -- LSTM ---------------------------------------------------------------------------------------
-def _lstm_direction(ctx, lp, prefix: str, acts, hidden: int):
-    """One LSTM's step function and input projection weights (LSTMParams + LSTMWeightParams)."""
+def _lstm_direction(ctx, lp, prefix: str, acts, hidden: int, layout: StateLayout):
+    """One LSTM's step function and input projection weights (LSTMParams + LSTMWeightParams),
+    the step holding its state in ``layout``."""
     f, g, h_act = acts
     w, r, b = _gates(ctx, _LSTM_MATRICES, prefix, lp.hasBiasVectors, hidden)  # gates i, f, z, o
     if lp.forgetBias:
         b = b.at[1].add(1.0)
     if lp.hasPeepholeVectors:
-        p_i, p_f, p_o = (f32(ctx.weight(prefix + n)).reshape(hidden) for n in _LSTM_PEEPHOLES.values())
+        p_i, p_f, p_o = (layout.vector(f32(ctx.weight(prefix + n)).reshape(hidden)) for n in _LSTM_PEEPHOLES.values())
     else:
-        p_i = p_f = p_o = jnp.zeros((hidden,), jnp.float32)
+        p_i = p_f = p_o = layout.vector(jnp.zeros((hidden,), jnp.float32))
     threshold = float(lp.cellClipThreshold) or _CLIP
     coupled = bool(lp.coupledInputAndForgetGate)
 
     def step(carry, xt):
         h, c = carry
-        a = xt + _recur(h, r)
-        i = f(_clip(a[:, 0] + p_i * c))
-        z = g(_clip(a[:, 2]))
+        a = xt + _recur(layout, h, r)
+        i = f(_clip(_gate(layout, a, 0) + p_i * c))
+        z = g(_clip(_gate(layout, a, 2)))
         if coupled:
             c = c * (1 - i) + i * z
         else:
-            c = c * f(_clip(a[:, 1] + p_f * c)) + i * z
+            c = c * f(_clip(_gate(layout, a, 1) + p_f * c)) + i * z
         c = jnp.clip(c, -threshold, threshold)
-        o = f(_clip(a[:, 3] + p_o * c))
+        o = f(_clip(_gate(layout, a, 3) + p_o * c))
         h = h_act(c) * o
         return (h, c), h
 
@@ -266,8 +274,9 @@ def uni_directional_lstm(ctx, p, x, *states):
     batch = x.shape[1]
     h0 = _state(ctx, states, 0, batch, hidden, "the initial hidden state")
     c0 = _state(ctx, states, 1, batch, hidden, "the initial cell state")
-    step, w, b = _lstm_direction(ctx, p.params, "weightParams.", acts, hidden)
-    (h, c), ys = _scan(step, (h0, c0), _project(x, w, b), p.reverseInput)
+    layout = StateLayout(x, min_steps=1)
+    step, w, b = _lstm_direction(ctx, p.params, "weightParams.", acts, hidden, layout)
+    (h, c), ys = layout.scan(step, (h0, c0), _project(x, w, b), p.reverseInput)
     return _outputs(ctx, ys, p.params.sequenceOutput, h, c)
 
 
@@ -287,10 +296,11 @@ def bi_directional_lstm(ctx, p, x, *states):
     init = [_state(ctx, states, k, batch, hidden, what) for k, what in enumerate(
         ("the initial hidden state", "the initial cell state", "the initial reverse hidden state", "the initial reverse cell state")
     )]
-    step_f, w_f, b_f = _lstm_direction(ctx, p.params, "weightParams[0].", acts_f, hidden)
-    step_b, w_b, b_b = _lstm_direction(ctx, p.params, "weightParams[1].", acts_b, hidden)
-    (h_f, c_f), ys_f = _scan(step_f, (init[0], init[1]), _project(x, w_f, b_f), False)
-    (h_b, c_b), ys_b = _scan(step_b, (init[2], init[3]), _project(x, w_b, b_b), True)
+    layout = StateLayout(x, min_steps=1)
+    step_f, w_f, b_f = _lstm_direction(ctx, p.params, "weightParams[0].", acts_f, hidden, layout)
+    step_b, w_b, b_b = _lstm_direction(ctx, p.params, "weightParams[1].", acts_b, hidden, layout)
+    (h_f, c_f), ys_f = layout.scan(step_f, (init[0], init[1]), _project(x, w_f, b_f), False)
+    (h_b, c_b), ys_b = layout.scan(step_b, (init[2], init[3]), _project(x, w_b, b_b), True)
     if p.params.sequenceOutput:
         ys = jnp.concatenate([ys_f, jnp.flip(ys_b, 0)], axis=-1)
     else:
