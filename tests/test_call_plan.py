@@ -26,10 +26,12 @@ def _expected(x, y):
     return x + y, np.array([np.sum(x * y, dtype=np.float64)])
 
 
-def _counting_full_path(model, monkeypatch):
+def _counting_full_path(model, monkeypatch, method: str = "call"):
+    """A list that grows by one at each call of the runner's full path (``call``, or
+    ``call_batch`` for predict_batch)."""
     calls = []
-    original = model.runner.call
-    monkeypatch.setattr(model.runner, "call", lambda inputs: calls.append(1) or original(inputs))
+    original = getattr(model.runner, method)
+    monkeypatch.setattr(model.runner, method, lambda inputs: calls.append(1) or original(inputs))
     return calls
 
 
@@ -127,17 +129,10 @@ def test_a_model_with_its_own_size_limit_plans_too():
 # -- predict_batch ---------------------------------------------------------------------------
 
 
-def _counting_batch_calls(model, monkeypatch):
-    calls = []
-    original = model.runner.call_batch
-    monkeypatch.setattr(model.runner, "call_batch", lambda inputs: calls.append(1) or original(inputs))
-    return calls
-
-
 def test_later_batches_take_a_plan_and_compute_what_the_full_path_does(model, monkeypatch):
     monkeypatch.setenv("MLC_BATCH_SPLIT", "1")
     rng = np.random.default_rng(2)
-    calls = _counting_batch_calls(model, monkeypatch)
+    calls = _counting_full_path(model, monkeypatch, "call_batch")
     for _ in range(3):
         x, y = rng.random((5, 2, 3)), rng.random((5, 2, 3)).astype(np.float32)
         out = model.predict_batch({"x": x, "y": y})
@@ -172,7 +167,7 @@ def test_batches_split_over_threads_take_the_full_path(model, monkeypatch):
     MLC_BATCH_SPLIT is not used under another."""
     x = np.ones((8, 2, 3), np.float32)
     monkeypatch.setenv("MLC_BATCH_SPLIT", "2")  # forced: split without timing
-    calls = _counting_batch_calls(model, monkeypatch)
+    calls = _counting_full_path(model, monkeypatch, "call_batch")
     for _ in range(2):
         np.testing.assert_array_equal(model.predict_batch({"x": x, "y": x})["s"], x * 2)
     assert len(calls) == 2 and not model._plans
