@@ -33,6 +33,8 @@ CASES = [
     (1, 3, 2, (5, 5), (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),  # one output position
     (2, 3, 6, (32, 32), (8, 8), (8, 8), ((0, 0), (0, 0)), (1, 1)),  # non-overlapping tiles (a ViT's patch embedding)
     (1, 3, 5, (19, 17), (4, 3), (4, 3), ((0, 0), (0, 0)), (1, 1)),  # tiles, with rows and columns left over
+    (2, 8, 12, (9, 10), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # more channels: the patch matrix channels-last
+    (1, 6, 5, (11, 11), (3, 3), (2, 3), ((0, 1), (1, -1)), (1, 1)),  # channels-last, uneven strides, a crop
 ]
 
 
@@ -52,6 +54,11 @@ def test_patches_under_vmap():
     out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w), **kw)))(xs)
     for i in range(len(xs)):
         assert_close(out[i], torch_conv(xs[i], w, **kw))
+    w16 = _rand(8, 16, 3, 3, scale=0.1)  # channels-last patch matrix
+    xs16 = np.asarray(_rand(5, 1, 16, 11, 11))
+    out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w16), **kw)))(xs16)
+    for i in range(len(xs16)):
+        assert_close(out[i], torch_conv(xs16[i], w16, **kw))
     tiles = dict(strides=(4, 4), padding=((0, 0), (0, 0)), dilations=(1, 1))  # non-overlapping
     w4 = _rand(8, 3, 4, 4, scale=0.2)
     out = jax.jit(jax.vmap(lambda x: patches.conv(x, jnp.asarray(w4), **tiles)))(xs)
@@ -110,6 +117,7 @@ def test_rule(monkeypatch):
         assert pick(1, 3, 192, 224, kernel=(16, 16), strides=(16, 16), padding=[(0, 0), (0, 0)]) == "patches"
     with target.lowering_for("gpu"):
         assert pick(1, 3, 16, 32) == "direct"
+        assert pick(1, 64, 128, 56, strides=(2, 2)) == "direct"
     monkeypatch.setenv(convolution.ALGORITHM_VARIABLE, "direct")
     with target.lowering_for("cpu"):
         assert pick(1, 3, 16, 32) == "direct"
@@ -117,6 +125,29 @@ def test_rule(monkeypatch):
     with target.lowering_for("cpu"):
         assert pick(1, 3, 16, 32) == "winograd"
         assert pick(1, 3, 32, 224, strides=(2, 2)) == "direct"
+
+
+def test_strided_rule(monkeypatch):
+    """bench/experiments.md, "Small outputs": ResNet-18's strided 3x3 layers at batch 1 are
+    patches; fewer than 64 channels, stride 1, dilation, groups, or a patch matrix over
+    MAX_PATCH_BYTES (predict_batch's vmapped batch counted) are not."""
+    monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
+    with target.lowering_for("cpu"):
+        assert pick(1, 64, 128, 56, strides=(2, 2)) == "patches"  # 1.8 MB of patches
+        assert pick(1, 128, 256, 28, strides=(2, 2)) == "patches"
+        assert pick(1, 256, 512, 14, strides=(2, 2)) == "patches"
+        assert pick(1, 32, 64, 56, strides=(2, 2)) == "direct"  # too few channels: measured to lose
+        assert pick(1, 64, 32, 56, strides=(2, 2)) == "direct"
+        assert pick(1, 64, 128, 56, strides=(2, 2), dilations=(2, 2)) == "direct"
+        assert pick(1, 64, 128, 56, strides=(2, 2), groups=2) == "direct"
+        assert pick(1, 64, 128, 56, kernel=(5, 5), strides=(2, 2)) == "direct"
+        assert pick(1, 64, 64, 56) == "winograd"  # stride 1: the Winograd rule
+        assert pick(1, 64, 128, 56, strides=(2, 2), dtype=jnp.float16) == "direct"
+    with target.lowering_for("cpu", vmapped_batch=16):
+        assert pick(1, 64, 128, 56, strides=(2, 2)) == "direct"  # 29 MB
+        assert pick(1, 256, 512, 14, strides=(2, 2)) == "direct"  # 7.2 MB
+    with target.lowering_for("cpu", vmapped_batch=8):
+        assert pick(1, 256, 512, 14, strides=(2, 2)) == "patches"  # 3.6 MB
 
 
 def test_kernel_layout_is_hoisted_and_the_program_counts_as_convolutional(monkeypatch):
@@ -196,3 +227,23 @@ def test_neuralnetwork_convolution_layer(convolution_spy):
     ref = torch_conv(x[None], w, strides=(2, 1))[0] + b.reshape(-1, 1, 1)
     assert_close(np.asarray(out).reshape(ref.shape), ref)
     assert [s[0] for s in convolution_spy] == ["patches"]
+
+
+def test_strided_layer_of_many_channels_in_a_model(monkeypatch, convolution_spy):
+    """A ResNet downsampling layer (64 -> 64, 3x3, stride 2) in an ML Program: patches at batch 1
+    (the strided rule), against torch; predict_batch agrees with predict."""
+    from coremltools.converters.mil import Builder as mb
+
+    from mlc.testing.mil_program import mil_model
+
+    monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
+    w = _rand(64, 64, 3, 3, scale=0.05)
+    model = mil_model(lambda x: mb.conv(x=x, weight=w, strides=[2, 2], pad_type="custom", pad=[1, 1, 1, 1]), {"x": ((1, 64, 15, 14), "fp32")})
+    x = _rand(1, 64, 15, 14)
+    out = next(iter(model.predict({"x": x}).values()))
+    assert_close(out, torch_conv(x, w, strides=(2, 2), padding=((1, 1), (1, 1))))
+    assert [s[0] for s in convolution_spy] == ["patches"]
+    xs = _rand(3, 1, 64, 15, 14)
+    batched = next(iter(model.predict_batch({"x": xs}).values()))
+    for i in range(len(xs)):
+        assert_close(batched[i], torch_conv(xs[i], w, strides=(2, 2), padding=((1, 1), (1, 1))))

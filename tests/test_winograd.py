@@ -97,11 +97,11 @@ RESNET18 = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 def test_rule_on_resnet18_at_batch_1_and_32(monkeypatch):
     """As documented in winograd_pays and bench/experiments.md: at batch 1 every 3x3 stride-1
-    layer but the 7x7 ones (their transformed weights cost more to read than the products save);
-    at batch 32 (predict_batch: one example traced under a vmap of 32) the 14x14 and 7x7 ones."""
+    layer, the 7x7 ones' 16 tiles included; at batch 32 (predict_batch: one example traced under
+    a vmap of 32) the 14x14 and 7x7 ones."""
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     with target.lowering_for("cpu"):
-        assert [pick(1, c, c, s) for c, s in RESNET18] == ["winograd", "winograd", "winograd", "direct"]
+        assert [pick(1, c, c, s) for c, s in RESNET18] == ["winograd", "winograd", "winograd", "winograd"]
         assert [pick(32, c, c, s) for c, s in RESNET18] == ["direct", "direct", "winograd", "winograd"]
     with target.lowering_for("cpu", vmapped_batch=32):
         assert [pick(1, c, c, s) for c, s in RESNET18] == ["direct", "direct", "winograd", "winograd"]
@@ -109,7 +109,8 @@ def test_rule_on_resnet18_at_batch_1_and_32(monkeypatch):
 
 def test_rule_thresholds():
     assert not convolution.winograd_pays(1, 32, 64, 28, 28)  # too few channels
-    assert not convolution.winograd_pays(1, 64, 64, 7, 7)  # 16 tiles: the weights dominate
+    assert not convolution.winograd_pays(1, 64, 64, 5, 5)  # 9 tiles: the weights dominate (not measured to pay)
+    assert convolution.winograd_pays(1, 512, 512, 7, 7)  # 16 tiles
     assert convolution.winograd_pays(2, 512, 512, 7, 7)  # 32 tiles
     assert convolution.winograd_pays(1, 128, 128, 80, 80)  # 1,600 tiles
     assert not convolution.winograd_pays(1, 128, 128, 81, 81)  # more: the transformed input leaves the cache
@@ -233,8 +234,8 @@ def test_mil_model_with_the_rule_forced_on(monkeypatch, convolution_spy):
 
 
 def test_predict_batch_tells_the_rule_its_batch(monkeypatch, convolution_spy):
-    """Default rule: a 7x7x64 convolution has 16 tiles per example (direct); predict_batch of
-    4 examples gives it 64 (Winograd)."""
+    """Default rule: a 5x5x64 convolution has 9 tiles per example (direct); predict_batch of
+    4 examples gives it 36 (Winograd)."""
     from coremltools.converters.mil import Builder as mb
 
     from mlc.testing.mil_program import mil_model
@@ -242,8 +243,8 @@ def test_predict_batch_tells_the_rule_its_batch(monkeypatch, convolution_spy):
     monkeypatch.delenv(convolution.ALGORITHM_VARIABLE, raising=False)
     monkeypatch.setenv("MLC_BATCH_CHUNK", "0")  # no trace of one example for the chunk rule
     w = _rand(64, 64, 3, 3, scale=0.05)
-    model = mil_model(lambda x: mb.conv(x=x, weight=w, pad_type="same"), {"x": ((1, 64, 7, 7), "fp32")})
-    x = _rand(4, 1, 64, 7, 7)
+    model = mil_model(lambda x: mb.conv(x=x, weight=w, pad_type="same"), {"x": ((1, 64, 5, 5), "fp32")})
+    x = _rand(4, 1, 64, 5, 5)
     single = next(iter(model.predict({"x": x[0]}).values()))
     assert [s[0] for s in convolution_spy] == ["direct"]
     batched = next(iter(model.predict_batch({"x": x}).values()))

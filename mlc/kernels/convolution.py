@@ -26,7 +26,10 @@ beyond float rounding:
   F(2x2, 3x3) algorithm (``mlc.kernels.winograd``) where ``winograd_pays`` says it is faster,
   on CPU only (the platform the program is traced for, ``mlc.runtime.target``): the weight
   transform is weight-only work, hoisted like the transpose above. The rule and the numbers
-  behind it are in ``bench/experiments.md`` ("Winograd convolution").
+  behind it are in ``bench/experiments.md`` ("Winograd convolution", "Small outputs").
+- A strided 3x3 convolution of at least 64 channels in and out (ResNet's downsampling layers)
+  whose patch matrix stays small is, on CPU, that patch matrix (channels-last) times the kernel
+  (``strided_patches_pay``).
 
 ``MLC_CONV_ALGORITHM`` overrides the choice, read when a program is traced: ``auto`` (the
 default, the rules above), ``direct`` (XLA's convolution for every convolution but the
@@ -120,6 +123,8 @@ def algorithm(x, weight, *, strides, padding, dilations, groups: int) -> str:
         return "pointwise"  # faster at batch 1 and under predict_batch's vmap of 32 alike
     if patches_pay(x, weight, batch=batch, strides=strides, padding=padding, dilations=dilations, groups=groups):
         return "patches"
+    if strided_patches_pay(x, weight, batch=batch, strides=strides, padding=padding, dilations=dilations, groups=groups):
+        return "patches"
     if not eligible:
         return "direct"
     _, c_in, h, w = x.shape
@@ -147,20 +152,42 @@ def patches_pay(x, weight, *, batch: int, strides, padding, dilations, groups: i
     return _patches_kernel.patch_bytes(batch, x.shape[1], kernel, out, np.dtype(x.dtype).itemsize) <= _patches_kernel.MAX_PATCH_BYTES
 
 
+# Strided 3x3 convolutions with many channels (ResNet's downsampling layers) as a patch matrix
+# times the kernel: measured per layer and in ResNet-18 at batch 1 (bench/experiments.md,
+# "Small outputs: Winograd at 7x7 and strided patches"); 16 and 32 channels lost.
+STRIDED_PATCHES_MIN_CHANNELS = 64
+
+
+def strided_patches_pay(x, weight, *, batch: int, strides, padding, dilations, groups: int) -> bool:
+    """Whether a strided, undilated, ungrouped 3x3 2-D convolution of at least
+    ``STRIDED_PATCHES_MIN_CHANNELS`` channels in and out is faster on CPU as a patch matrix times
+    the kernel (``mlc.kernels.patches``, channels-last) for ``batch`` images: while that matrix
+    stays within ``patches.MAX_PATCH_BYTES`` (ResNet-18's three downsampling 3x3 layers at batch 1:
+    -10 to -27% each alone; not at predict_batch's parts of 16)."""
+    if x.ndim != 4 or groups != 1 or tuple(weight.shape[2:]) != (3, 3) or tuple(strides) == (1, 1) or any(d != 1 for d in dilations):
+        return False
+    if min(x.shape[1], weight.shape[0]) < STRIDED_PATCHES_MIN_CHANNELS:
+        return False
+    out = tuple(_patches_kernel.output_size(s, lo, hi, 3, st, 1) for s, (lo, hi), st in zip(x.shape[2:], padding, strides))
+    return min(out) >= 1 and _patches_kernel.patch_bytes(batch, x.shape[1], (3, 3), out, np.dtype(x.dtype).itemsize) <= _patches_kernel.MAX_PATCH_BYTES
+
+
 # Where Winograd F(2x2, 3x3) beat XLA:CPU's convolution (bench/experiments.md): enough channels
 # for the batched product to outweigh the transforms, and a number of 2x2 output tiles per call
 # (the rows of that product) neither too small (the transformed weights are 16/9 the size of
 # the kernel: below, reading them costs more than the multiplications saved) nor too large
-# (above, the transformed input and the products no longer stay in cache).
+# (above, the transformed input and the products no longer stay in cache). The lower bound was
+# 32 while YNNPACK computed the products; with XLA's own products (convolutional programs,
+# ``xla_options``) 16 tiles (7x7 at batch 1) win too ("Small outputs" in bench/experiments.md).
 WINOGRAD_MIN_CHANNELS = 64
-WINOGRAD_TILES = (32, 1600)
+WINOGRAD_TILES = (16, 1600)
 
 
 def winograd_pays(batch: int, c_in: int, c_out: int, out_h: int, out_w: int) -> bool:
     """Whether Winograd F(2x2, 3x3) beats XLA's convolution on CPU for this convolution:
     ``batch`` images (the vmapped batch included) of ``c_in`` channels in, ``c_out`` out, each
-    ``out_h x out_w`` out. ResNet-18 at 224x224: at batch 1 its 56x56, 28x28 and 14x14 layers
-    (not 7x7); at batch 32 its 14x14 and 7x7 layers."""
+    ``out_h x out_w`` out. ResNet-18 at 224x224: at batch 1 all its 3x3 stride-1 layers (56x56
+    to 7x7); at batch 32 its 14x14 and 7x7 layers."""
     tiles = batch * -(-out_h // 2) * -(-out_w // 2)
     return min(c_in, c_out) >= WINOGRAD_MIN_CHANNELS and WINOGRAD_TILES[0] <= tiles <= WINOGRAD_TILES[1]
 

@@ -1,18 +1,23 @@
-"""A convolution with few input channels as one matrix product over its patches (im2col), for XLA:CPU.
+"""A convolution as one matrix product over its patches (im2col), for XLA:CPU: few input
+channels, or a strided 3x3 convolution with a small output.
 
 The first convolution of an image network reads the image's 3 channels (ResNet's 7x7 stem,
 MobileNet's and EfficientNet's 3x3 stride-2 stem, a small classifier's first layer). XLA:CPU's
 convolution kernels, and YNNPACK's, are slow on so few input channels: the tiny CNN of
 ``scripts/bench.py`` spends 0.32 ms of CPU time on its first 3x3 convolution (3 -> 16 channels,
 32x32) and 0.09 ms computed as below; MobileNetV2's stem at 224x224 1.78 ms against 1.39 ms
-(``bench/experiments.md``, "Few input channels").
+(``bench/experiments.md``, "Few input channels"). ResNet's strided 3x3 layers (64 to 512
+channels, 28x28 to 7x7 out) lose less to the patch matrix than XLA's convolution loses on their
+few output pixels ("Small outputs").
 
 Computed with ``lax`` primitives only:
 
 - the padded input's strided slices, one per kernel position and input channel, stacked
   channels-first: the patch matrix ``(N, KH * KW * C_in, H', W')``, each slice written as whole
   rows (stacked channels-last, every row interleaves ``C_in`` values per kernel position: the
-  tiny CNN's batch of 32 -18%, MobileNetV2's batch 1 -6%);
+  tiny CNN's batch of 32 -18%, MobileNetV2's batch 1 -6%); with more than
+  ``MAX_INPUT_CHANNELS`` channels, channels-last ``(N, H', W', KH * KW * C_in)``: one slice per
+  kernel position, each pixel's channels a contiguous run;
 - one ``dot_general`` with the kernel laid out ``(KH * KW * C_in, C_out)``: a weight-only
   reshape that ``mlc.runtime.hoist`` computes once per set of weights.
 
@@ -84,6 +89,10 @@ def conv(x, weight, *, strides, padding, dilations, precision=None):
         patch = _tiles(x, kh, kw, oh, ow)  # (N, H', W', K)
         y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
         return lax.transpose(y, (0, 3, 1, 2))
+    if c_in > MAX_INPUT_CHANNELS:
+        patch = _overlapping_channels_last(x, kh, kw, oh, ow, strides, padding, dilations)  # (N, H', W', K)
+        y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
+        return lax.transpose(y, (0, 3, 1, 2))
     patch = _overlapping(x, kh, kw, oh, ow, strides, padding, dilations)  # (N, K, H', W')
     y = lax.dot_general(kernel, patch, (((0,), (1,)), ((), ())), precision=precision)  # (C_out, N, H', W')
     return lax.transpose(y, (1, 0, 2, 3))
@@ -113,3 +122,19 @@ def _overlapping(x, kh: int, kw: int, oh: int, ow: int, strides, padding, dilati
         for c in range(c_in)
     ]
     return rows[0] if len(rows) == 1 else lax.concatenate(rows, 1)
+
+
+def _overlapping_channels_last(x, kh: int, kw: int, oh: int, ow: int, strides, padding, dilations):
+    """The patch matrix ``(N, H', W', KH * KW * C_in)``: the padded channels-last input's
+    strided slices, one per kernel position, each a run of ``C_in`` contiguous values per pixel."""
+    n, c_in = x.shape[:2]
+    (sh, sw), (dh, dw) = strides, dilations
+    (top, bottom), (left, right) = padding
+    last = lax.transpose(x, (0, 2, 3, 1))
+    padded = lax.pad(last, np.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+    columns = [
+        lax.slice(padded, (0, i * dh, j * dw, 0), (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c_in), (1, sh, sw, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return columns[0] if len(columns) == 1 else lax.concatenate(columns, 3)
