@@ -62,6 +62,17 @@ def test_off_by_argument_and_by_environment(model_path, tmp_path):
     assert not os.path.exists(tmp_path / "xla")
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_cache_dir_is_refused(model_path, tmp_path, monkeypatch, empty):
+    """An empty path would be the current folder: refused, naming the argument; nothing written."""
+    import mlc
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(mlc.MLCParametersError, match="cache_dir is an empty path"):
+        mlc.load(model_path, cache_dir=empty)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_cache_the_user_configured_is_kept(model_path, tmp_path):
     theirs = str(tmp_path / "theirs")
     setup = f"import jax; jax.config.update('jax_compilation_cache_dir', {theirs!r})\n"

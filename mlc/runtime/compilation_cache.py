@@ -32,6 +32,7 @@ import warnings
 
 import jax
 
+from mlc._errors import MLCParametersError
 from mlc.io.atomic import atomic_write
 from mlc.runtime.cache_dir import user_cache_dir
 
@@ -67,7 +68,10 @@ def configure(cache_dir: str | os.PathLike | bool | None = None) -> str | None:
         if theirs and theirs != _set_by_mlc:
             return current_dir()  # the user configured JAX's cache themselves
         cache_dir = default_dir()
-    return _use(os.path.abspath(os.fspath(cache_dir)))
+    folder = os.fspath(cache_dir)
+    if not str(folder).strip():  # os.path.abspath("") would be the current folder, silently
+        raise MLCParametersError("cache_dir is an empty path: give a folder, True for mlc's default folder, or False for none")
+    return _use(os.path.abspath(folder))
 
 
 def _use(folder: str) -> str | None:
