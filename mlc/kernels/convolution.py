@@ -145,6 +145,12 @@ def patches_pay(x, weight, *, batch: int, strides, padding, dilations, groups: i
         return True  # non-overlapping tiles (a ViT's patch embedding): the input rearranged
     if not _patches_kernel.eligible(x, weight, groups=groups):
         return False
+    return _patch_matrix_fits(x, weight, batch=batch, strides=strides, padding=padding, dilations=dilations)
+
+
+def _patch_matrix_fits(x, weight, *, batch: int, strides, padding, dilations) -> bool:
+    """Whether the convolution has an output and its patch matrix for ``batch`` images is at most
+    ``patches.MAX_PATCH_BYTES`` (a size that stays in cache)."""
     kernel = weight.shape[2:]
     out = tuple(_patches_kernel.output_size(s, lo, hi, k, st, d) for s, (lo, hi), k, st, d in zip(x.shape[2:], padding, kernel, strides, dilations))
     if min(out) < 1:
@@ -168,8 +174,7 @@ def strided_patches_pay(x, weight, *, batch: int, strides, padding, dilations, g
         return False
     if min(x.shape[1], weight.shape[0]) < STRIDED_PATCHES_MIN_CHANNELS:
         return False
-    out = tuple(_patches_kernel.output_size(s, lo, hi, 3, st, 1) for s, (lo, hi), st in zip(x.shape[2:], padding, strides))
-    return min(out) >= 1 and _patches_kernel.patch_bytes(batch, x.shape[1], (3, 3), out, np.dtype(x.dtype).itemsize) <= _patches_kernel.MAX_PATCH_BYTES
+    return _patch_matrix_fits(x, weight, batch=batch, strides=strides, padding=padding, dilations=dilations)
 
 
 # Where Winograd F(2x2, 3x3) beat XLA:CPU's convolution (bench/experiments.md): enough channels

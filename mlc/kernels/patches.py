@@ -87,15 +87,14 @@ def conv(x, weight, *, strides, padding, dilations, precision=None):
     kernel = lax.reshape(lax.transpose(lax.convert_element_type(weight, x.dtype), (2, 3, 1, 0)), (kh * kw * c_in, c_out))
     if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) and (top, bottom, left, right) == (0, 0, 0, 0):
         patch = _tiles(x, kh, kw, oh, ow)  # (N, H', W', K)
-        y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
-        return lax.transpose(y, (0, 3, 1, 2))
-    if c_in > MAX_INPUT_CHANNELS:
+    elif c_in > MAX_INPUT_CHANNELS:
         patch = _overlapping_channels_last(x, kh, kw, oh, ow, strides, padding, dilations)  # (N, H', W', K)
-        y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
-        return lax.transpose(y, (0, 3, 1, 2))
-    patch = _overlapping(x, kh, kw, oh, ow, strides, padding, dilations)  # (N, K, H', W')
-    y = lax.dot_general(kernel, patch, (((0,), (1,)), ((), ())), precision=precision)  # (C_out, N, H', W')
-    return lax.transpose(y, (1, 0, 2, 3))
+    else:
+        patch = _overlapping(x, kh, kw, oh, ow, strides, padding, dilations)  # (N, K, H', W')
+        y = lax.dot_general(kernel, patch, (((0,), (1,)), ((), ())), precision=precision)  # (C_out, N, H', W')
+        return lax.transpose(y, (1, 0, 2, 3))
+    y = lax.dot_general(patch, kernel, (((3,), (0,)), ((), ())), precision=precision)
+    return lax.transpose(y, (0, 3, 1, 2))
 
 
 def _tiles(x, kh: int, kw: int, oh: int, ow: int):
